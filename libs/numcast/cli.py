@@ -1,0 +1,78 @@
+"""The `numcast` command: `control`, `worker`, `up` and `tail`.
+
+This is the process entry point, and the only place that may monkey-patch: it must happen before anything
+imports socket or threading, so this module imports nothing else at the top.
+"""
+
+import os
+import sys
+
+USAGE = """usage: numcast {control,worker,up,tail} [options]
+
+  control   run the control-plane (configured by env vars; see README)
+  worker    run a worker (configured by env vars; see README)
+  up        run the whole pipeline locally: Redis, the control-plane and two workers
+  tail      print the channel's messages, decoded (like `redis-cli subscribe numbers`)
+
+`numcast up --help` and `numcast tail --help` list their options."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Dispatch to a subcommand."""
+    argv = sys.argv[1:] if argv is None else argv
+    command = argv[0] if argv else ""
+    if command in ("control", "worker"):
+        if len(argv) > 1:
+            print(
+                f"numcast {command} takes no arguments; it is configured by env vars (see README)",
+                file=sys.stderr,
+            )
+            return 2
+        if os.environ.get("ASYNC_MODE", "eventlet").strip().lower() in ("eventlet", ""):
+            import warnings
+
+            # Eventlet warns on import that it is in maintenance mode; the README says so and why we stay.
+            warnings.filterwarnings("ignore", message="\nEventlet is deprecated")
+            import eventlet
+
+            eventlet.monkey_patch()
+        return _serve(command)
+    if command == "up":
+        from numcast import stack
+
+        return stack.main(argv[1:])
+    if command == "tail":
+        from numcast import tail
+
+        return tail.main(argv[1:])
+    print(USAGE, file=sys.stderr if command not in ("-h", "--help") else sys.stdout)
+    return 0 if command in ("-h", "--help") else 2
+
+
+def _serve(command: str) -> int:
+    from numcast import logs, serve
+    from numcast.settings import SettingsError, from_env
+
+    if command == "control":
+        from numcast_control import create_app, socketio
+        from numcast_control.settings import ControlSettings as Settings
+    else:
+        from numcast_worker import create_app, socketio
+        from numcast_worker.settings import WorkerSettings as Settings
+    try:
+        settings = from_env(Settings)
+    except SettingsError as exc:
+        print(f"numcast {command}: invalid setting {exc}", file=sys.stderr)
+        return 2
+    logs.setup(settings.log_level, getattr(settings, "worker_name", command))
+    try:
+        app = create_app(settings)
+        serve.run(app, socketio, settings.host, settings.port)
+    except OSError as exc:
+        print(f"numcast {command}: cannot start: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,43 @@
+"""Prometheus metrics: one registry per app, every name prefixed `numcast_`."""
+
+from __future__ import annotations
+
+from flask import Flask, Response
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+PREFIX = "numcast_"
+# End-to-end latency from the envelope's `ts` to its arrival: sub-millisecond on one host, seconds when stalled.
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class Metrics:
+    """Builds metrics in a registry of their own, so that tests can run several apps in one process."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+
+    def counter(self, name: str, doc: str, labels: tuple[str, ...] = ()) -> Counter:
+        """A counter named numcast_<name>_total."""
+        return Counter(PREFIX + name, doc, labels, registry=self.registry)
+
+    def gauge(self, name: str, doc: str, labels: tuple[str, ...] = ()) -> Gauge:
+        """A gauge named numcast_<name>."""
+        return Gauge(PREFIX + name, doc, labels, registry=self.registry)
+
+    def histogram(self, name: str, doc: str, buckets: tuple[float, ...] = LATENCY_BUCKETS) -> Histogram:
+        """A histogram named numcast_<name>."""
+        return Histogram(PREFIX + name, doc, buckets=buckets, registry=self.registry)
+
+    def init_app(self, app: Flask) -> None:
+        """Serve the registry at GET /metrics in the Prometheus text format."""
+
+        @app.get("/metrics")
+        def metrics() -> Response:
+            return Response(generate_latest(self.registry), mimetype=CONTENT_TYPE_LATEST)

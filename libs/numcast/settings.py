@@ -1,0 +1,147 @@
+"""Settings as data: frozen dataclasses filled from env vars, validated once at start-up."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import socket
+from collections.abc import Callable, Mapping
+from typing import Any
+
+ASYNC_MODES = ("eventlet", "threading")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+_CHANNEL_RE = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+_NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+class SettingsError(ValueError):
+    """An env var holds a value the service cannot run with; the message names the variable."""
+
+
+def env(name: str, default: Any, doc: str, parse: Callable[[str], Any] = str) -> Any:
+    """Declare a dataclass field read from env var `name`, parsed with `parse`."""
+    return dataclasses.field(default=default, metadata={"env": name, "doc": doc, "parse": parse})
+
+
+def from_env(cls: type, environ: Mapping[str, str] | None = None, **overrides: Any) -> Any:
+    """Build settings `cls` from `environ` (default os.environ); keyword overrides win over both."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if f.name in overrides:
+            values[f.name] = overrides.pop(f.name)
+            continue
+        raw = environ.get(f.metadata["env"])
+        if raw is None or raw == "":
+            continue
+        try:
+            values[f.name] = f.metadata["parse"](raw.strip())
+        except (TypeError, ValueError) as exc:
+            raise SettingsError(f"{f.metadata['env']}={raw!r}: {exc}") from None
+    if overrides:
+        raise TypeError(f"unknown settings: {', '.join(sorted(overrides))}")
+    settings = cls(**values)
+    settings.validate()
+    return settings
+
+
+def check(condition: bool, name: str, value: Any, message: str) -> None:
+    """Raise SettingsError naming env var `name` unless `condition` holds."""
+    if not condition:
+        raise SettingsError(f"{name}={value!r}: {message}")
+
+
+def parse_int(raw: str) -> int:
+    """An integer, with a readable error."""
+    try:
+        return int(raw, 10)
+    except ValueError:
+        raise ValueError("not an integer") from None
+
+
+def parse_float(raw: str) -> float:
+    """A finite number, with a readable error."""
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError("not a number") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ValueError("not a finite number")
+    return value
+
+
+def parse_targets(raw: str) -> tuple[tuple[str, int], ...]:
+    """A comma-separated list of host:port pairs."""
+    targets = []
+    for item in filter(None, (part.strip() for part in raw.split(","))):
+        host, sep, port = item.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"{item!r} is not host:port")
+        targets.append((host.strip("[]"), int(port)))
+    return tuple(targets)
+
+
+def parse_origins(raw: str) -> tuple[str, ...]:
+    """A comma-separated list of browser origins, such as https://example.org."""
+    origins = tuple(filter(None, (part.strip() for part in raw.split(","))))
+    for origin in origins:
+        if not re.match(r"^https?://[^/\s]+$", origin):
+            raise ValueError(f"{origin!r} is not an origin like https://host:port")
+    return origins
+
+
+def default_host_name() -> str:
+    """The pod or host name, as Kubernetes sets it."""
+    return os.environ.get("HOSTNAME") or socket.gethostname()
+
+
+@dataclasses.dataclass(frozen=True)
+class Common:
+    """Settings both services read."""
+
+    redis_url: str = env("REDIS_URL", "redis://127.0.0.1:6379/0", "Redis server (redis:// or rediss://).")
+    redis_password: str = env(
+        "REDIS_PASSWORD",
+        "",
+        "Redis password; overrides one in `REDIS_URL` (Kubernetes takes it from a Secret).",
+    )
+    channel: str = env("CHANNEL", "numbers", "Pub/sub channel the values travel on.")
+    host: str = env("HOST", "0.0.0.0", "Address the HTTP server binds to.")
+    log_level: str = env("LOG_LEVEL", "INFO", f"One of {', '.join(LOG_LEVELS)}.", str.upper)
+    async_mode: str = env(
+        "ASYNC_MODE", "eventlet", f"Flask-SocketIO async mode: {' or '.join(ASYNC_MODES)}.", str.lower
+    )
+
+    def validate(self) -> None:
+        """Raise SettingsError for the first setting that is out of range."""
+        check(
+            self.redis_url.startswith(("redis://", "rediss://", "unix://")),
+            "REDIS_URL",
+            self.redis_url,
+            "must start with redis://, rediss:// or unix://",
+        )
+        check(bool(_CHANNEL_RE.match(self.channel)), "CHANNEL", self.channel, "1-64 of A-Z a-z 0-9 . _ : -")
+        check(self.log_level in LOG_LEVELS, "LOG_LEVEL", self.log_level, f"one of {', '.join(LOG_LEVELS)}")
+        check(self.async_mode in ASYNC_MODES, "ASYNC_MODE", self.async_mode, f"one of {', '.join(ASYNC_MODES)}")
+        for f in dataclasses.fields(self):
+            if f.metadata["parse"] is parse_int and f.name.endswith("port"):
+                port = getattr(self, f.name)
+                check(0 < port < 65536, f.metadata["env"], port, "must be a TCP port, 1-65535")
+
+
+def check_name(value: str, name: str) -> None:
+    """Names shown in pages and Redis keys: short, no markup."""
+    check(bool(_NAME_RE.match(value)), name, value, "1-64 of A-Z a-z 0-9 . _ -")
+
+
+def markdown_table(cls: type) -> str:
+    """The README's table of env vars for `cls`, generated so it is never written twice by hand."""
+    rows = ["| Variable | Default | Meaning |", "| --- | --- | --- |"]
+    for f in dataclasses.fields(cls):
+        default = f.default
+        if isinstance(default, tuple):
+            default = ",".join(str(item) for item in default)
+        shown = f"`{default}`" if default not in ("", None) else "(empty)"
+        rows.append(f"| `{f.metadata['env']}` | {shown} | {f.metadata['doc']} |")
+    return "\n".join(rows)

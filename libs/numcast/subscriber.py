@@ -1,0 +1,105 @@
+"""A pub/sub subscriber that stays subscribed: it reconnects, resubscribes and notices when it went deaf."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from numcast.redis_conn import CONNECTION_ERRORS, Backoff, client, describe, redact
+
+log = logging.getLogger(__name__)
+
+
+class Deaf(Exception):
+    """Nothing, not even a PONG, came back in time: the connection is connected-looking but dead."""
+
+
+class Subscriber:
+    """Calls `on_message(data)` for every message on `channel`, for as long as `run()` runs.
+
+    redis-py's PubSub neither reconnects nor resubscribes by itself, and Redis may drop only the
+    subscriber's connection (CLIENT KILL, the pubsub output-buffer limit). So the loop pings on the
+    subscribed connection and treats silence, not just errors, as a lost connection.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        password: str,
+        channel: str,
+        on_message: Callable[[bytes], object],
+        *,
+        ping_interval: float = 1.0,
+        deaf_after: float = 3.0,
+        on_reconnect: Callable[[], object] = lambda: None,
+    ) -> None:
+        self.url, self.password, self.channel = url, password, channel
+        self.on_message, self.on_reconnect = on_message, on_reconnect
+        self.ping_interval, self.deaf_after = ping_interval, deaf_after
+        self.subscribed = False
+        self.stopping = threading.Event()
+
+    def stop(self) -> None:
+        """Ask `run()` to return; it does within a fraction of a second."""
+        self.stopping.set()
+
+    def run(self) -> None:
+        """Subscribe, listen, and on any connection failure start again after a capped backoff."""
+        backoff = Backoff()
+        attempt = 0
+        while not self.stopping.is_set():
+            pubsub = None
+            try:
+                pubsub = client(self.url, self.password, timeout=self.deaf_after).pubsub()
+                pubsub.subscribe(self.channel)
+                self._listen(pubsub, backoff)
+            except (*CONNECTION_ERRORS, Deaf) as exc:
+                was_subscribed, self.subscribed = self.subscribed, False
+                if was_subscribed:
+                    attempt = 0
+                    log.warning(
+                        "subscription lost url=%s channel=%s error=%s",
+                        redact(self.url),
+                        self.channel,
+                        describe(exc),
+                    )
+                delay = backoff.next()
+                attempt += 1
+                if attempt == 1 or attempt % 10 == 0:
+                    log.info("reconnecting url=%s attempt=%d retry_in=%.2fs", redact(self.url), attempt, delay)
+                self.on_reconnect()
+                self.stopping.wait(delay)
+            finally:
+                self.subscribed = False
+                if pubsub is not None:
+                    _close_quietly(pubsub)
+
+    def _listen(self, pubsub, backoff: Backoff) -> None:
+        now = time.monotonic()
+        heard, next_ping = now, now + self.ping_interval
+        while not self.stopping.is_set():
+            message = pubsub.get_message(timeout=0.2)
+            now = time.monotonic()
+            if message is not None:
+                heard = now
+                kind = message["type"]
+                if kind == "message":
+                    self.on_message(message["data"])
+                elif kind == "subscribe":
+                    self.subscribed = True
+                    backoff.reset()
+                    log.info("subscribed url=%s channel=%s", redact(self.url), self.channel)
+            if now >= next_ping:
+                pubsub.ping()
+                next_ping = now + self.ping_interval
+            if now - heard > self.deaf_after:
+                raise Deaf(f"nothing heard for {now - heard:.1f}s")
+
+
+def _close_quietly(pubsub) -> None:
+    try:
+        pubsub.close()
+    except Exception:  # closing a broken connection may fail in many ways; it is going away regardless
+        log.debug("error while closing a pubsub connection", exc_info=True)

@@ -1,0 +1,53 @@
+"""`numcast tail`: the channel's messages, decoded, one line each, like `redis-cli subscribe numbers`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+from numcast.envelope import EnvelopeError, decode
+from numcast.subscriber import Subscriber
+
+
+def main(argv: list[str]) -> int:
+    """Print messages until Ctrl-C (or `--count` of them)."""
+    parser = argparse.ArgumentParser(prog="numcast tail", description=__doc__)
+    parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
+    parser.add_argument("--channel", default=os.environ.get("CHANNEL", "numbers"))
+    parser.add_argument("--count", type=int, default=0, help="exit after this many messages (0: never)")
+    parser.add_argument("--json", action="store_true", help="print each valid envelope as JSON")
+    args = parser.parse_args(argv)
+    seen = 0
+    subscriber: Subscriber
+
+    def show(data: bytes) -> None:
+        nonlocal seen
+        try:
+            env = decode(data)
+        except EnvelopeError as exc:
+            print(f"REJECTED {exc.reason}: {exc} raw={bytes(data[:120])!r}", flush=True)
+        else:
+            if args.json:
+                print(env.to_json(), flush=True)
+            else:
+                clock = time.strftime("%H:%M:%S", time.localtime(env.ts)) + f".{int(env.ts % 1 * 1000):03d}"
+                latency_ms = (time.time() - env.ts) * 1000
+                print(
+                    f"{env.source} seq={env.seq} value={env.value:g} ts={clock} latency={latency_ms:.1f}ms",
+                    flush=True,
+                )
+        seen += 1
+        if args.count and seen >= args.count:
+            subscriber.stop()
+
+    subscriber = Subscriber(args.redis_url, os.environ.get("REDIS_PASSWORD", ""), args.channel, show)
+    print(f"# subscribed to {args.channel!r}; Ctrl-C to stop", file=sys.stderr, flush=True)
+    try:
+        subscriber.run()
+    except KeyboardInterrupt:
+        pass
+    except BrokenPipeError:
+        sys.stderr.close()  # `numcast tail | head` is a normal way to stop
+    return 0

@@ -1,0 +1,41 @@
+"""The control-plane's HTTP API and page."""
+
+from __future__ import annotations
+
+import json
+
+from flask import Flask, Response, current_app, jsonify, render_template, request
+
+from numcast_control.config import ConfigError
+
+
+def _service():
+    return current_app.extensions["numcast"]
+
+
+def init_app(app: Flask) -> None:
+    """Register the routes on `app`."""
+
+    @app.get("/")
+    def index() -> str:
+        return render_template("index.html", status=_service().status())
+
+    @app.get("/api/status")
+    def status() -> Response:
+        return jsonify(_service().status())
+
+    @app.get("/api/workers")
+    def workers() -> Response:
+        return jsonify(workers=_service().workers())
+
+    @app.patch("/api/config")
+    def patch_config() -> tuple[Response, int]:
+        try:
+            body = json.loads(request.get_data(cache=False) or b"null")
+        except (ValueError, RecursionError) as exc:
+            return jsonify(error=f"body is not valid JSON: {exc}", field=None), 400
+        try:
+            config = _service().update(body)
+        except ConfigError as exc:
+            return jsonify(exc.to_dict()), 400
+        return jsonify(config=config.to_dict()), 200

@@ -1,0 +1,153 @@
+"""Where envelopes go: the Redis channel, and the TCP mirror to each worker. Each has its own bounded queue."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+
+from numcast.redis_conn import CONNECTION_ERRORS, Backoff, client, describe, redact
+from numcast_control.outbox import Outbox
+
+log = logging.getLogger(__name__)
+
+BATCH = 500  # envelopes sent in one pipeline or one write
+
+
+class Output:
+    """Drains its outbox to a destination; on failure keeps the batch, backs off (capped) and reconnects."""
+
+    path = "?"
+
+    def __init__(self, name: str, queue_limit: int, metrics: dict) -> None:
+        self.name = name
+        self.outbox = Outbox(queue_limit, metrics["dropped"].labels(path=self.path).inc)
+        self._published = metrics["published"].labels(path=self.path)
+        self._errors = metrics["errors"].labels(path=self.path)
+        self.connected = False
+        self.sent = 0
+        self.stopping = threading.Event()
+
+    def put(self, line: str) -> None:
+        """Queue one envelope line; never blocks."""
+        self.outbox.put(line)
+
+    def stop(self) -> None:
+        """Ask `run()` to return."""
+        self.stopping.set()
+
+    def status(self) -> dict:
+        """What /api/status shows of this output."""
+        return {
+            "name": self.name,
+            "path": self.path,
+            "connected": self.connected,
+            "sent": self.sent,
+            "queued": len(self.outbox),
+            "dropped": self.outbox.dropped,
+        }
+
+    def run(self) -> None:
+        """Send until stopped."""
+        backoff = Backoff()
+        while not self.stopping.is_set():
+            batch = self.outbox.take(BATCH, timeout=0.5)
+            try:
+                self.send(batch)
+            except CONNECTION_ERRORS as exc:
+                self.outbox.requeue(batch)
+                self._errors.inc()
+                if self.connected:
+                    log.warning("%s output lost name=%s error=%s", self.path, self.name, describe(exc))
+                self.connected = False
+                self.close()
+                self.stopping.wait(backoff.next())
+                continue
+            if not self.connected:
+                log.info("%s output connected name=%s", self.path, self.name)
+            self.connected = True
+            backoff.reset()
+            self._count(batch)
+        self._flush()
+        self.close()
+
+    def _count(self, batch: list) -> None:
+        if batch:
+            self.sent += len(batch)
+            self._published.inc(len(batch))
+
+    def _flush(self) -> None:
+        """At shutdown, one last attempt to deliver what is queued."""
+        batch = self.outbox.take(len(self.outbox), timeout=0)
+        if batch and self.connected:
+            try:
+                self.send(batch)
+                self._count(batch)
+            except CONNECTION_ERRORS:
+                log.warning("%s output could not flush name=%s lost=%d", self.path, self.name, len(batch))
+
+    def send(self, batch: list[str]) -> None:
+        """Deliver `batch` (possibly empty: then only check the connection) or raise a connection error."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Drop the connection, if any."""
+
+
+class RedisOutput(Output):
+    """PUBLISHes each envelope on the channel, pipelined."""
+
+    path = "redis"
+
+    def __init__(self, url: str, password: str, channel: str, queue_limit: int, metrics: dict) -> None:
+        super().__init__(redact(url), queue_limit, metrics)
+        self.channel = channel
+        self._client = client(url, password)
+
+    def send(self, batch: list[str]) -> None:
+        if not batch:
+            self._client.ping()
+            return
+        pipe = self._client.pipeline(transaction=False)
+        for line in batch:
+            pipe.publish(self.channel, line)
+        pipe.execute()
+
+    def close(self) -> None:
+        self._client.connection_pool.disconnect()
+
+
+class TcpMirror(Output):
+    """Writes each envelope as one line over a persistent TCP connection (the seed's original path)."""
+
+    path = "tcp"
+
+    def __init__(self, host: str, port: int, queue_limit: int, metrics: dict) -> None:
+        super().__init__(f"{host}:{port}", queue_limit, metrics)
+        self.address = (host, port)
+        self._sock: socket.socket | None = None
+
+    def send(self, batch: list[str]) -> None:
+        if self._sock is None:
+            self._sock = socket.create_connection(self.address, timeout=2.0)
+            self._sock.settimeout(5.0)  # a worker that stops reading must not hold the batch forever
+        if batch:
+            self._sock.sendall(("\n".join(batch) + "\n").encode())
+        elif _peer_closed(self._sock):
+            raise ConnectionResetError("peer closed the connection")
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+
+def _peer_closed(sock: socket.socket) -> bool:
+    """True when the peer has closed its end (a read would return EOF), without blocking."""
+    try:
+        sock.setblocking(False)
+        return sock.recv(1, socket.MSG_PEEK) == b""
+    except (BlockingIOError, TimeoutError):
+        return False
+    finally:
+        sock.settimeout(5.0)

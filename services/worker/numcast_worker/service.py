@@ -1,0 +1,152 @@
+"""The worker's moving parts: subscriber, TCP listener, ingest, sink, fan-out and presence."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+
+import redis
+
+from numcast import presence
+from numcast.redis_conn import CONNECTION_ERRORS, client, redact
+from numcast.subscriber import Subscriber
+from numcast.tasks import Tasks
+from numcast_worker.fanout import Fanout
+from numcast_worker.ingest import Ingest
+from numcast_worker.sequences import Sequences
+from numcast_worker.settings import WorkerSettings
+from numcast_worker.sink import FileSink
+from numcast_worker.stats import Stats
+from numcast_worker.tcp_listener import TcpListener
+
+log = logging.getLogger(__name__)
+
+
+class WorkerService:
+    """Wires the parts together; `start` runs them as background tasks, `stop` ends them cleanly."""
+
+    def __init__(self, settings: WorkerSettings, metrics, socketio) -> None:
+        self.settings = settings
+        self.host = socket.gethostname()[:64]
+        self.started_at = time.time()
+        self.stats = stats = Stats()
+        metrics.registry.register(stats)
+        self.sequences = Sequences()
+        self.sink = FileSink(settings.sink_file, settings.sink_max_bytes, settings.sink_backups)
+        self.fanout = Fanout(socketio, settings.client_queue, settings.batch_ms / 1000, self.status)
+        latency = metrics.histogram("latency_seconds", "From the envelope's ts to its acceptance by the worker.")
+        self.ingest = Ingest(self.sequences, self.sink, self.fanout, stats, latency, settings.history_size)
+        self.subscriber = Subscriber(
+            settings.redis_url,
+            settings.redis_password,
+            settings.channel,
+            self._from_redis,
+            on_reconnect=self._count_reconnect,
+        )
+        self.tcp = TcpListener(settings.host, settings.tcp_port, settings.max_tcp_clients, self.ingest.accept, stats)
+        stats.gauges.update(
+            {
+                "connected_clients": ("Browsers connected now.", lambda: self.fanout.clients),
+                "subscribed": ("1 while subscribed to the channel.", lambda: int(self.subscriber.subscribed)),
+                "tcp_connections": ("Open TCP mirror connections.", lambda: len(self.tcp.connections)),
+                "gaps": ("Seqs never received by either path (a counter).", lambda: self.sequences.gaps),
+                "browser_dropped": ("Values a slow browser missed (a counter).", lambda: self.fanout.dropped),
+                "sink_lines": ("Lines written to the sink file (a counter).", lambda: self.sink.lines),
+                "sink_rotations": ("Sink file rotations (a counter).", lambda: self.sink.rotations),
+                "sink_errors": ("Failed sink writes (a counter).", lambda: self.sink.errors),
+            }
+        )
+        self.tasks = Tasks()
+        self._socketio = socketio
+
+    def _from_redis(self, data: bytes) -> None:
+        self.ingest.accept(data, "redis")
+
+    def _count_reconnect(self) -> None:
+        self.stats.reconnects += 1
+
+    def start(self, socketio) -> None:
+        """Bind the TCP port, then start every loop."""
+        s = self.settings
+        log.info(
+            "worker starting name=%s redis=%s channel=%s tcp_port=%d sink=%s",
+            s.worker_name,
+            redact(s.redis_url),
+            s.channel,
+            s.tcp_port,
+            s.sink_file,
+        )
+        self.tcp.bind()
+        self.tasks.start(socketio, self.subscriber.run, "subscriber")
+        self.tasks.start(socketio, lambda: self.tcp.run(socketio.start_background_task), "tcp listener")
+        self.tasks.start(socketio, self.fanout.run, "fan-out")
+        self.tasks.start(socketio, self._housekeeping, "housekeeping")
+
+    def stop(self) -> None:
+        """Stop taking values, close sockets, flush the sink, withdraw from presence."""
+        self.subscriber.stop()
+        self.tcp.stop()
+        self.fanout.stopping.set()
+        self.tasks.join(timeout=5)
+        self.sink.close()
+        self._presence(withdraw=True)
+        log.info("worker stopped lines_written=%d", self.sink.lines)
+
+    def _housekeeping(self) -> None:
+        """Once a period: flush the sink, confirm gaps, renew presence."""
+        next_presence = 0.0
+        while not self.tasks.stopping.wait(0.5):
+            self.sink.flush()
+            self.sequences.expire(time.monotonic())
+            if time.monotonic() >= next_presence:
+                self._presence()
+                next_presence = time.monotonic() + presence.HEARTBEAT_SECONDS
+
+    def _presence(self, withdraw: bool = False) -> None:
+        conn = client(self.settings.redis_url, self.settings.redis_password, timeout=1.0)
+        try:
+            if withdraw:
+                presence.withdraw(conn, self.settings.channel, self.identity())
+            else:
+                presence.announce(conn, self.settings.channel, self.identity() | self.counts())
+        except (*CONNECTION_ERRORS, redis.ResponseError):
+            pass  # the subscriber reports Redis trouble; presence simply lapses
+        finally:
+            conn.close()
+
+    def identity(self) -> dict:
+        """Who this worker is."""
+        return {"name": self.settings.worker_name, "host": self.host}
+
+    def counts(self) -> dict:
+        """The few numbers presence shares."""
+        return {
+            "clients": self.fanout.clients,
+            "received": sum(self.stats.accepted.values()),
+            "last_seen": time.time(),
+        }
+
+    def ready(self) -> tuple[bool, dict]:
+        """Ready while subscribed to the channel."""
+        ok = self.subscriber.subscribed
+        return ok, {"redis": "subscribed" if ok else "down"}
+
+    def status(self) -> dict:
+        """Everything the dashboard shows about the worker and its inputs."""
+        return {
+            **self.identity(),
+            "channel": self.settings.channel,
+            "redis": {"subscribed": self.subscriber.subscribed},
+            "tcp": {"port": self.settings.tcp_port, "connections": len(self.tcp.connections)},
+            "counters": {
+                **self.stats.to_dict(),
+                "gaps": self.sequences.gaps,
+                "browser_dropped": self.fanout.dropped,
+            },
+            "clients": self.fanout.clients,
+            "history_size": self.settings.history_size,
+            "last_value_at": self.ingest.last_value_at or None,
+            "started_at": self.started_at,
+            "time": time.time(),
+        }

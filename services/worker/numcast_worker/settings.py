@@ -1,0 +1,60 @@
+"""The worker's settings."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from numcast.settings import (
+    Common,
+    check,
+    check_name,
+    default_host_name,
+    env,
+    parse_int,
+    parse_origins,
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkerSettings(Common):
+    """Env vars of `numcast worker`."""
+
+    port: int = env("PORT", 8080, "HTTP port of the dashboard, API and WebSocket.", parse_int)
+    tcp_port: int = env("TCP_PORT", 9000, "TCP port for the control-plane's newline-delimited mirror.", parse_int)
+    worker_name: str = env("WORKER_NAME", "", "Name shown on the dashboard; empty means the host (pod) name.")
+    sink_file: str = env("SINK_FILE", "numbers.jsonl", "File that gets every accepted envelope as a JSON line.")
+    sink_max_bytes: int = env(
+        "SINK_MAX_BYTES", 10 * 1024 * 1024, "Size at which the sink file rotates to `.1`, `.2`...", parse_int
+    )
+    sink_backups: int = env("SINK_BACKUPS", 3, "Rotated sink files kept; older ones are deleted.", parse_int)
+    history_size: int = env("HISTORY_SIZE", 1000, "Recent envelopes kept in memory for `/api/history`.", parse_int)
+    cors_origins: tuple = env(
+        "CORS_ORIGINS",
+        (),
+        "Extra browser origins allowed to open the WebSocket; the page's own always is.",
+        parse_origins,
+    )
+    client_queue: int = env(
+        "CLIENT_QUEUE",
+        2000,
+        "Envelopes a slow browser may fall behind before the oldest are dropped for it.",
+        parse_int,
+    )
+    batch_ms: int = env("BATCH_MS", 50, "How often batches are pushed to browsers, in milliseconds.", parse_int)
+    max_tcp_clients: int = env("MAX_TCP_CLIENTS", 16, "Concurrent connections accepted on `TCP_PORT`.", parse_int)
+
+    def __post_init__(self) -> None:
+        if not self.worker_name:
+            object.__setattr__(self, "worker_name", default_host_name()[:64])
+
+    def validate(self) -> None:
+        """Raise SettingsError for the first setting that is out of range."""
+        super().validate()
+        check_name(self.worker_name, "WORKER_NAME")
+        check(bool(self.sink_file), "SINK_FILE", self.sink_file, "must name a file")
+        check(self.sink_max_bytes >= 4096, "SINK_MAX_BYTES", self.sink_max_bytes, "must be >= 4096")
+        check(0 <= self.sink_backups <= 100, "SINK_BACKUPS", self.sink_backups, "must be 0-100")
+        check(1 <= self.history_size <= 100_000, "HISTORY_SIZE", self.history_size, "must be 1-100000")
+        check(10 <= self.client_queue <= 100_000, "CLIENT_QUEUE", self.client_queue, "must be 10-100000")
+        check(10 <= self.batch_ms <= 1000, "BATCH_MS", self.batch_ms, "must be 10-1000")
+        check(1 <= self.max_tcp_clients <= 1024, "MAX_TCP_CLIENTS", self.max_tcp_clients, "must be 1-1024")

@@ -1,0 +1,63 @@
+"""The worker's counters: plain integers on the hot path, exposed to Prometheus by a collector."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from numcast.metrics import PREFIX
+
+PATHS = ("redis", "tcp")
+
+
+class Stats:
+    """Counts what the worker received, accepted and rejected; read by /metrics and /api/status."""
+
+    def __init__(self) -> None:
+        self.received = dict.fromkeys(PATHS, 0)
+        self.accepted = dict.fromkeys(PATHS, 0)
+        self.rejected: Counter[tuple[str, str]] = Counter()
+        self.duplicates = 0
+        self.reconnects = 0
+        self.tcp_refused = 0
+        self.gauges = {}  # name -> (doc, callable), filled by the service
+
+    def to_dict(self) -> dict:
+        """The counters, as /api/status shows them."""
+        rejected: dict[str, int] = {}
+        for (path, _reason), n in self.rejected.items():
+            rejected[path] = rejected.get(path, 0) + n
+        return {
+            "received": dict(self.received),
+            "accepted": dict(self.accepted),
+            "rejected": rejected,
+            "duplicates": self.duplicates,
+            "redis_reconnects": self.reconnects,
+        }
+
+    def collect(self):
+        """The Prometheus view of the counters."""
+        received = CounterMetricFamily(PREFIX + "received", "Messages received, by path.", labels=["path"])
+        accepted = CounterMetricFamily(PREFIX + "accepted", "Envelopes accepted (new), by path.", labels=["path"])
+        for path in PATHS:
+            received.add_metric([path], self.received[path])
+            accepted.add_metric([path], self.accepted[path])
+        rejected = CounterMetricFamily(
+            PREFIX + "rejected",
+            "Messages rejected as invalid, by path and reason.",
+            labels=["path", "reason"],
+        )
+        for (path, reason), n in sorted(self.rejected.items()):
+            rejected.add_metric([path, reason], n)
+        yield received
+        yield accepted
+        yield rejected
+        for name, doc, value in (
+            ("duplicates", "Envelopes seen before (the other path, or a replay).", self.duplicates),
+            ("redis_reconnects", "Times the subscriber reconnected to Redis.", self.reconnects),
+            ("tcp_refused", "TCP mirror connections refused (over MAX_TCP_CLIENTS).", self.tcp_refused),
+        ):
+            yield CounterMetricFamily(PREFIX + name, doc, value=value)
+        for name, (doc, read) in self.gauges.items():
+            yield GaugeMetricFamily(PREFIX + name, doc, value=read())

@@ -1,0 +1,157 @@
+"""Fixtures that start real parts: a Redis server on a free port, and `numcast` processes as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from numcast.stack import Redis, free_port, stop, wait_http
+
+NUMCAST = shutil.which("numcast", path=os.path.dirname(sys.executable)) or "numcast"
+
+
+def eventually(check: Callable[[], object], timeout: float = 10.0, interval: float = 0.05, message: str = ""):
+    """Poll `check` until it returns something truthy; fail with `message` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s: {message or check}")
+        time.sleep(interval)
+
+
+def http(method: str, url: str, body: bytes | dict | None = None, headers: dict | None = None):
+    """(status, parsed JSON or text) of one real HTTP request."""
+    if isinstance(body, dict):
+        body = json.dumps(body).encode()
+    request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            status, raw, kind = response.status, response.read(), response.headers.get("Content-Type", "")
+    except urllib.error.HTTPError as exc:
+        status, raw, kind = exc.code, exc.read(), exc.headers.get("Content-Type", "")
+    return status, json.loads(raw) if "json" in kind else raw.decode()
+
+
+class RedisServer(Redis):
+    """A test Redis that can be killed and brought back on the same port."""
+
+    def client(self) -> redis.Redis:
+        """A plain client for the test's own commands."""
+        return redis.Redis.from_url(self.url)
+
+    def kill(self) -> None:
+        """SIGKILL the server: every connection drops at once."""
+        self.process.kill()
+        self.process.wait()
+
+    def restart(self) -> None:
+        """Start again on the same port."""
+        self.start()
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    """A fresh redis-server on a free port, killed after the test."""
+    server = RedisServer().start()
+    yield server
+    server.stop()
+
+
+class Service:
+    """A `numcast control` or `numcast worker` process started with the user's own command."""
+
+    def __init__(self, command: str, env: dict[str, str], log: Path) -> None:
+        self.command, self.env, self.log_path = command, env, log
+        self.port = int(env["PORT"])
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen | None = None
+
+    def start(self, wait: str = "/healthz") -> Service:
+        """Run the process and wait until `wait` answers 200."""
+        log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it
+        self.process = subprocess.Popen(
+            [NUMCAST, self.command], env={**os.environ, **self.env}, stdout=log, stderr=subprocess.STDOUT
+        )
+        log.close()
+        wait_http(self.url + wait, 20, self.process)
+        return self
+
+    def get(self, path: str):
+        """GET `path`; (status, body)."""
+        return http("GET", self.url + path)
+
+    def json(self, path: str) -> dict:
+        """GET `path`, which must answer 200 with JSON."""
+        status, body = self.get(path)
+        assert status == 200, (path, status, body)
+        return body
+
+    def metric(self, name: str, labels: str = "") -> float:
+        """The value of one sample in /metrics (0 when absent)."""
+        _, text = self.get("/metrics")
+        for line in text.splitlines():
+            if line.startswith(f"{name}{{{labels}}} " if labels else f"{name} "):
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
+
+    def signal(self, signum: int = signal.SIGTERM) -> None:
+        """Send `signum` to the process."""
+        self.process.send_signal(signum)
+
+    def stop(self) -> int:
+        """SIGTERM and wait; return the exit code."""
+        return stop(self.process, grace=10) if self.process else 0
+
+    def logs(self) -> str:
+        """Everything the process printed."""
+        return self.log_path.read_text(errors="replace")
+
+
+@pytest.fixture
+def services(tmp_path: Path) -> Iterator[Callable[..., Service]]:
+    """A factory of started services; every one is stopped after the test, and its log shown on failure."""
+    started: list[Service] = []
+
+    def start(command: str, redis_url: str, wait: str = "/healthz", **env: str) -> Service:
+        env = {"REDIS_URL": redis_url, "HOST": "127.0.0.1", "PORT": str(free_port()), **env}
+        if command == "worker":
+            env.setdefault("TCP_PORT", str(free_port()))
+            env.setdefault("WORKER_NAME", f"machine-{len(started) + 1}")
+            env.setdefault("SINK_FILE", str(tmp_path / f"{env['WORKER_NAME']}.jsonl"))
+        service = Service(command, env, tmp_path / f"{command}-{len(started)}.log")
+        started.append(service)
+        return service.start(wait)
+
+    yield start
+    for service in started:
+        service.stop()
+        if os.environ.get("NUMCAST_TEST_LOGS"):
+            print(f"--- {service.command} log ---\n{service.logs()}")
+
+
+def publish(server: RedisServer, *messages: str | bytes, channel: str = "numbers") -> None:
+    """PUBLISH each message by hand, as `redis-cli publish` would."""
+    client = server.client()
+    for message in messages:
+        client.publish(channel, message)
+    client.close()
+
+
+def envelope(seq: int, value: float = 1.0, source: str = "test-1", ts: float | None = None) -> str:
+    """A valid envelope, as the control-plane would send it."""
+    return json.dumps({"seq": seq, "value": value, "ts": ts or time.time(), "source": source})
