@@ -60,10 +60,13 @@ def decode(raw: bytes | str) -> Envelope:
     """Parse and validate one message; raise EnvelopeError saying what is wrong."""
     if len(raw) > MAX_BYTES:
         raise EnvelopeError("too_large", f"{len(raw)} bytes, limit {MAX_BYTES}")
+    if not isinstance(raw, str):
+        try:
+            raw = raw.decode()  # strictly UTF-8: json.loads would guess UTF-16/32 from the first bytes
+        except UnicodeDecodeError:
+            raise EnvelopeError("not_utf8", "message is not UTF-8") from None
     try:
         data = json.loads(raw, parse_constant=_reject_constant)
-    except UnicodeDecodeError:
-        raise EnvelopeError("not_utf8", "message is not UTF-8") from None
     except ValueError as exc:
         if isinstance(exc, EnvelopeError):
             raise

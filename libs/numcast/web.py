@@ -18,7 +18,7 @@ CSP = (
 
 def init_app(app: Flask, ready: Callable[[], tuple[bool, dict]]) -> None:
     """Add /healthz, /readyz (200 only when `ready()` says so), JSON errors and headers to `app`."""
-    app.config.setdefault("MAX_CONTENT_LENGTH", MAX_BODY_BYTES)
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
 
     @app.get("/healthz")
     def healthz() -> Response:

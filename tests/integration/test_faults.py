@@ -1,0 +1,124 @@
+"""Faults: Redis dies, drops only the subscriber, or goes silent; processes get SIGTERM. Nothing is lost."""
+
+import json
+import re
+import signal
+import time
+
+import pytest
+from conftest import envelope, eventually, publish
+
+
+def seqs(worker) -> list[int]:
+    return [e["seq"] for e in worker.json("/api/history")["envelopes"]]
+
+
+def ready(service) -> bool:
+    return service.get("/readyz")[0] == 200
+
+
+def published_then_seen(redis_server, worker, seq: int, timeout: float = 10.0) -> float:
+    """Publish `seq` until the worker has it; return how long that took."""
+    started = time.monotonic()
+
+    def arrived():
+        try:
+            publish(redis_server, envelope(seq))
+        except Exception:
+            return False  # Redis not back yet
+        return seq in seqs(worker)
+
+    eventually(arrived, timeout=timeout, interval=0.1, message=f"seq {seq} reaches the worker")
+    return time.monotonic() - started
+
+
+def test_redis_killed_and_restarted(redis_server, services):
+    worker = services("worker", redis_server.url, wait="/readyz")
+    control = services("control", redis_server.url, RATE_HZ="10", wait="/readyz")
+    publish(redis_server, envelope(1))
+    eventually(lambda: 1 in seqs(worker))
+
+    redis_server.kill()
+    eventually(lambda: not ready(worker) and not ready(control), timeout=5, message="/readyz tells the truth")
+    assert worker.json("/healthz") == control.json("/healthz") == {"status": "ok"}
+    time.sleep(1.5)  # both keep running, backing off
+    redis_server.restart()
+
+    eventually(lambda: ready(worker) and ready(control), timeout=6, message="both reconnect within seconds")
+    took = published_then_seen(redis_server, worker, 2)
+    assert took < 5
+    assert worker.metric("numcast_redis_reconnects_total") >= 1
+    assert worker.process.poll() is None and control.process.poll() is None
+
+
+def test_only_the_subscriber_is_killed(redis_server, services):
+    worker = services("worker", redis_server.url, wait="/readyz")
+    assert redis_server.client().execute_command("CLIENT", "KILL", "TYPE", "pubsub") >= 1
+    eventually(lambda: worker.metric("numcast_redis_reconnects_total") >= 1, timeout=5)
+    assert published_then_seen(redis_server, worker, 1) < 5
+
+
+def test_the_pubsub_output_buffer_limit_is_hit_by_a_burst(redis_server, services):
+    worker = services("worker", redis_server.url, wait="/readyz")
+    client = redis_server.client()
+    client.config_set("client-output-buffer-limit", "pubsub 64kb 32kb 1")
+    pipe = client.pipeline(transaction=False)
+    for _ in range(20_000):
+        pipe.publish("numbers", "x" * 900)  # 18 MB at once: more than the subscriber can drain under 64 kB
+    pipe.execute()
+    client.config_set("client-output-buffer-limit", "pubsub 32mb 8mb 60")
+    eventually(lambda: worker.metric("numcast_redis_reconnects_total") >= 1, timeout=10, message="disconnect noticed")
+    assert published_then_seen(redis_server, worker, 1) < 5
+    assert worker.process.poll() is None
+
+
+def test_a_silent_connection_is_noticed_not_trusted(redis_server, services):
+    """Redis frozen (SIGSTOP): the socket stays open but nothing comes back, not even a PONG."""
+    worker = services("worker", redis_server.url, wait="/readyz")
+    redis_server.process.send_signal(signal.SIGSTOP)
+    try:
+        eventually(lambda: not ready(worker), timeout=6, message="deafness detected by the missing PONG")
+    finally:
+        redis_server.process.send_signal(signal.SIGCONT)
+    eventually(lambda: ready(worker), timeout=8)
+    assert published_then_seen(redis_server, worker, 1) < 5
+
+
+def test_the_tcp_mirror_keeps_the_worker_complete_while_redis_is_down(redis_server, services):
+    worker = services("worker", redis_server.url, wait="/readyz")
+    control = services(
+        "control", redis_server.url, RATE_HZ="20", TCP_MIRROR_TARGETS=f"127.0.0.1:{worker.env['TCP_PORT']}"
+    )
+    eventually(lambda: len(seqs(worker)) >= 5)
+    redis_server.kill()
+    down_at = max(seqs(worker))
+    eventually(lambda: max(seqs(worker)) >= down_at + 40, timeout=6, message="values keep coming over TCP")
+    redis_server.restart()
+    eventually(lambda: ready(worker), timeout=6)
+    time.sleep(3)  # past the gap grace period
+    got = seqs(worker)
+    assert sorted(got) == list(range(min(got), max(got) + 1)), "every seq exactly once"
+    counters = worker.json("/api/status")["counters"]
+    assert counters["gaps"] == 0
+    assert counters["accepted"]["tcp"] > 0
+    assert control.process.poll() is None
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_is_a_clean_shutdown(redis_server, services, signum):
+    worker = services("worker", redis_server.url, wait="/readyz")
+    control = services(
+        "control", redis_server.url, RATE_HZ="50", TCP_MIRROR_TARGETS=f"127.0.0.1:{worker.env['TCP_PORT']}"
+    )
+    eventually(lambda: len(seqs(worker)) >= 20)
+    for service in (control, worker):
+        started = time.monotonic()
+        service.signal(signum)
+        assert service.process.wait(10) == 0
+        assert time.monotonic() - started < 5
+    written = int(re.search(r"worker stopped lines_written=(\d+)", worker.logs()).group(1))
+    with open(worker.env["SINK_FILE"]) as sink:
+        lines = [json.loads(line) for line in sink]
+    assert len(lines) == written >= 20, "every accepted value is in the file after shutdown"
+    assert len(lines) == len({(e["source"], e["seq"]) for e in lines}), "and each once"
+    assert not redis_server.client().keys("numcast:presence:*"), "a clean stop withdraws from presence"

@@ -1,0 +1,146 @@
+"""The worker against a real Redis and real sockets: what it accepts, rejects, stores and serves."""
+
+import json
+import socket
+import time
+import urllib.request
+
+import pytest
+from conftest import envelope, eventually, publish
+
+
+@pytest.fixture
+def worker(redis_server, services):
+    return services("worker", redis_server.url, wait="/readyz")
+
+
+def history(worker, limit=None):
+    return worker.json("/api/history" + (f"?limit={limit}" if limit else ""))["envelopes"]
+
+
+def test_values_reach_history_sink_and_metrics(redis_server, worker):
+    publish(redis_server, *(envelope(n, value=n * 1.5) for n in range(1, 6)))
+    eventually(lambda: len(history(worker)) == 5, message="5 values in history")
+    assert [(e["seq"], e["value"]) for e in history(worker)] == [(n, n * 1.5) for n in range(1, 6)]
+    assert [e["seq"] for e in history(worker, limit=2)] == [4, 5]
+    assert worker.metric("numcast_accepted_total", 'path="redis"') == 5
+    assert worker.metric("numcast_latency_seconds_count") == 5
+    worker.stop()  # the sink is flushed at shutdown
+    with open(worker.env["SINK_FILE"]) as sink:
+        lines = sink.read().splitlines()
+    assert [json.loads(line)["seq"] for line in lines] == [1, 2, 3, 4, 5]
+
+
+BAD_MESSAGES = [
+    ("not json at all", "not_json"),
+    ('{"seq": 1, "value": 1}', "bad_fields"),
+    ('"just a string"', "not_object"),
+    ('{"seq": 1, "value": "42", "ts": 1, "source": "x"}', "bad_type"),
+    ('{"seq": 1, "value": true, "ts": 1, "source": "x"}', "bad_type"),
+    ('{"seq": 1, "value": NaN, "ts": 1, "source": "x"}', "not_finite"),
+    ('{"seq": 1, "value": 1, "ts": 1, "source": "<script>alert(1)</script>"}', "bad_source"),
+    ("x" * 1_000_000, "too_large"),
+    (b"\x00\xff\xfe binary", "not_utf8"),
+]
+
+
+@pytest.mark.parametrize(
+    ("message", "reason"),
+    BAD_MESSAGES,
+    ids=[f"{n}-{reason}" for n, (_, reason) in enumerate(BAD_MESSAGES)],
+)
+def test_bad_messages_are_rejected_counted_and_never_shown(redis_server, worker, message, reason):
+    publish(redis_server, message, envelope(1))
+    eventually(lambda: history(worker), message="the valid envelope after the bad one")
+    assert [e["seq"] for e in history(worker)] == [1]
+    assert worker.metric("numcast_rejected_total", f'path="redis",reason="{reason}"') == 1
+    assert worker.json("/healthz") == {"status": "ok"}
+
+
+@pytest.mark.parametrize("limit", ["0", "-1", "abc", "1001", "1e3", ""])
+def test_history_limit_is_validated(worker, limit):
+    status, body = worker.get(f"/api/history?limit={limit}")
+    assert status == 400
+    assert "limit" in body["error"]
+
+
+def tcp_send(port: int, data: bytes) -> socket.socket:
+    conn = socket.create_connection(("127.0.0.1", port), timeout=5)
+    conn.sendall(data)
+    return conn
+
+
+def closed_by_peer(conn: socket.socket) -> bool:
+    try:
+        return conn.recv(1) == b""
+    except ConnectionResetError:
+        return True
+
+
+def test_tcp_mirror_lines_are_treated_like_redis_messages(redis_server, worker):
+    port = int(worker.env["TCP_PORT"])
+    conn = tcp_send(port, (envelope(1) + "\n" + envelope(2) + "\n").encode())
+    eventually(lambda: len(history(worker)) == 2)
+    publish(redis_server, envelope(2), envelope(3))  # 2 again, by the other path
+    eventually(lambda: len(history(worker)) == 3)
+    assert [e["seq"] for e in history(worker)] == [1, 2, 3]
+    assert worker.metric("numcast_duplicates_total") == 1
+    assert worker.metric("numcast_accepted_total", 'path="tcp"') == 2
+    conn.close()
+
+
+@pytest.mark.parametrize(
+    "junk",
+    [b"\x00\x01\x02\xff" * 100 + b"\n", b"x" * 200_000, b"not json\n"],
+    ids=["binary", "endless line", "not json"],
+)
+def test_junk_on_the_tcp_port_closes_that_connection_only(worker, junk):
+    port = int(worker.env["TCP_PORT"])
+    good = tcp_send(port, (envelope(1) + "\n").encode())
+    eventually(lambda: len(history(worker)) == 1)
+    bad = tcp_send(port, junk)
+    assert closed_by_peer(bad)
+    good.sendall((envelope(2) + "\n").encode())
+    eventually(lambda: len(history(worker)) == 2, message="the good connection still works")
+    assert (
+        worker.metric("numcast_rejected_total", 'path="tcp",reason="not_json"')
+        + worker.metric("numcast_rejected_total", 'path="tcp",reason="not_utf8"')
+        + worker.metric("numcast_rejected_total", 'path="tcp",reason="too_large"')
+        == 1
+    )
+    good.close()
+
+
+def test_tcp_connections_beyond_the_limit_are_refused(redis_server, services):
+    worker = services("worker", redis_server.url, MAX_TCP_CLIENTS="2")
+    port = int(worker.env["TCP_PORT"])
+    first, second = tcp_send(port, b""), tcp_send(port, b"")
+    eventually(lambda: worker.json("/api/status")["tcp"]["connections"] == 2)
+    third = tcp_send(port, b"")
+    assert closed_by_peer(third)
+    assert worker.metric("numcast_tcp_refused_total") == 1
+    first.close()
+    second.close()
+
+
+def test_a_new_control_plane_run_is_neither_a_gap_nor_a_duplicate(redis_server, worker):
+    publish(redis_server, *(envelope(n, source="control-aaaaaa") for n in range(1, 4)))
+    publish(redis_server, *(envelope(n, source="control-bbbbbb") for n in range(1, 4)))
+    eventually(lambda: len(history(worker)) == 6)
+    time.sleep(2.6)  # past the grace period in which a missing seq may still arrive
+    counters = worker.json("/api/status")["counters"]
+    assert (counters["gaps"], counters["duplicates"]) == (0, 0)
+
+
+def test_a_lost_value_is_a_gap(redis_server, worker):
+    publish(redis_server, envelope(1), envelope(2), envelope(5))
+    eventually(lambda: worker.json("/api/status")["counters"]["gaps"] == 2, timeout=6)
+
+
+def test_pages_carry_a_strict_content_security_policy(worker):
+    with urllib.request.urlopen(worker.url + "/") as response:
+        csp = response.headers["Content-Security-Policy"]
+        page = response.read().decode()
+    assert "script-src 'self'" in csp and "default-src 'self'" in csp
+    assert "cdn" not in page.lower()
+    assert worker.get("/static/vendor/socket.io.esm.min.js")[0] == 200, "the client library is served locally"

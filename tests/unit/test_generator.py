@@ -1,0 +1,92 @@
+"""The generator's schedule and the bounded outbox between it and each output."""
+
+import json
+import threading
+import time
+
+from numcast.metrics import Metrics
+from numcast_control.config import Config
+from numcast_control.generator import Generator, new_source
+from numcast_control.outbox import Outbox
+
+
+class Collect:
+    """An output that keeps what it is given."""
+
+    def __init__(self):
+        self.lines = []
+
+    def put(self, line):
+        self.lines.append(line)
+
+
+def run_for(generator, seconds):
+    thread = threading.Thread(target=generator.run)
+    thread.start()
+    time.sleep(seconds)
+    generator.stop()
+    thread.join(2)
+    return thread
+
+
+def test_rate_is_kept_without_drift():
+    out = Collect()
+    generator = Generator(Config(200.0, 0, 1), "test-1", [out], Metrics())
+    started = time.monotonic()
+    run_for(generator, 1.0)
+    elapsed = time.monotonic() - started
+    # value n is due at start + n/rate, so the count tracks elapsed time, not the sum of loop costs
+    assert abs(len(out.lines) - 200 * elapsed) <= 12
+
+
+def test_seq_grows_by_one_and_values_stay_in_range():
+    out = Collect()
+    generator = Generator(Config(500.0, -2, 3), "test-1", [out], Metrics())
+    run_for(generator, 0.3)
+    envelopes = [json.loads(line) for line in out.lines]
+    assert [e["seq"] for e in envelopes] == list(range(1, len(envelopes) + 1))
+    assert all(-2 <= e["value"] <= 3 and e["source"] == "test-1" for e in envelopes)
+
+
+def test_paused_generates_nothing_and_resume_restarts_the_schedule():
+    out = Collect()
+    generator = Generator(Config(100.0, 0, 1, paused=True), "test-1", [out], Metrics())
+    thread = threading.Thread(target=generator.run)
+    thread.start()
+    time.sleep(0.3)
+    assert out.lines == []
+    generator.reconfigure(Config(100.0, 0, 1, paused=False))
+    time.sleep(0.3)
+    generator.stop()
+    thread.join(2)
+    assert 15 <= len(out.lines) <= 45
+
+
+def test_each_run_is_a_new_source():
+    assert new_source("control") != new_source("control")
+    assert new_source("control").startswith("control-")
+
+
+def test_outbox_drops_the_oldest_and_counts():
+    drops = []
+    box = Outbox(3, drops.append)
+    for n in range(5):
+        box.put(n)
+    assert box.take(10, timeout=0) == [2, 3, 4]
+    assert box.dropped == 2 and sum(drops) == 2
+
+
+def test_outbox_requeue_keeps_order_within_the_limit():
+    box = Outbox(4)
+    box.put(1)
+    box.put(2)
+    batch = box.take(10, timeout=0)
+    box.put(3)
+    box.requeue(batch)
+    assert box.take(10, timeout=0) == [1, 2, 3]
+    box.put(10)
+    box.put(11)
+    box.put(12)
+    box.requeue([7, 8, 9])
+    assert box.take(10, timeout=0) == [9, 10, 11, 12]
+    assert box.dropped == 2

@@ -1,0 +1,57 @@
+"""Settings: env vars parsed and validated once, with errors that name the variable."""
+
+import pytest
+
+from numcast.settings import SettingsError, from_env
+from numcast_control.settings import ControlSettings
+from numcast_worker.settings import WorkerSettings
+
+
+def test_defaults_match_the_contract():
+    control = from_env(ControlSettings, {})
+    assert (control.port, control.rate_hz, control.value_min, control.value_max) == (8000, 1.0, 0.0, 100.0)
+    assert control.channel == "numbers"
+    worker = from_env(WorkerSettings, {"WORKER_NAME": "machine-1"})
+    assert (worker.port, worker.tcp_port, worker.worker_name) == (8080, 9000, "machine-1")
+
+
+def test_values_are_parsed_from_the_environment():
+    settings = from_env(
+        ControlSettings,
+        {"RATE_HZ": "250", "VALUE_MIN": "-1", "TCP_MIRROR_TARGETS": "machine-1:9000, [::1]:9001", "LOG_LEVEL": "debug"},
+    )
+    assert settings.rate_hz == 250.0
+    assert settings.tcp_mirror_targets == (("machine-1", 9000), ("::1", 9001))
+    assert settings.log_level == "DEBUG"
+
+
+def test_worker_name_defaults_to_the_host_name():
+    assert from_env(WorkerSettings, {}).worker_name
+
+
+@pytest.mark.parametrize(
+    ("cls", "environ", "variable"),
+    [
+        (ControlSettings, {"RATE_HZ": "fast"}, "RATE_HZ"),
+        (ControlSettings, {"RATE_HZ": "0"}, "RATE_HZ"),
+        (ControlSettings, {"RATE_HZ": "inf"}, "RATE_HZ"),
+        (ControlSettings, {"RATE_HZ": "100000"}, "RATE_HZ"),
+        (ControlSettings, {"VALUE_MIN": "10", "VALUE_MAX": "1"}, "VALUE_MIN"),
+        (ControlSettings, {"PORT": "70000"}, "PORT"),
+        (ControlSettings, {"PORT": "eighty"}, "PORT"),
+        (ControlSettings, {"TCP_MIRROR_TARGETS": "machine-1"}, "TCP_MIRROR_TARGETS"),
+        (ControlSettings, {"REDIS_URL": "http://redis"}, "REDIS_URL"),
+        (ControlSettings, {"CHANNEL": "no spaces"}, "CHANNEL"),
+        (ControlSettings, {"ASYNC_MODE": "gevent"}, "ASYNC_MODE"),
+        (ControlSettings, {"LOG_LEVEL": "chatty"}, "LOG_LEVEL"),
+        (WorkerSettings, {"WORKER_NAME": "<b>x</b>"}, "WORKER_NAME"),
+        (WorkerSettings, {"TCP_PORT": "0"}, "TCP_PORT"),
+        (WorkerSettings, {"HISTORY_SIZE": "0"}, "HISTORY_SIZE"),
+        (WorkerSettings, {"SINK_MAX_BYTES": "10"}, "SINK_MAX_BYTES"),
+        (WorkerSettings, {"CORS_ORIGINS": "*"}, "CORS_ORIGINS"),
+        (WorkerSettings, {"CLIENT_QUEUE": "5"}, "CLIENT_QUEUE"),
+    ],
+)
+def test_bad_values_name_the_variable(cls, environ, variable):
+    with pytest.raises(SettingsError, match=rf"^{variable}="):
+        from_env(cls, {"WORKER_NAME": "w", **environ})
