@@ -1,45 +1,173 @@
-// The worker dashboard: values over a WebSocket, backfilled from /api/history on every (re)connect.
-import { io } from "./vendor/socket.io.esm.min.js";
+// The worker dashboard: live values over a WebSocket, backfilled from /api/history on every (re)connect,
+// drawn at most once per animation frame into a bounded DOM.
+import { Chart } from "./chart.js";
+import { connect } from "./connection.js";
+import { formatAgo, formatCount, formatMs, formatRate, formatValue } from "./format.js";
+import { Latency, RateMeter, summary } from "./stats.js";
+import { RecentTable } from "./table.js";
+import { Values } from "./values.js";
 
-const MAX_ROWS = 200;
-const seen = new Set(); // "source:seq" of every value shown, so a backfill never shows one twice
-const rows = document.getElementById("values");
-const state = document.getElementById("connection");
-let count = 0;
+const WINDOW_SECONDS = 180; // what the chart and min/max/mean cover...
+const WINDOW_VALUES = 3000; // ...unless values come faster than this many per window
+const TABLE_ROWS = 100;
+const ANNOUNCE_EVERY_MS = 10000; // a screen reader hears the last value at most this often
+const STATS_EVERY_MS = 250; // figures that need sorting or summing are refreshed a few times a second
+const STATUS_STALE_MS = 5000; // the worker pushes its status every second; silence longer than this is news
 
-function setState(name) {
-  state.textContent = name;
-  state.dataset.state = name;
+const $ = (id) => document.getElementById(id);
+const historySize = Number(document.body.dataset.historySize) || 1000;
+const values = new Values({
+  capacity: WINDOW_VALUES,
+  maxAgeSeconds: WINDOW_SECONDS,
+  seenCapacity: Math.max(4 * historySize, 2 * WINDOW_VALUES),
+});
+const rate = new RateMeter();
+const latency = new Latency();
+const chart = new Chart($("chart"), WINDOW_SECONDS);
+const table = new RecentTable($("values"), $("pause"), $("pause-note"), TABLE_ROWS);
+
+let state = "connecting";
+let lastArrival = null; // ms, browser clock, of the newest value this page got
+let status = null;
+let statusAt = 0;
+let frame = 0;
+let drawn = -1;
+let statsAt = 0;
+let announcedAt = 0;
+
+function text(id, value) {
+  const el = $(id);
+  if (el.textContent !== value) el.textContent = value;
 }
 
-function show(envelopes) {
-  const fresh = envelopes.filter((e) => !seen.has(`${e.source}:${e.seq}`));
-  for (const e of fresh) seen.add(`${e.source}:${e.seq}`);
+function invalidate() {
+  if (!frame) frame = requestAnimationFrame(render);
+}
+
+function render(now) {
+  frame = 0;
+  const items = values.items;
+  if (drawn !== values.version) {
+    drawn = values.version;
+    const last = values.newest;
+    text("last-value", last ? formatValue(last.value) : "–");
+    text("count", formatCount(values.count));
+    table.render(items, values.version);
+  }
+  chart.draw(items, Date.now() / 1000);
+  if (now - statsAt >= STATS_EVERY_MS) {
+    statsAt = now;
+    renderStats(items);
+  }
+}
+
+function renderStats(items) {
+  const s = summary(items);
+  text("min", formatValue(s?.min));
+  text("mean", formatValue(s?.mean));
+  text("max", formatValue(s?.max));
+  text("window", s ? `${formatCount(s.n)} values over ${Math.round(s.span)} s` : "no values yet");
+  const r = state === "connected" ? rate.rate(Date.now()) : null;
+  text("rate", formatRate(r));
+  $("rate").dataset.value = r === null ? "" : String(r);
+  const l = latency.percentiles();
+  text("latency-p50", formatMs(l?.p50));
+  text("latency-p99", formatMs(l?.p99));
+  text("gaps", formatCount(values.gaps));
+  text("duplicates", formatCount(values.duplicates));
+  text("since", lastArrival === null ? "none yet" : formatAgo((Date.now() - lastArrival) / 1000));
+  renderStatus();
+}
+
+function renderStatus() {
+  // Without a live connection or a recent status the worker's view is unknown, and the page says so.
+  const fresh = status !== null && state === "connected" && Date.now() - statusAt < STATUS_STALE_MS;
+  $("worker-panel").dataset.stale = String(!fresh);
+  const c = status?.counters;
+  const unknown = "unknown";
+  text("redis-state", fresh ? (status.redis.subscribed ? "subscribed" : "not subscribed") : unknown);
+  $("redis-state").dataset.ok = fresh ? String(status.redis.subscribed) : "";
+  text("tcp-state", fresh ? `${status.tcp.connections} connection${status.tcp.connections === 1 ? "" : "s"}` : unknown);
+  $("tcp-state").dataset.ok = fresh ? String(status.tcp.connections > 0) : "";
+  text("tcp-port", status ? `port ${status.tcp.port}` : "");
+  text("via-redis", c ? formatCount(c.accepted.redis) : "–");
+  text("via-tcp", c ? formatCount(c.accepted.tcp) : "–");
+  text("received", c ? `${formatCount(c.received.redis)} / ${formatCount(c.received.tcp)}` : "–");
+  text("rejected", c ? formatCount(Object.values(c.rejected).reduce((a, b) => a + b, 0)) : "–");
+  text("worker-duplicates", c ? formatCount(c.duplicates) : "–");
+  text("worker-gaps", c ? formatCount(c.gaps) : "–");
+  text("redis-reconnects", c ? formatCount(c.redis_reconnects) : "–");
+  text("browser-dropped", c ? formatCount(c.browser_dropped) : "–");
+  text("clients", status ? formatCount(status.clients) : "–");
+  text("uptime", status ? formatAgo(status.time - status.started_at).replace(" ago", "") : "–");
+  if (state === "connected" && status && Date.now() - statusAt >= STATUS_STALE_MS) {
+    text("connection-detail", `no word from the worker for ${Math.floor((Date.now() - statusAt) / 1000)} s`);
+  }
+}
+
+function setState(name, detail) {
+  state = name;
+  const badge = $("connection");
+  badge.dataset.state = name;
+  text("connection", name);
+  text("connection-detail", detail);
+  if (name === "connected") rate.restart(Date.now());
+  invalidate();
+}
+
+function take(envelopes, live) {
+  const arrival = Date.now();
+  const fresh = values.add(Array.isArray(envelopes) ? envelopes : [], { live });
   if (!fresh.length) return;
-  count += fresh.length;
-  const cells = fresh.slice(-MAX_ROWS).map((e) => {
-    const tr = document.createElement("tr");
-    tr.dataset.seq = e.seq;
-    for (const text of [e.seq, e.value, new Date(e.ts * 1000).toLocaleTimeString(), e.source]) {
-      const td = document.createElement("td");
-      td.textContent = String(text); // always text, never HTML
-      tr.append(td);
-    }
-    return tr;
-  });
-  rows.prepend(...cells.reverse());
-  while (rows.rows.length > MAX_ROWS) rows.lastElementChild.remove();
-  document.getElementById("last-value").textContent = String(fresh[fresh.length - 1].value);
-  document.getElementById("count").textContent = String(count);
+  if (live) {
+    rate.add(arrival, fresh.length);
+    for (const e of fresh) latency.add(arrival - e.ts * 1000);
+  }
+  const newest = live ? arrival : fresh[fresh.length - 1].ts * 1000;
+  lastArrival = Math.max(lastArrival ?? 0, newest);
+  table.arrived(fresh.length);
+  if (arrival - announcedAt >= ANNOUNCE_EVERY_MS) {
+    announcedAt = arrival;
+    $("announce").textContent = `Last value ${formatValue(values.newest.value)}`;
+  }
+  invalidate();
 }
 
-async function backfill() {
-  const response = await fetch(`/api/history?limit=${document.body.dataset.historySize}`);
-  if (response.ok) show((await response.json()).envelopes);
+function takeStatus(body) {
+  if (!body || typeof body !== "object" || !body.counters) return;
+  status = body;
+  statusAt = Date.now();
+  text("worker-name", String(body.name));
+  text("worker-host", String(body.host));
+  const title = `numcast · ${body.name} · ${body.host}`;
+  if (document.title !== title) document.title = title;
+  invalidate();
 }
 
-const socket = io({ transports: ["websocket"] }); // no long-polling detour: straight to the WebSocket
-socket.on("connect", () => { setState("connected"); backfill(); });
-socket.on("disconnect", () => setState("disconnected"));
-socket.io.on("reconnect_attempt", () => setState("reconnecting"));
-socket.on("numbers", show);
+async function fetchJson(url) {
+  const response = await fetch(url, { cache: "no-store" });
+  if (!response.ok) throw new Error(`${url}: HTTP ${response.status}`);
+  return response.json();
+}
+
+/** Fill in what arrived while this page was away; retried while the connection lasts. */
+async function backfill(attempt = 0) {
+  try {
+    take((await fetchJson(`/api/history?limit=${historySize}`)).envelopes, false);
+  } catch (error) {
+    if (state === "connected" && attempt < 5) setTimeout(() => backfill(attempt + 1), 500 * 2 ** attempt);
+  }
+}
+
+const socket = connect(setState);
+socket.on("connect", () => {
+  backfill();
+  fetchJson("/api/status").then(takeStatus, () => {});
+});
+socket.on("numbers", (batch) => take(batch, true));
+socket.on("dropped", () => backfill()); // this browser fell behind and the worker skipped values for it
+socket.on("status", takeStatus);
+setInterval(() => {
+  statsAt = 0; // the clock moved: "last value 3 s ago", the rate and the chart's window all follow it
+  invalidate();
+}, 1000);
