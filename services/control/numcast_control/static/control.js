@@ -1,36 +1,84 @@
-// The control page: live status by polling /api/status, changes through PATCH /api/config.
-const form = document.getElementById("config-form");
-const error = document.getElementById("form-error");
+// The control page: config and counters by polling /api/status, presence from /api/workers, once a second.
+import { cell, formatAgo, formatCount, formatNumber, getJson } from "./api.js";
+import { ConfigForm } from "./form.js";
 
-function cell(text) {
-  const td = document.createElement("td");
-  td.textContent = String(text);
-  return td;
+const POLL_MS = 1000;
+const $ = (id) => document.getElementById(id);
+const form = new ConfigForm($("config-form"), $("pause"), showConfig);
+let lastSeq = null; // [seq, ms] of the previous poll, for the measured rate
+let failingSince = null; // ms of the first failed poll in a row
+
+function text(id, value) {
+  const el = $(id);
+  if (el.textContent !== value) el.textContent = value;
 }
 
-async function refresh() {
-  try {
-    const status = await (await fetch("/api/status")).json();
-    document.getElementById("seq").textContent = status.seq;
-    const rows = status.outputs.map((o) => {
+function showConfig(config) {
+  text("current-rate_hz", formatNumber(config.rate_hz));
+  text("current-min", formatNumber(config.min));
+  text("current-max", formatNumber(config.max));
+  text("state", config.paused ? "paused" : "publishing");
+  $("state").dataset.ok = String(!config.paused);
+}
+
+function showStatus(status) {
+  const now = Date.now();
+  text("source", status.source);
+  text("seq", formatCount(status.seq));
+  if (lastSeq && lastSeq[1] < now) {
+    // A new source (a restart) starts its seq again: no rate until two polls of the same run.
+    const rate = status.seq >= lastSeq[0] ? ((status.seq - lastSeq[0]) * 1000) / (now - lastSeq[1]) : null;
+    text("measured-rate", rate === null ? "–" : formatNumber(Math.round(rate * 10) / 10));
+  }
+  lastSeq = [status.seq, now];
+  showConfig(status.config);
+  form.update(status.config);
+  $("outputs").replaceChildren(
+    ...status.outputs.map((o) => {
       const tr = document.createElement("tr");
-      tr.append(cell(`${o.path} ${o.name}`), cell(o.connected ? "yes" : "no"), cell(o.sent), cell(o.queued), cell(o.dropped));
+      const connected = cell(o.connected ? "yes" : "no");
+      connected.dataset.ok = String(Boolean(o.connected));
+      tr.append(cell(o.name), cell(o.path), connected, cell(formatCount(o.sent), "num"),
+        cell(formatCount(o.queued), "num"), cell(formatCount(o.dropped), "num"));
       return tr;
-    });
-    document.getElementById("outputs").replaceChildren(...rows);
-  } catch (e) {
-    error.textContent = `status unavailable: ${e}`;
+    }),
+  );
+}
+
+function showWorkers(workers) {
+  const now = Date.now() / 1000;
+  text("worker-count", String(workers.length));
+  $("workers-empty").hidden = workers.length > 0;
+  $("workers").replaceChildren(
+    ...workers.map((w) => {
+      const tr = document.createElement("tr");
+      tr.dataset.worker = String(w.name);
+      tr.append(cell(w.name), cell(w.host), cell(formatCount(w.clients), "num"), cell(formatCount(w.received), "num"),
+        cell(formatAgo(Math.max(0, now - w.last_seen))));
+      return tr;
+    }),
+  );
+}
+
+function setLink(ok, detail) {
+  $("link").dataset.state = ok ? "connected" : "disconnected";
+  text("link", ok ? "live" : "unreachable");
+  text("link-detail", detail);
+}
+
+async function poll() {
+  try {
+    const [status, presence] = await Promise.all([getJson("/api/status"), getJson("/api/workers")]);
+    showStatus(status);
+    showWorkers(presence.workers);
+    failingSince = null;
+    setLink(true, "");
+  } catch (error) {
+    failingSince ??= Date.now();
+    setLink(false, `no answer for ${Math.round((Date.now() - failingSince) / 1000)} s (${error.message})`);
+  } finally {
+    setTimeout(poll, POLL_MS);
   }
 }
 
-form.addEventListener("submit", async (event) => {
-  event.preventDefault();
-  const data = new FormData(form);
-  const body = { rate_hz: Number(data.get("rate_hz")), min: Number(data.get("min")), max: Number(data.get("max")), paused: data.get("paused") === "on" };
-  const response = await fetch("/api/config", { method: "PATCH", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
-  const result = await response.json();
-  error.textContent = response.ok ? "" : result.error;
-});
-
-refresh();
-setInterval(refresh, 1000);
+poll();
