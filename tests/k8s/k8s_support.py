@@ -1,0 +1,276 @@
+"""What the k8s tests share: the manifests, the Dockerfiles and the README's build commands, parsed."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import re
+import tomllib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+try:
+    import yaml
+except ImportError:  # only the k8s env installs PyYAML; elsewhere these tests are deselected by their marker
+    yaml = None
+
+ROOT = Path(__file__).resolve().parents[2]
+MANIFESTS = ROOT / "infra" / "k8s"
+NAMESPACE = "numcast"
+# The README section on Minikube; the lead merges docs/kubernetes.md into README.md, so both are read.
+READMES = (ROOT / "README.md", ROOT / "docs" / "kubernetes.md")
+LABELS = (
+    "app.kubernetes.io/name",
+    "app.kubernetes.io/instance",
+    "app.kubernetes.io/component",
+    "app.kubernetes.io/part-of",
+    "app.kubernetes.io/version",
+)
+
+
+def manifest_files() -> list[Path]:
+    """The files `kubectl apply -f infra/k8s` reads, in the order it reads them."""
+    return sorted(path for path in MANIFESTS.iterdir() if path.suffix in (".yaml", ".yml", ".json"))
+
+
+@functools.cache
+def documents() -> tuple[tuple[str, dict], ...]:
+    """(file name, object) for every document in infra/k8s."""
+    found = []
+    for path in manifest_files():
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc is not None:
+                found.append((path.name, doc))
+    return tuple(found)
+
+
+def collected(items: Callable[[], list]) -> list:
+    """`items()` for parametrize, or nothing where PyYAML is missing (collection must not fail there)."""
+    return items() if yaml is not None else []
+
+
+def objects(kind: str | None = None) -> list[dict]:
+    """Every object of `kind` (all when None)."""
+    return [doc for _, doc in documents() if kind is None or doc["kind"] == kind]
+
+
+def named(kind: str, name: str) -> dict:
+    """The one object of `kind` called `name`."""
+    found = [doc for doc in objects(kind) if doc["metadata"]["name"] == name]
+    assert len(found) == 1, f"{len(found)} {kind} named {name}"
+    return found[0]
+
+
+@dataclasses.dataclass(frozen=True)
+class Container:
+    """One container of a workload's pod template."""
+
+    workload: dict
+    pod: dict
+    spec: dict
+
+    @property
+    def id(self) -> str:
+        """`Deployment/machine-1/worker`, for test ids and messages."""
+        return f"{self.workload['kind']}/{self.workload['metadata']['name']}/{self.spec['name']}"
+
+    @property
+    def labels(self) -> dict:
+        """The pod template's labels."""
+        return self.workload["spec"]["template"]["metadata"].get("labels", {})
+
+    @property
+    def annotations(self) -> dict:
+        """The pod template's annotations."""
+        return self.workload["spec"]["template"]["metadata"].get("annotations", {})
+
+    def security(self, key: str) -> Any:
+        """The effective securityContext value: the container's, else the pod's (as Kubernetes resolves it)."""
+        container = self.spec.get("securityContext", {})
+        return container[key] if key in container else self.pod.get("securityContext", {}).get(key)
+
+    def port(self, ref: int | str) -> dict | None:
+        """The declared containerPort `ref` names or numbers."""
+        for port in self.spec.get("ports", []):
+            if ref in (port.get("name"), port["containerPort"]):
+                return port
+        return None
+
+
+WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job")
+
+
+def containers(*, init: bool = True) -> list[Container]:
+    """Every container (and init container) of every workload in infra/k8s."""
+    found = []
+    for workload in objects():
+        if workload["kind"] not in WORKLOAD_KINDS:
+            continue
+        pod = workload["spec"]["template"]["spec"]
+        for spec in pod.get("containers", []) + (pod.get("initContainers", []) if init else []):
+            found.append(Container(workload, pod, spec))
+    return found
+
+
+def project_version() -> str:
+    """The distribution's version, which the numcast images are tagged with."""
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+
+
+def build_commands() -> dict[str, str]:
+    """{Dockerfile path: image} from every `docker build -f ... -t ... .` line of the README texts."""
+    built: dict[str, str] = {}
+    for readme in READMES:
+        if readme.exists():
+            for dockerfile, image in re.findall(r"docker build -f (\S+)\s+-t (\S+) \.", readme.read_text()):
+                assert built.setdefault(dockerfile, image) == image, f"{readme.name}: {dockerfile} built twice"
+    return built
+
+
+def loaded_images() -> set[str]:
+    """Every image the README texts `minikube image load`."""
+    loaded = set()
+    for readme in READMES:
+        if readme.exists():
+            loaded.update(re.findall(r"minikube image load (\S+)", readme.read_text()))
+    return loaded
+
+
+@dataclasses.dataclass(frozen=True)
+class Dockerfile:
+    """A Dockerfile as (instruction, arguments) pairs per stage, continuation lines joined, comments dropped."""
+
+    path: Path
+    stages: tuple[tuple[tuple[str, str], ...], ...]
+
+    @classmethod
+    def read(cls, path: Path) -> Dockerfile:
+        """Parse `path`."""
+        stages: list[list[tuple[str, str]]] = [[]]  # instructions before the first FROM (ARG) go to stage 0
+        logical = ""
+        for line in path.read_text().splitlines():
+            if not logical and (not line.strip() or line.lstrip().startswith("#")):
+                continue
+            if line.endswith("\\"):
+                logical += line[:-1] + " "
+                continue
+            logical += line
+            instruction, _, args = logical.strip().partition(" ")
+            logical = ""
+            if instruction.upper() == "FROM":
+                stages.append([])
+            stages[-1].append((instruction.upper(), args.strip()))
+        return cls(path, tuple(tuple(stage) for stage in stages))
+
+    @property
+    def final(self) -> tuple[tuple[str, str], ...]:
+        """The last stage: what the image is made of."""
+        return self.stages[-1]
+
+    def all(self, instruction: str, stage: tuple[tuple[str, str], ...] | None = None) -> list[str]:
+        """The arguments of every `instruction` in `stage` (the final one by default)."""
+        return [args for name, args in (self.final if stage is None else stage) if name == instruction]
+
+    def exec_form(self, instruction: str) -> list[str]:
+        """The JSON array of the final stage's last `instruction` (ENTRYPOINT, CMD)."""
+        found = self.all(instruction)
+        assert found, f"{self.path}: no {instruction}"
+        value = json.loads(found[-1])
+        assert isinstance(value, list), f"{self.path}: {instruction} is not in exec form"
+        return value
+
+    def env(self) -> dict[str, str]:
+        """The final stage's ENV, as `KEY=value` pairs."""
+        found = {}
+        for args in self.all("ENV"):
+            for key, value in re.findall(r"(\w+)=(\S+)", args):
+                found[key] = value
+        return found
+
+
+def dockerfile(path: str) -> Dockerfile:
+    """The Dockerfile at `path`, relative to the repo root."""
+    return Dockerfile.read(ROOT / path)
+
+
+def numcast_command(image: str) -> str:
+    """The `numcast` subcommand an image built by the README runs (its CMD)."""
+    by_image = {built: path for path, built in build_commands().items()}
+    assert image in by_image, f"{image} is not built by the README's commands"
+    image_file = dockerfile(by_image[image])
+    assert image_file.exec_form("ENTRYPOINT") == ["numcast"]
+    return image_file.exec_form("CMD")[0]
+
+
+def settings_class(command: str) -> type:
+    """The settings dataclass of `numcast <command>`."""
+    if command == "control":
+        from numcast_control.settings import ControlSettings
+
+        return ControlSettings
+    if command == "worker":
+        from numcast_worker.settings import WorkerSettings
+
+        return WorkerSettings
+    raise AssertionError(f"numcast {command} runs no service")
+
+
+def app_for(command: str):
+    """The Flask app `numcast <command>` serves, built with default settings and no I/O."""
+    from numcast.settings import from_env
+
+    if command == "control":
+        from numcast_control import create_app
+    else:
+        from numcast_worker import create_app
+    # threading: the route table is the same, and no eventlet import is needed to read it.
+    return create_app(from_env(settings_class(command), {}, async_mode="threading"))
+
+
+def serves(app, path: str, method: str = "GET") -> bool:
+    """True when `app` has a route for `method path`."""
+    from werkzeug.exceptions import HTTPException
+
+    try:
+        app.url_map.bind("localhost").match(path, method=method)
+    except HTTPException:
+        return False
+    return True
+
+
+def container_env(container: Container) -> dict[str, str]:
+    """The env vars a container gets, as Kubernetes builds them: envFrom ConfigMaps first, then `env`."""
+    env: dict[str, str] = {}
+    for source in container.spec.get("envFrom", []):
+        assert set(source) == {"configMapRef"}, f"{container.id}: only ConfigMaps may feed envFrom"
+        env.update(named("ConfigMap", source["configMapRef"]["name"]).get("data", {}))
+    for var in container.spec.get("env", []):
+        if "value" in var:
+            env[var["name"]] = var["value"]
+        else:
+            env[var["name"]] = resolve_ref(var["valueFrom"])
+    return env
+
+
+def resolve_ref(value_from: dict) -> str:
+    """The value a secretKeyRef or configMapKeyRef names; it must exist in infra/k8s."""
+    if "secretKeyRef" in value_from:
+        ref = value_from["secretKeyRef"]
+        secret = named("Secret", ref["name"])
+        data = secret.get("stringData", {})
+        assert ref["key"] in data, f"Secret {ref['name']} has no key {ref['key']}"
+        return data[ref["key"]]
+    if "configMapKeyRef" in value_from:
+        ref = value_from["configMapKeyRef"]
+        data = named("ConfigMap", ref["name"]).get("data", {})
+        assert ref["key"] in data, f"ConfigMap {ref['name']} has no key {ref['key']}"
+        return data[ref["key"]]
+    raise AssertionError(f"unexpected valueFrom {value_from}")
+
+
+def numcast_containers() -> list[Container]:
+    """The containers that run a numcast image (the ones the README builds)."""
+    built = set(build_commands().values())
+    return [c for c in containers() if c.spec["image"] in built]
