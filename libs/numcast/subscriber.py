@@ -33,12 +33,13 @@ class Subscriber:
         *,
         ping_interval: float = 1.0,
         deaf_after: float = 3.0,
-        on_reconnect: Callable[[], object] = lambda: None,
+        on_reconnect: Callable[[], object] = lambda: None,  # called on each resubscription after a loss
     ) -> None:
         self.url, self.password, self.channel = url, password, channel
         self.on_message, self.on_reconnect = on_message, on_reconnect
         self.ping_interval, self.deaf_after = ping_interval, deaf_after
         self.subscribed = False
+        self._lost = False
         self.stopping = threading.Event()
 
     def stop(self) -> None:
@@ -49,6 +50,7 @@ class Subscriber:
         """Subscribe, listen, and on any connection failure start again after a capped backoff."""
         backoff = Backoff()
         attempt = 0
+        self._lost = False
         while not self.stopping.is_set():
             pubsub = None
             try:
@@ -56,20 +58,17 @@ class Subscriber:
                 pubsub.subscribe(self.channel)
                 self._listen(pubsub, backoff)
             except (*CONNECTION_ERRORS, Deaf) as exc:
-                was_subscribed, self.subscribed = self.subscribed, False
-                if was_subscribed:
+                if self.subscribed:
                     attempt = 0
                     log.warning(
-                        "subscription lost url=%s channel=%s error=%s",
-                        redact(self.url),
-                        self.channel,
-                        describe(exc),
+                        "subscription lost url=%s channel=%s error=%s", redact(self.url), self.channel, describe(exc)
                     )
+                self.subscribed = False
+                self._lost = True
                 delay = backoff.next()
                 attempt += 1
                 if attempt == 1 or attempt % 10 == 0:
                     log.info("reconnecting url=%s attempt=%d retry_in=%.2fs", redact(self.url), attempt, delay)
-                self.on_reconnect()
                 self.stopping.wait(delay)
             finally:
                 self.subscribed = False
@@ -91,6 +90,9 @@ class Subscriber:
                     self.subscribed = True
                     backoff.reset()
                     log.info("subscribed url=%s channel=%s", redact(self.url), self.channel)
+                    if self._lost:
+                        self._lost = False
+                        self.on_reconnect()
             if now >= next_ping:
                 pubsub.ping()
                 next_ping = now + self.ping_interval

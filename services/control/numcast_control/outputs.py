@@ -24,6 +24,7 @@ class Output:
         self.outbox = Outbox(queue_limit, metrics["dropped"].labels(path=self.path).inc)
         self._published = metrics["published"].labels(path=self.path)
         self._errors = metrics["errors"].labels(path=self.path)
+        self._reconnects = metrics["reconnects"].labels(path=self.path)
         self.connected = False
         self.sent = 0
         self.stopping = threading.Event()
@@ -65,6 +66,8 @@ class Output:
                 continue
             if not self.connected:
                 log.info("%s output connected name=%s", self.path, self.name)
+                if backoff.attempt:
+                    self._reconnects.inc()
             self.connected = True
             backoff.reset()
             self._count(batch)

@@ -27,6 +27,7 @@ class ControlService:
             "published": metrics.counter("published", "Envelopes delivered, by path.", ("path",)),
             "errors": metrics.counter("publish_errors", "Failed deliveries (then retried), by path.", ("path",)),
             "dropped": metrics.counter("dropped", "Envelopes dropped from a full output queue.", ("path",)),
+            "reconnects": metrics.counter("reconnects", "Connections re-established after a failure.", ("path",)),
         }
         limit = settings.mirror_queue
         self.redis = RedisOutput(settings.redis_url, settings.redis_password, settings.channel, limit, counters)

@@ -50,13 +50,17 @@ class WorkerService:
                 "connected_clients": ("Browsers connected now.", lambda: self.fanout.clients),
                 "subscribed": ("1 while subscribed to the channel.", lambda: int(self.subscriber.subscribed)),
                 "tcp_connections": ("Open TCP mirror connections.", lambda: len(self.tcp.connections)),
-                "gaps": ("Seqs never received by either path (a counter).", lambda: self.sequences.gaps),
-                "browser_dropped": ("Values a slow browser missed (a counter).", lambda: self.fanout.dropped),
-                "sink_lines": ("Lines written to the sink file (a counter).", lambda: self.sink.lines),
-                "sink_rotations": ("Sink file rotations (a counter).", lambda: self.sink.rotations),
-                "sink_errors": ("Failed sink writes (a counter).", lambda: self.sink.errors),
             }
         )
+        stats.counters.update(
+            {
+                "gaps": ("Seqs received by neither path within the grace period.", lambda: self.sequences.gaps),
+                "sink_lines": ("Lines written to the sink file.", lambda: self.sink.lines),
+                "sink_rotations": ("Sink file rotations.", lambda: self.sink.rotations),
+                "sink_errors": ("Failed sink writes.", lambda: self.sink.errors),
+            }
+        )
+        stats.read_browser_dropped = lambda: self.fanout.dropped
         self.tasks = Tasks()
         self._socketio = socketio
 

@@ -21,7 +21,10 @@ class Stats:
         self.duplicates = 0
         self.reconnects = 0
         self.tcp_refused = 0
-        self.gauges = {}  # name -> (doc, callable), filled by the service
+        # name -> (doc, callable): values owned by other parts, read when /metrics is scraped
+        self.gauges: dict = {}
+        self.counters: dict = {}
+        self.read_browser_dropped = lambda: 0
 
     def to_dict(self) -> dict:
         """The counters, as /api/status shows them."""
@@ -55,9 +58,18 @@ class Stats:
         yield rejected
         for name, doc, value in (
             ("duplicates", "Envelopes seen before (the other path, or a replay).", self.duplicates),
-            ("redis_reconnects", "Times the subscriber reconnected to Redis.", self.reconnects),
             ("tcp_refused", "TCP mirror connections refused (over MAX_TCP_CLIENTS).", self.tcp_refused),
         ):
             yield CounterMetricFamily(PREFIX + name, doc, value=value)
+        for name, (doc, read) in self.counters.items():
+            yield CounterMetricFamily(PREFIX + name, doc, value=read())
+        dropped = CounterMetricFamily(PREFIX + "dropped", "Values a slow browser missed.", labels=["path"])
+        dropped.add_metric(["browser"], self.read_browser_dropped())
+        yield dropped
+        reconnects = CounterMetricFamily(
+            PREFIX + "reconnects", "Subscriptions re-established after a loss.", labels=["path"]
+        )
+        reconnects.add_metric(["redis"], self.reconnects)
+        yield reconnects
         for name, (doc, read) in self.gauges.items():
             yield GaugeMetricFamily(PREFIX + name, doc, value=read())
