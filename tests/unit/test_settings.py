@@ -1,5 +1,9 @@
 """Settings: env vars parsed and validated once, with errors that name the variable."""
 
+import dataclasses
+import importlib.util
+from pathlib import Path
+
 import pytest
 
 from numcast.settings import SettingsError, from_env
@@ -55,3 +59,15 @@ def test_worker_name_defaults_to_the_host_name():
 def test_bad_values_name_the_variable(cls, environ, variable):
     with pytest.raises(SettingsError, match=rf"^{variable}="):
         from_env(cls, {"WORKER_NAME": "w", **environ})
+
+
+def test_the_readme_tables_are_generated_from_the_settings():
+    script = Path(__file__).resolve().parents[2] / "scripts" / "settings_tables.py"
+    spec = importlib.util.spec_from_file_location("settings_tables", script)
+    tables = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tables)
+    readme = tables.README.read_text()
+    assert tables.render(readme) == readme, "run: python scripts/settings_tables.py"
+    for cls in (ControlSettings, WorkerSettings):
+        for f in dataclasses.fields(cls):
+            assert f"| `{f.metadata['env']}` |" in readme
