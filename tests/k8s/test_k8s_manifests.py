@@ -24,6 +24,7 @@ from k8s_support import (
     numcast_containers,
     objects,
     project_version,
+    resolve_ref,
     serves,
     settings_class,
 )
@@ -138,8 +139,8 @@ def test_every_container_meets_the_restricted_pod_security_standard(container):
     capabilities = container.spec.get("securityContext", {}).get("capabilities", {})
     assert capabilities.get("drop") == ["ALL"]
     assert not capabilities.get("add"), "restricted allows adding NET_BIND_SERVICE only; we need none"
-    for key in ("hostNetwork", "hostPID", "hostIPC", "hostUsers"):
-        assert pod.get(key) in (None, False) or (key == "hostUsers" and pod[key] is False), key
+    for key in ("hostNetwork", "hostPID", "hostIPC"):
+        assert pod.get(key) in (None, False), key
     for volume in pod.get("volumes", []):
         kinds = set(volume) - {"name"}
         assert kinds <= RESTRICTED_VOLUMES, f"{volume['name']}: {kinds}"
@@ -176,6 +177,15 @@ def test_every_pod_runs_under_its_own_account_without_a_token():
         # Service links would inject REDIS_PORT=tcp://... style variables next to the settings' own.
         assert pod.get("enableServiceLinks") is False
         assert 0 < pod.get("terminationGracePeriodSeconds", 0) <= 60
+
+
+@pytest.mark.parametrize("container", collected(containers), ids=lambda c: c.id)
+def test_every_secret_and_configmap_a_container_reads_exists(container):
+    for source in container.spec.get("envFrom", []):
+        named("ConfigMap", source["configMapRef"]["name"])
+    for var in container.spec.get("env", []):
+        if "valueFrom" in var:
+            assert resolve_ref(var["valueFrom"]), f"{container.id}: {var['name']} is empty"
 
 
 @pytest.mark.parametrize("container", collected(numcast_containers), ids=lambda c: c.id)
