@@ -43,6 +43,12 @@ def _reject_constant(name: str) -> float:
     raise EnvelopeError("not_finite", f"{name} is not a finite number")
 
 
+# One decoder for every message: json.loads(..., parse_constant=...) would build a new one (and its scanner)
+# per call, which costs as much as the parsing itself.
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+_KNOWN_SOURCES: set[str] = set()  # sources already matched against _SOURCE_RE; there are few of them
+
+
 def _number(data: dict, key: str) -> float:
     value = data[key]
     if isinstance(value, bool) or not isinstance(value, int | float):
@@ -56,6 +62,15 @@ def _number(data: dict, key: str) -> float:
     return value
 
 
+def _new_source(source: str) -> bool:
+    if not _SOURCE_RE.match(source):
+        return False
+    if len(_KNOWN_SOURCES) >= 1000:  # a flood of made-up sources only costs the regex again
+        _KNOWN_SOURCES.clear()
+    _KNOWN_SOURCES.add(source)
+    return True
+
+
 def decode(raw: bytes | str) -> Envelope:
     """Parse and validate one message; raise EnvelopeError saying what is wrong."""
     if len(raw) > MAX_BYTES:
@@ -66,7 +81,7 @@ def decode(raw: bytes | str) -> Envelope:
         except UnicodeDecodeError:
             raise EnvelopeError("not_utf8", "message is not UTF-8") from None
     try:
-        data = json.loads(raw, parse_constant=_reject_constant)
+        data = _DECODER.decode(raw)
     except ValueError as exc:
         if isinstance(exc, EnvelopeError):
             raise
@@ -81,7 +96,7 @@ def decode(raw: bytes | str) -> Envelope:
     if isinstance(seq, bool) or not isinstance(seq, int) or not 0 <= seq <= MAX_SEQ:
         raise EnvelopeError("bad_seq", f"seq must be an integer 0-{MAX_SEQ}")
     source = data["source"]
-    if not isinstance(source, str) or not _SOURCE_RE.match(source):
+    if not isinstance(source, str) or (source not in _KNOWN_SOURCES and not _new_source(source)):
         raise EnvelopeError("bad_source", "source must be 1-64 of A-Z a-z 0-9 . _ : -")
     value = _number(data, "value")
     ts = _number(data, "ts")

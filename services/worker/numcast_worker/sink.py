@@ -22,9 +22,9 @@ class FileSink:
         self._size = 0
         self._warn = Throttled(log)
 
-    def write(self, line: str) -> None:
+    def write(self, line: str | bytes) -> None:
         """Append `line` and a newline; a failure is counted and logged, and the next write tries again."""
-        data = line.encode() + b"\n"
+        data = (line.encode() if isinstance(line, str) else line) + b"\n"
         try:
             if self._file is None:
                 self._open()
