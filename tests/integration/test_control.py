@@ -132,3 +132,27 @@ def test_a_full_mirror_queue_drops_the_oldest_and_counts(redis_server, services)
     eventually(lambda: control.metric("numcast_dropped_total", 'path="tcp"') > 50, timeout=5)
     tcp = next(o for o in control.json("/api/status")["outputs"] if o["path"] == "tcp")
     assert tcp["queued"] <= 50 and tcp["dropped"] > 50
+
+
+def test_presence_lists_the_live_workers(redis_server, services):
+    control = services("control", redis_server.url)
+    one = services("worker", redis_server.url, wait="/readyz", WORKER_NAME="machine-1")
+    services("worker", redis_server.url, wait="/readyz", WORKER_NAME="machine-2")
+
+    def names():
+        return [w["name"] for w in control.json("/api/workers")["workers"]]
+
+    eventually(lambda: names() == ["machine-1", "machine-2"], message="both workers announce themselves")
+    worker = control.json("/api/workers")["workers"][0]
+    assert {"name", "host", "clients", "received", "last_seen"} <= set(worker)
+    one.stop()
+    eventually(lambda: names() == ["machine-2"], timeout=3, message="a stopped worker leaves at once")
+
+
+def test_presence_of_a_killed_worker_expires(redis_server, services):
+    control = services("control", redis_server.url)
+    worker = services("worker", redis_server.url, wait="/readyz")
+    eventually(lambda: control.json("/api/workers")["workers"])
+    worker.process.kill()
+    worker.process.wait()
+    eventually(lambda: not control.json("/api/workers")["workers"], timeout=10, message="the key expires")
