@@ -9,9 +9,14 @@ const SERVER_KICK_RETRY_MS = 1000;
  */
 export function connect(onState) {
   // WebSocket only, no long-polling detour: fewer moving parts, and no sticky sessions needed behind a Service.
-  const socket = io({ transports: ["websocket"], reconnectionDelay: 500, reconnectionDelayMax: 3000 });
+  // A handshake that hangs (a half-open path) is given up after `timeout` and retried, rather than after 20 s.
+  const socket = io({ transports: ["websocket"], reconnectionDelay: 500, reconnectionDelayMax: 3000, timeout: 5000 });
+  let attempt = 0;
   onState("connecting", "");
-  socket.on("connect", () => onState("connected", ""));
+  socket.on("connect", () => {
+    attempt = 0;
+    onState("connected", "");
+  });
   socket.on("disconnect", (reason) => {
     if (reason === "io client disconnect") {
       onState("disconnected", "closed by this page");
@@ -24,9 +29,13 @@ export function connect(onState) {
     }
   });
   socket.on("connect_error", (error) => {
-    onState(socket.active ? "reconnecting" : "disconnected", error.message);
+    const tried = attempt ? `attempt ${attempt}: ` : "";
+    onState(socket.active ? "reconnecting" : "disconnected", `${tried}${error.message}`);
   });
-  socket.io.on("reconnect_attempt", (attempt) => onState("reconnecting", `attempt ${attempt}`));
+  socket.io.on("reconnect_attempt", (n) => {
+    attempt = n;
+    onState("reconnecting", `attempt ${n}`);
+  });
   socket.io.on("reconnect_failed", () => onState("disconnected", "gave up reconnecting"));
   return socket;
 }

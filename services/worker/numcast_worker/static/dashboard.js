@@ -24,7 +24,7 @@ const values = new Values({
 const rate = new RateMeter();
 const latency = new Latency();
 const chart = new Chart($("chart"), WINDOW_SECONDS);
-const table = new RecentTable($("values"), $("pause"), $("pause-note"), TABLE_ROWS);
+const table = new RecentTable($("values"), $("pause"), $("pause-note"), TABLE_ROWS, () => invalidate());
 
 let state = "connecting";
 let lastArrival = null; // ms, browser clock, of the newest value this page got
@@ -52,8 +52,8 @@ function render(now) {
     const last = values.newest;
     text("last-value", last ? formatValue(last.value) : "–");
     text("count", formatCount(values.count));
-    table.render(items, values.version);
   }
+  table.render(items, values.version); // a no-op while paused or when nothing changed
   chart.draw(items, Date.now() / 1000);
   if (now - statsAt >= STATS_EVERY_MS) {
     statsAt = now;

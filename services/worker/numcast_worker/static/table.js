@@ -2,7 +2,7 @@
 import { formatTime, formatValue } from "./format.js";
 
 export class RecentTable {
-  constructor(tbody, button, note, rows) {
+  constructor(tbody, button, note, rows, onResume) {
     this.tbody = tbody;
     this.button = button;
     this.note = note;
@@ -17,7 +17,10 @@ export class RecentTable {
       this.rows.push(tr);
     }
     tbody.replaceChildren(...this.rows);
-    button.addEventListener("click", () => this.setPaused(!this.paused));
+    button.addEventListener("click", () => {
+      this.setPaused(!this.paused);
+      if (!this.paused) onResume();
+    });
   }
 
   setPaused(paused) {

@@ -1,5 +1,5 @@
 // The values this page holds: deduplicated, sorted by time, bounded by count and age; gaps per source.
-import { SeenKeys } from "./seen.js";
+import { AGAIN, NEW, SeenKeys } from "./seen.js";
 
 const MAX_SOURCES = 64;
 
@@ -11,7 +11,7 @@ export class Values {
     this.seen = new SeenKeys(seenCapacity);
     this.ranges = new Map(); // source -> {min, max, have}: the seqs in [min, max] this page never got are gaps
     this.count = 0; // distinct values shown since the page opened
-    this.duplicates = 0; // live values that had been shown already
+    this.duplicates = 0; // values that came over the WebSocket twice
     this.version = 0; // bumped on every change, so renderers can tell whether to redraw
   }
 
@@ -20,8 +20,9 @@ export class Values {
     const fresh = [];
     for (const e of envelopes) {
       if (!isEnvelope(e)) continue;
-      if (!this.seen.add(e.source, e.seq)) {
-        if (live) this.duplicates += 1; // a backfill overlapping the live stream is expected, not a duplicate
+      const seen = this.seen.add(e.source, e.seq, live);
+      if (seen !== NEW) {
+        if (seen === AGAIN) this.duplicates += 1; // a backfill overlapping the live stream is no duplicate
         continue;
       }
       this.#track(e.source, e.seq);
