@@ -11,13 +11,15 @@ from numcast.redis_conn import CONNECTION_ERRORS, Backoff, client, describe, red
 
 log = logging.getLogger(__name__)
 
+MAX_BATCH = 1000  # messages handed over at once; then the loop yields to the rest of the process
+
 
 class Deaf(Exception):
     """Nothing, not even a PONG, came back in time: the connection is connected-looking but dead."""
 
 
 class Subscriber:
-    """Calls `on_message(data)` for every message on `channel`, for as long as `run()` runs.
+    """Calls `on_batch(messages)` with the messages on `channel`, oldest first, for as long as `run()` runs.
 
     redis-py's PubSub neither reconnects nor resubscribes by itself, and Redis may drop only the
     subscriber's connection (CLIENT KILL, the pubsub output-buffer limit). So the loop pings on the
@@ -29,14 +31,14 @@ class Subscriber:
         url: str,
         password: str,
         channel: str,
-        on_message: Callable[[bytes], object],
+        on_batch: Callable[[list[bytes]], object],
         *,
         ping_interval: float = 1.0,
         deaf_after: float = 3.0,
         on_reconnect: Callable[[], object] = lambda: None,  # called on each resubscription after a loss
     ) -> None:
         self.url, self.password, self.channel = url, password, channel
-        self.on_message, self.on_reconnect = on_message, on_reconnect
+        self.on_batch, self.on_reconnect = on_batch, on_reconnect
         self.ping_interval, self.deaf_after = ping_interval, deaf_after
         self.subscribed = False
         self._lost = False
@@ -79,25 +81,42 @@ class Subscriber:
         now = time.monotonic()
         heard, next_ping = now, now + self.ping_interval
         while not self.stopping.is_set():
-            message = pubsub.get_message(timeout=0.2)
+            # parse_response rather than get_message: the raw reply, without a dict per message, and all that
+            # is already buffered handed over as one batch.
+            batch: list[bytes] = []
+            got = False
+            response = pubsub.parse_response(block=False, timeout=0.2)
+            while response is not None:
+                got = True
+                kind = response[0] if isinstance(response, list) else b"pong"
+                if kind == b"message":
+                    batch.append(response[2])
+                    if len(batch) >= MAX_BATCH:
+                        break
+                elif kind == b"subscribe":
+                    self._subscribed(backoff)
+                response = pubsub.parse_response(block=False, timeout=0)
             now = time.monotonic()
-            if message is not None:
+            if got:
                 heard = now
-                kind = message["type"]
-                if kind == "message":
-                    self.on_message(message["data"])
-                elif kind == "subscribe":
-                    self.subscribed = True
-                    backoff.reset()
-                    log.info("subscribed url=%s channel=%s", redact(self.url), self.channel)
-                    if self._lost:
-                        self._lost = False
-                        self.on_reconnect()
+            if batch:
+                self.on_batch(batch)
+            # Under eventlet a socket that always has data never blocks, so without this nothing else in the
+            # process (HTTP, probes, fan-out) would run while a flood lasts. Monkey-patched, sleep(0) is green.
+            time.sleep(0)
             if now >= next_ping:
                 pubsub.ping()
                 next_ping = now + self.ping_interval
             if now - heard > self.deaf_after:
                 raise Deaf(f"nothing heard for {now - heard:.1f}s")
+
+    def _subscribed(self, backoff: Backoff) -> None:
+        self.subscribed = True
+        backoff.reset()
+        log.info("subscribed url=%s channel=%s", redact(self.url), self.channel)
+        if self._lost:
+            self._lost = False
+            self.on_reconnect()
 
 
 def _close_quietly(pubsub) -> None:

@@ -42,7 +42,12 @@ def main(argv: list[str]) -> int:
         if args.count and seen >= args.count:
             subscriber.stop()
 
-    subscriber = Subscriber(args.redis_url, os.environ.get("REDIS_PASSWORD", ""), args.channel, show)
+    def show_all(batch: list[bytes]) -> None:
+        for data in batch:
+            if not subscriber.stopping.is_set():
+                show(data)
+
+    subscriber = Subscriber(args.redis_url, os.environ.get("REDIS_PASSWORD", ""), args.channel, show_all)
     print(f"# subscribed to {args.channel!r}; Ctrl-C to stop", file=sys.stderr, flush=True)
     try:
         subscriber.run()

@@ -24,6 +24,7 @@ class Fanout:
         self._next = 0  # index of the next envelope pushed; the ring holds [_next - len(ring), _next)
         self._cursors: dict[str, int] = {}
         self._status_due: dict[str, bool] = {}
+        self._missed: dict[str, int] = {}  # values dropped for a browser and not yet told to it
         self.dropped = 0
         self.stopping = threading.Event()
 
@@ -48,6 +49,7 @@ class Fanout:
         """Forget `sid`."""
         self._cursors.pop(sid, None)
         self._status_due.pop(sid, None)
+        self._missed.pop(sid, None)
 
     def run(self) -> None:
         """Flush every `interval` seconds, and send the status once a second, until stopped."""
@@ -68,13 +70,17 @@ class Fanout:
         first = end - min(len(ring), self._limit)
         status = None
         for sid, cursor in list(self._cursors.items()):
-            if self._backlog(sid):
-                continue  # its previous batch is still on the way: send it more later, in one batch
-            if cursor < first:
+            if cursor < first:  # fell more than the ring behind: what it missed is gone, count it now
                 missed = first - cursor
                 self.dropped += missed
+                self._missed[sid] = self._missed.get(sid, 0) + missed
                 cursor = first
-                self.socketio.emit("dropped", {"count": missed}, to=sid)
+                if sid in self._cursors:
+                    self._cursors[sid] = first
+            if self._backlog(sid):
+                continue  # its previous batch is still on the way: send it more later, in one batch
+            if sid in self._missed:
+                self.socketio.emit("dropped", {"count": self._missed.pop(sid)}, to=sid)
             if cursor < end:
                 start = len(ring) - (end - cursor)
                 batch = sorted(ring[start : start + end - cursor], key=_seq)

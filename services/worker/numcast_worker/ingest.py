@@ -25,36 +25,49 @@ class Ingest:
         self._warn = Throttled(log)
 
     def accept(self, raw: bytes, path: str) -> bool:
-        """Take one message from `path`; False if it was invalid (duplicates are valid)."""
-        stats = self.stats
-        stats.received[path] += 1
-        try:
-            envelope = decode(raw)
-        except EnvelopeError as exc:
-            stats.rejected[path, exc.reason] += 1
-            self._warn.warning(
-                f"{path}:{exc.reason}",
-                "message rejected path=%s reason=%s detail=%s sample=%r",
-                path,
-                exc.reason,
-                exc,
-                bytes(raw[:80]) if isinstance(raw, bytes | bytearray) else raw[:80],
-            )
-            return False
-        now = time.time()
+        """Take one message from `path`; False if it was invalid (a duplicate is valid)."""
+        return not self.accept_batch((raw,), path)
+
+    def accept_batch(self, batch, path: str) -> int:
+        """Take messages from `path`, oldest first; return how many were invalid."""
+        stats, sequences, history, fanout = self.stats, self.sequences, self.history, self.fanout
+        observe_latency = self.latency.observe
+        invalid = accepted = 0
+        now, clock = time.time(), time.monotonic()  # once per batch: a batch is read in well under a millisecond
+        stats.received[path] += len(batch)
         with self._lock:
-            if not self.sequences.observe(envelope.source, envelope.seq, time.monotonic()):
-                stats.duplicates += 1
-                return True
-            stats.accepted[path] += 1
-            item = {"seq": envelope.seq, "value": envelope.value, "ts": envelope.ts, "source": envelope.source}
-            # The message as it came is a valid envelope; only one spread over lines needs re-encoding.
-            self.sink.write(raw if b"\n" not in raw else envelope.to_json())
-            self.history.append(item)
-            self.fanout.push(item)
-            self.last_value_at = now
-        self.latency.observe(max(0.0, now - envelope.ts))
-        return True
+            for raw in batch:
+                try:
+                    envelope = decode(raw)
+                except EnvelopeError as exc:
+                    invalid += 1
+                    self._reject(raw, path, exc)
+                    continue
+                if not sequences.observe(envelope.source, envelope.seq, clock):
+                    stats.duplicates += 1
+                    continue
+                accepted += 1
+                item = {"seq": envelope.seq, "value": envelope.value, "ts": envelope.ts, "source": envelope.source}
+                # The message as it came is a valid envelope; only one spread over lines needs re-encoding.
+                self.sink.write(raw if b"\n" not in raw else envelope.to_json())
+                history.append(item)
+                fanout.push(item)
+                observe_latency(max(0.0, now - envelope.ts))
+            if accepted:
+                stats.accepted[path] += accepted
+                self.last_value_at = now
+        return invalid
+
+    def _reject(self, raw: bytes, path: str, exc: EnvelopeError) -> None:
+        self.stats.rejected[path, exc.reason] += 1
+        self._warn.warning(
+            f"{path}:{exc.reason}",
+            "message rejected path=%s reason=%s detail=%s sample=%r",
+            path,
+            exc.reason,
+            exc,
+            bytes(raw[:80]) if isinstance(raw, bytes | bytearray) else raw[:80],
+        )
 
     def recent(self, limit: int) -> list[dict]:
         """The last `limit` accepted envelopes, oldest first."""

@@ -64,8 +64,8 @@ class WorkerService:
         self.tasks = Tasks()
         self._socketio = socketio
 
-    def _from_redis(self, data: bytes) -> None:
-        self.ingest.accept(data, "redis")
+    def _from_redis(self, batch: list[bytes]) -> None:
+        self.ingest.accept_batch(batch, "redis")
 
     def _count_reconnect(self) -> None:
         self.stats.reconnects += 1
