@@ -185,6 +185,13 @@ def main(argv: list[str]) -> int:
     return code
 
 
+def _here(command: str) -> str:
+    """`command` as installed beside this Python (a tox env's bin folder is not on the user's PATH)."""
+    path = os.path.join(os.path.dirname(sys.executable), command)
+    relative = os.path.relpath(path)
+    return relative if not relative.startswith("..") else path
+
+
 def banner(redis_url: str, processes: list, embedded: bool, data_dir: str) -> str:
     """What `numcast up` prints once everything answers."""
     address = urllib.parse.urlsplit(redis_url)
@@ -200,7 +207,7 @@ def banner(redis_url: str, processes: list, embedded: bool, data_dir: str) -> st
         "Watch the channel:",
         f"  {cli} -h {address.hostname} -p {address.port or 6379}{' -a PASSWORD' if address.password else ''}"
         " subscribe numbers",
-        f"  REDIS_URL={redact(redis_url)} numcast tail",
+        f"  REDIS_URL={redact(redis_url)} {_here('numcast')} tail",
         "",
         "Ctrl-C stops everything.",
         "",

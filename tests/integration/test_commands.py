@@ -64,6 +64,8 @@ def test_up_runs_the_pipeline_and_stops_every_process(tmp_path, signum):
         for port in (control, worker, worker + 1):
             assert f"http://127.0.0.1:{port}/" in text
         assert re.search(r"redis-cli -h 127\.0\.0\.1 -p \d+ subscribe numbers", text)
+        tail = re.search(r"REDIS_URL=(\S+) (\S+) tail", text)
+        assert tail and os.access(tail.group(2), os.X_OK), "the printed tail command runs as printed"
         children = children_of(process.pid)
         assert len(children) == 4, "Redis, the control-plane and two workers"
         for port in (worker, worker + 1):
