@@ -51,11 +51,13 @@ export class Chart {
       },
       series: [
         { label: "time" },
-        { label: "value", stroke: colours.line, fill: colours.fill, width: 1.5, points: { show: false } },
+        // A 1-px line without fill: at 1,000 values/s a fill or a thicker line costs most of a core to rasterise.
+        { label: "value", stroke: colours.line, width: 1, points: { show: false } },
       ],
       axes: [axis, { ...axis, size: 60 }],
-      legend: { live: true },
-      cursor: { drag: { x: false, y: false } },
+      // No hover read-out: the table has the exact values, and a still chart costs nothing between frames.
+      legend: { show: false },
+      cursor: { show: false },
     };
     this.plot?.destroy();
     this.plot = new uPlot(options, this.data, this.container);

@@ -12,6 +12,7 @@ const WINDOW_VALUES = 3000; // ...unless values come faster than this many per w
 const TABLE_ROWS = 100;
 const ANNOUNCE_EVERY_MS = 10000; // a screen reader hears the last value at most this often
 const STATS_EVERY_MS = 250; // figures that need sorting or summing are refreshed a few times a second
+const TABLE_EVERY_MS = 100; // rows rewritten faster than this cannot be read, and cost layout
 const STATUS_STALE_MS = 5000; // the worker pushes its status every second; silence longer than this is news
 
 const $ = (id) => document.getElementById(id);
@@ -33,6 +34,8 @@ let statusAt = 0;
 let frame = 0;
 let drawn = -1;
 let statsAt = 0;
+let tableAt = 0;
+let tableLater = 0; // timer that renders the table once more when a frame skipped it
 let announcedAt = 0;
 
 function text(id, value) {
@@ -53,7 +56,15 @@ function render(now) {
     text("last-value", last ? formatValue(last.value) : "–");
     text("count", formatCount(values.count));
   }
-  table.render(items, values.version); // a no-op while paused or when nothing changed
+  if (now - tableAt >= TABLE_EVERY_MS) {
+    tableAt = now;
+    table.render(items, values.version); // a no-op while paused or when nothing changed
+  } else if (!tableLater) {
+    tableLater = setTimeout(() => {
+      tableLater = 0;
+      invalidate();
+    }, TABLE_EVERY_MS); // so the last values of a burst show too
+  }
   chart.draw(items, Date.now() / 1000);
   if (now - statsAt >= STATS_EVERY_MS) {
     statsAt = now;
