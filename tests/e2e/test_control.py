@@ -92,15 +92,15 @@ def test_presence_lists_live_workers_and_drops_a_stopped_one(redis_server, servi
     page.goto(control.url + "/")
 
     names = page.locator("#workers tr td:first-child")
-    expect(names).to_have_text(["machine-1", "machine-2"])
+    expect(names).to_have_text(["machine-1", "machine-2"], timeout=10_000)
     expect(page.locator("#worker-count")).to_have_text("2")
     row = page.locator("#workers tr[data-worker='machine-1'] td")
-    expect(row.nth(2)).to_have_text("1", timeout=8000)  # the dashboard's browser, after the next heartbeat
-    eventually(lambda: int(row.nth(3).text_content().replace(",", "")) > 0, 8, message="values received move")
+    expect(row.nth(2)).to_have_text("1", timeout=10_000)  # the dashboard's browser, after the next heartbeat
+    eventually(lambda: int(row.nth(3).text_content().replace(",", "")) > 0, 10, message="values received move")
     expect(row.nth(4)).to_have_text(re.compile(r"just now|\d s ago"))
 
     workers[1].stop()
-    expect(names).to_have_text(["machine-1"], timeout=5000)  # a clean stop withdraws at once
+    expect(names).to_have_text(["machine-1"], timeout=8000)  # a clean stop withdraws at once
     expect(page.locator("#worker-count")).to_have_text("1")
 
 
