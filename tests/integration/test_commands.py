@@ -12,26 +12,50 @@ from conftest import NUMCAST, envelope, eventually, http, publish
 from numcast.stack import free_port
 
 
-def start_up(tmp_path, *args, env=None):
-    """`numcast up` with free ports; returns the process and the ports it was given."""
-    control, worker, tcp = free_port(), free_port(), free_port()
-    while abs(worker - tcp) < 3 or abs(worker - control) < 3:
-        worker, tcp = free_port(), free_port()
-    argv = [NUMCAST, "up", "--control-port", str(control), "--worker-port", str(worker), "--tcp-port", str(tcp)]
-    log = open(tmp_path / "up.log", "wb")  # noqa: SIM115 - the child owns it
-    process = subprocess.Popen(
-        [*argv, "--data-dir", str(tmp_path / "data"), *args],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, **(env or {})},
-        cwd=tmp_path,
-    )
-    log.close()
-    return process, control, worker
+class Up:
+    """`numcast up` on free ports, in `tmp_path`; its log is `up.log` there."""
+
+    def __init__(self, tmp_path, *args: str, env: dict | None = None) -> None:
+        self.control, self.worker, tcp = free_port(), free_port(), free_port()
+        while abs(self.worker - tcp) < 3 or abs(self.worker - self.control) < 3:
+            self.worker, tcp = free_port(), free_port()
+        ports = ["--control-port", str(self.control), "--worker-port", str(self.worker), "--tcp-port", str(tcp)]
+        self.log = tmp_path / "up.log"
+        with open(self.log, "wb") as log:
+            self.process = subprocess.Popen(
+                [NUMCAST, "up", *ports, "--data-dir", str(tmp_path / "data"), *args],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, **(env or {})},
+                cwd=tmp_path,
+            )
+
+    def output(self) -> str:
+        return self.log.read_text()
+
+    def history(self, port: int) -> list[dict]:
+        return http("GET", f"http://127.0.0.1:{port}/api/history")[1]["envelopes"]
+
+    def stop(self, signum: int = signal.SIGINT) -> int:
+        self.process.send_signal(signum)
+        return self.process.wait(30)
 
 
-def output(tmp_path) -> str:
-    return (tmp_path / "up.log").read_text()
+@pytest.fixture
+def up(tmp_path):
+    """Start `numcast up` with the given arguments and wait for its banner; killed after the test if still up."""
+    started: list[Up] = []
+
+    def start(*args: str, env: dict | None = None) -> Up:
+        running = Up(tmp_path, *args, env=env)
+        started.append(running)
+        eventually(lambda: "numcast is up" in running.output(), timeout=30, message="the banner")
+        return running
+
+    yield start
+    for running in started:
+        if running.process.poll() is None:
+            running.process.kill()
 
 
 def children_of(pid: int) -> list[int]:
@@ -56,60 +80,38 @@ def alive(pid: int) -> bool:
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_up_runs_the_pipeline_and_stops_every_process(tmp_path, signum):
-    process, control, worker = start_up(tmp_path)
-    try:
-        eventually(lambda: "numcast is up" in output(tmp_path), timeout=30, message="the banner")
-        text = output(tmp_path)
-        for port in (control, worker, worker + 1):
-            assert f"http://127.0.0.1:{port}/" in text
-        assert re.search(r"redis-cli -h 127\.0\.0\.1 -p \d+ subscribe numbers", text)
-        tail = re.search(r"REDIS_URL=(\S+) (\S+) tail", text)
-        assert tail and os.access(tail.group(2), os.X_OK), "the printed tail command runs as printed"
-        children = children_of(process.pid)
-        assert len(children) == 4, "Redis, the control-plane and two workers"
-        for port in (worker, worker + 1):
-            eventually(lambda port=port: http("GET", f"http://127.0.0.1:{port}/api/history")[1]["envelopes"])
-        process.send_signal(signum)
-        assert process.wait(30) == 0
-        assert not [pid for pid in children if alive(pid)], "no process left behind"
-        assert "stopped the embedded Redis" in output(tmp_path)
-        assert (tmp_path / "data" / "machine-1.jsonl").stat().st_size > 0
-    finally:
-        if process.poll() is None:
-            process.kill()
+def test_up_runs_the_pipeline_and_stops_every_process(up, tmp_path, signum):
+    running = up()
+    text = running.output()
+    for port in (running.control, running.worker, running.worker + 1):
+        assert f"http://127.0.0.1:{port}/" in text
+    assert re.search(r"redis-cli -h 127\.0\.0\.1 -p \d+ subscribe numbers", text)
+    tail = re.search(r"REDIS_URL=(\S+) (\S+) tail", text)
+    assert tail and os.access(tail.group(2), os.X_OK), "the printed tail command runs as printed"
+    children = children_of(running.process.pid)
+    assert len(children) == 4, "Redis, the control-plane and two workers"
+    for port in (running.worker, running.worker + 1):
+        eventually(lambda port=port: running.history(port))
+    assert running.stop(signum) == 0
+    assert not [pid for pid in children if alive(pid)], "no process left behind"
+    assert "stopped the embedded Redis" in running.output()
+    assert (tmp_path / "data" / "machine-1.jsonl").stat().st_size > 0
 
 
-def test_up_uses_a_reachable_redis_url(tmp_path, redis_server):
-    process, _, worker = start_up(tmp_path, "--workers", "1", env={"REDIS_URL": redis_server.url})
-    try:
-        eventually(lambda: "numcast is up" in output(tmp_path), timeout=30)
-        assert f"using Redis at {redis_server.url}" in output(tmp_path)
-        assert len(children_of(process.pid)) == 2
-        publish(redis_server, envelope(1, source="by-hand"))
-        eventually(
-            lambda: any(
-                e["source"] == "by-hand" for e in http("GET", f"http://127.0.0.1:{worker}/api/history")[1]["envelopes"]
-            )
-        )
-        process.send_signal(signal.SIGINT)
-        assert process.wait(30) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
+def test_up_uses_a_reachable_redis_url(up, redis_server):
+    running = up("--workers", "1", env={"REDIS_URL": redis_server.url})
+    assert f"using Redis at {redis_server.url}" in running.output()
+    assert len(children_of(running.process.pid)) == 2
+    publish(redis_server, envelope(1, source="by-hand"))
+    eventually(lambda: any(e["source"] == "by-hand" for e in running.history(running.worker)))
+    assert running.stop() == 0
 
 
-def test_up_starts_an_embedded_redis_when_the_url_is_unreachable(tmp_path):
+def test_up_starts_an_embedded_redis_when_the_url_is_unreachable(up):
     url = f"redis://127.0.0.1:{free_port()}/0"
-    process, _, _ = start_up(tmp_path, "--workers", "1", env={"REDIS_URL": url})
-    try:
-        eventually(lambda: "numcast is up" in output(tmp_path), timeout=30)
-        assert f"{url} is unreachable; starting an embedded Redis" in output(tmp_path)
-        process.send_signal(signal.SIGINT)
-        assert process.wait(30) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
+    running = up("--workers", "1", env={"REDIS_URL": url})
+    assert f"{url} is unreachable; starting an embedded Redis" in running.output()
+    assert running.stop() == 0
 
 
 def test_tail_prints_the_channel_decoded(redis_server):
