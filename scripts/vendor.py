@@ -7,6 +7,7 @@ script (and the test that compares its output with package.json) keeps them hone
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -32,7 +33,10 @@ def main() -> int:
             print(f"{name} {meta['version']} installed, {pinned[name]} pinned: run npm ci", file=sys.stderr)
             return 1
         for file in files:
-            shutil.copyfile(package / file, TARGET / Path(file).name)
+            data = (package / file).read_bytes()
+            if file.endswith(".js"):  # the source maps are not vendored: no reference to a file that is not served
+                data = re.sub(rb"\n//# sourceMappingURL=\S+\s*$", b"\n", data)
+            (TARGET / Path(file).name).write_bytes(data)
         shutil.copyfile(package / "LICENSE", TARGET / f"{name}.LICENSE")
         record[name] = {
             "version": meta["version"],
