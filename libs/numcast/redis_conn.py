@@ -60,8 +60,8 @@ class Backoff:
 
     def next(self) -> float:
         """The delay before the next attempt."""
-        delay = min(self.cap, self.base * 2**self.attempt)
-        self.attempt = min(self.attempt + 1, 30)
+        delay = min(self.cap, self.base * 2 ** min(self.attempt, 30))
+        self.attempt += 1
         return random.uniform(delay / 2, delay)
 
     def reset(self) -> None:

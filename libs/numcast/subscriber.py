@@ -70,7 +70,13 @@ class Subscriber:
                 delay = backoff.next()
                 attempt += 1
                 if attempt == 1 or attempt % 10 == 0:
-                    log.info("reconnecting url=%s attempt=%d retry_in=%.2fs", redact(self.url), attempt, delay)
+                    log.info(
+                        "reconnecting url=%s attempt=%d retry_in=%.2fs error=%s",
+                        redact(self.url),
+                        attempt,
+                        delay,
+                        describe(exc),
+                    )
                 self.stopping.wait(delay)
             finally:
                 self.subscribed = False

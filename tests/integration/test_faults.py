@@ -124,3 +124,15 @@ def test_a_signal_is_a_clean_shutdown(redis_server, services, signum):
     assert len(lines) == written >= 20, "every accepted value is in the file after shutdown"
     assert len(lines) == len({(e["source"], e["seq"]) for e in lines}), "and each once"
     assert not redis_server.client().keys("numcast:presence:*"), "a clean stop withdraws from presence"
+
+
+def test_a_wrong_redis_password_is_logged_and_not_ready(redis_server, services):
+    redis_server.client().config_set("requirepass", "s3cret")
+    worker = services("worker", redis_server.url)
+    control = services("control", redis_server.url, REDIS_PASSWORD="wrong")
+    time.sleep(1.0)
+    assert not ready(worker) and not ready(control)
+    eventually(lambda: "error=AuthenticationError" in worker.logs() or "NOAUTH" in worker.logs())
+    eventually(lambda: "redis output unreachable" in control.logs() and "s3cret" not in control.logs())
+    good = services("worker", redis_server.url, wait="/readyz", REDIS_PASSWORD="s3cret")
+    assert good.json("/readyz")["redis"] == "subscribed"

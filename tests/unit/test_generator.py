@@ -90,3 +90,15 @@ def test_outbox_requeue_keeps_order_within_the_limit():
     box.requeue([7, 8, 9])
     assert box.take(10, timeout=0) == [9, 10, 11, 12]
     assert box.dropped == 2
+
+
+def test_backoff_doubles_up_to_its_cap_with_jitter_and_resets():
+    from numcast.redis_conn import Backoff
+
+    backoff = Backoff(base=0.1, cap=2.0)
+    delays = [backoff.next() for _ in range(40)]
+    assert 0.05 <= delays[0] <= 0.1 and 0.1 <= delays[1] <= 0.2
+    assert all(1.0 <= d <= 2.0 for d in delays[5:]), "capped, never zero"
+    assert backoff.attempt == 40
+    backoff.reset()
+    assert backoff.next() <= 0.1

@@ -58,8 +58,15 @@ class Output:
             except CONNECTION_ERRORS as exc:
                 self.outbox.requeue(batch)
                 self._errors.inc()
-                if self.connected:
-                    log.warning("%s output lost name=%s error=%s", self.path, self.name, describe(exc))
+                if self.connected or backoff.attempt % 10 == 0:  # the first failure, then every tenth retry
+                    log.warning(
+                        "%s output %s name=%s attempt=%d error=%s",
+                        self.path,
+                        "lost" if self.connected else "unreachable",
+                        self.name,
+                        backoff.attempt + 1,
+                        describe(exc),
+                    )
                 self.connected = False
                 self.close()
                 self.stopping.wait(backoff.next())
