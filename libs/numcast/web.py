@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from flask import Flask, Response, jsonify, request
+from flask import Blueprint, Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 MAX_BODY_BYTES = 4096  # the largest request either API needs is a config patch of a few dozen bytes
@@ -17,8 +17,10 @@ CSP = (
 
 
 def init_app(app: Flask, ready: Callable[[], tuple[bool, dict]]) -> None:
-    """Add /healthz, /readyz (200 only when `ready()` says so), JSON errors and headers to `app`."""
+    """Add /healthz, /readyz (200 only when `ready()` says so), JSON errors, headers and shared assets."""
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    # The stylesheet both pages share, from this library: url_for("numcast.static", filename="base.css").
+    app.register_blueprint(Blueprint("numcast", __name__, static_folder="static", static_url_path="/numcast"))
 
     @app.get("/healthz")
     def healthz() -> Response:
