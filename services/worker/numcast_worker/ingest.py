@@ -24,10 +24,6 @@ class Ingest:
         self._lock = threading.Lock()  # both paths may call at once in threading mode
         self._warn = Throttled(log)
 
-    def accept(self, raw: bytes, path: str) -> bool:
-        """Take one message from `path`; False if it was invalid (a duplicate is valid)."""
-        return not self.accept_batch((raw,), path)
-
     def accept_batch(self, batch, path: str) -> int:
         """Take messages from `path`, oldest first; return how many were invalid."""
         stats, sequences, history, fanout = self.stats, self.sequences, self.history, self.fanout

@@ -44,7 +44,9 @@ class WorkerService:
             self._from_redis,
             on_reconnect=self._count_reconnect,
         )
-        self.tcp = TcpListener(settings.host, settings.tcp_port, settings.max_tcp_clients, self.ingest.accept, stats)
+        self.tcp = TcpListener(
+            settings.host, settings.tcp_port, settings.max_tcp_clients, self.ingest.accept_batch, stats
+        )
         stats.gauges.update(
             {
                 "connected_clients": ("Browsers connected now.", lambda: self.fanout.clients),

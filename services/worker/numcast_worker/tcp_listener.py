@@ -17,9 +17,9 @@ READ_SIZE = 64 * 1024
 class TcpListener:
     """Accepts up to `max_clients` connections; a connection that sends junk is closed, the others go on."""
 
-    def __init__(self, host: str, port: int, max_clients: int, accept: Callable[[bytes, str], bool], stats):
+    def __init__(self, host: str, port: int, max_clients: int, accept_batch: Callable[[list, str], int], stats):
         self.host, self.port, self.max_clients = host, port, max_clients
-        self.accept, self.stats = accept, stats
+        self.accept_batch, self.stats = accept_batch, stats
         self.connections: set[socket.socket] = set()
         self.stopping = threading.Event()
         self._server: socket.socket | None = None
@@ -46,6 +46,12 @@ class TcpListener:
                 log.warning("tcp connection refused peer=%s open=%d limit", _name(peer), len(self.connections))
                 conn.close()
                 continue
+            # Keepalive: a control-plane that vanished without a FIN must not hold one of the slots for ever.
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+            if hasattr(socket, "TCP_KEEPIDLE"):
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 30)
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 10)
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 3)
             self.connections.add(conn)
             spawn(self._serve, conn, peer)
 
@@ -70,12 +76,12 @@ class TcpListener:
                     break
                 buffer += data
                 *lines, buffer = buffer.split(b"\n")
-                for line in lines:
-                    if line and not self.accept(line, "tcp"):
-                        reason = "invalid line"
-                        return
+                lines = [line for line in lines if line]
+                if lines and self.accept_batch(lines, "tcp"):
+                    reason = "invalid line"
+                    return
                 if len(buffer) > MAX_BYTES:
-                    self.accept(buffer, "tcp")  # counted as rejected (too large), like a large Redis message
+                    self.accept_batch([buffer], "tcp")  # counted as rejected (too large), like a large Redis message
                     reason = f"line longer than {MAX_BYTES} bytes"
                     return
         except OSError as exc:
