@@ -1,0 +1,42 @@
+"""/metrics: valid Prometheus text, and exactly the metrics the README documents, no more and no fewer."""
+
+import re
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from numcast.settings import from_env
+from numcast_control import create_app as control_app
+from numcast_control.settings import ControlSettings
+from numcast_worker import create_app as worker_app
+from numcast_worker.settings import WorkerSettings
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+APPS = {
+    "control": lambda: control_app(from_env(ControlSettings, {})),
+    "worker": lambda: worker_app(from_env(WorkerSettings, {"WORKER_NAME": "w"})),
+}
+
+
+def documented() -> dict[str, set[str]]:
+    """{service: metric names} from the README's metrics table, `_total` removed as the parser does."""
+    table = README.read_text().split("Metrics, all prefixed `numcast_`:", 1)[1].split("\n\n", 2)[1]
+    found: dict[str, set[str]] = {"control": set(), "worker": set()}
+    for row in table.splitlines()[2:]:
+        names, service = row.split("|")[1:3]
+        for name in re.findall(r"`([a-z_]+)(?:\{[a-z,]+\})?`", names):
+            for each in ("control", "worker") if service.strip() == "both" else (service.strip(),):
+                found[each].add("numcast_" + name.removesuffix("_total"))
+    return found
+
+
+@pytest.mark.parametrize("service", APPS)
+def test_metrics_are_valid_text_and_match_the_readme(service):
+    response = APPS[service]().test_client().get("/metrics")
+    assert response.status_code == 200
+    assert response.mimetype == "text/plain"
+    families = {family.name for family in text_string_to_metric_families(response.get_data(as_text=True))}
+    served = {name for name in families if name.startswith("numcast_")}
+    assert served == documented()[service]
+    assert not any(name.endswith("_created") for name in families)
