@@ -21,8 +21,8 @@ import uuid
 
 import hiredis
 
+from numcast.local import Redis, free_port, stop, wait_http
 from numcast.redis_conn import client
-from numcast.stack import Redis, free_port, stop, wait_http
 
 CHANNEL = "numbers"
 # Redis's own default, restored for the phase that shows what a burst does to a slow subscriber.

@@ -3,20 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
 import statistics
-import tempfile
+import sys
 import time
 
 from playwright.sync_api import sync_playwright
 
-from numcast.stack import Redis, free_port, service, stop, wait_http
+from numcast.local import CHROMIUM_ARGS, CHROMIUM_MISSING, chromium, wait_http
+from numcast.stack import Stack
 
-CHROMIUM_ARGS = [
-    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]  # fmt: skip
 METRICS = ("TaskDuration", "ScriptDuration", "LayoutDuration", "RecalcStyleDuration")
 
 # Records the interval between animation frames, and every long task, for the page to report later.
@@ -28,14 +23,6 @@ FRAMES = """() => {
   new PerformanceObserver((list) => { window.bench.longTasks += list.getEntries().length; })
     .observe({ type: "longtask" });
 }"""
-
-
-def chromium() -> str:
-    """$CHROMIUM, Debian's package, or a chromium on PATH."""
-    for candidate in (os.environ.get("CHROMIUM"), "/usr/bin/chromium", shutil.which("chromium")):
-        if candidate and os.access(candidate, os.X_OK):
-            return candidate
-    raise SystemExit("Chromium not found: apt-get install -y chromium (or set CHROMIUM)")
 
 
 def metrics(cdp) -> dict[str, float]:
@@ -51,22 +38,13 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=5.0, help="seconds of flow before measuring")
     args = parser.parse_args()
 
-    redis = Redis().start()
-    data = tempfile.mkdtemp(prefix="numcast-bench-")
-    processes = []
-    try:
-        worker_port, control_port = free_port(), free_port()
-        common = {"REDIS_URL": redis.url, "HOST": "127.0.0.1", "LOG_LEVEL": "WARNING"}
-        worker_env = {**common, "WORKER_NAME": "machine-1", "PORT": str(worker_port), "TCP_PORT": str(free_port()),
-                      "SINK_FILE": os.path.join(data, "machine-1.jsonl")}  # fmt: skip
-        processes.append(service("worker", worker_env))
-        processes.append(service("control", {**common, "PORT": str(control_port), "RATE_HZ": str(args.rate)}))
-        url = f"http://127.0.0.1:{worker_port}"
-        wait_http(url + "/readyz", 30, processes[0])
-        wait_http(f"http://127.0.0.1:{control_port}/healthz", 30, processes[1])
-
+    with Stack(1, env={"LOG_LEVEL": "WARNING"}, control_env={"RATE_HZ": str(args.rate)}) as stack:
+        url = stack.worker_urls[0]
+        wait_http(url + "/readyz", 30)
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=chromium(), args=CHROMIUM_ARGS)
+            browser = p.chromium.launch(
+                executable_path=chromium() or sys.exit(CHROMIUM_MISSING), args=list(CHROMIUM_ARGS)
+            )
             page = browser.new_page(viewport={"width": 1280, "height": 800})
             errors: list[str] = []
             page.on("console", lambda m: m.type == "error" and errors.append(m.text))
@@ -105,11 +83,6 @@ def main() -> int:
         print(f"  long tasks (> 50 ms)         {bench['longTasks']:9d}")
         if errors:
             print("  page errors:", *errors[:5], sep="\n    ")
-    finally:
-        for process in reversed(processes):
-            stop(process)
-        redis.stop()
-        shutil.rmtree(data, ignore_errors=True)
     return 0
 
 

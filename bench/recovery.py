@@ -17,7 +17,7 @@ import time
 import socketio
 from _common import Worker, bench_redis
 
-from numcast.stack import free_port, service, stop, wait_http
+from numcast.local import free_port, service, stop, wait_http
 
 
 class Browser:

@@ -3,29 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
-import tempfile
+import sys
 import time
 from pathlib import Path
 
 from playwright.sync_api import sync_playwright
 
-from numcast.stack import Redis, free_port, service, stop, wait_http
+from numcast.local import CHROMIUM_ARGS, CHROMIUM_MISSING, chromium
+from numcast.stack import Stack
 
 ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM_ARGS = [
-    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]  # fmt: skip
-
-
-def chromium() -> str:
-    """The Chromium to drive: $CHROMIUM, Debian's package, or one on PATH."""
-    for candidate in (os.environ.get("CHROMIUM"), "/usr/bin/chromium", shutil.which("chromium")):
-        if candidate and os.access(candidate, os.X_OK):
-            return candidate
-    raise SystemExit("Chromium not found: apt-get install -y chromium (or set CHROMIUM)")
 
 
 def main() -> int:
@@ -39,33 +26,16 @@ def main() -> int:
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
 
-    redis = Redis().start()
-    data = tempfile.mkdtemp(prefix="numcast-shots-")
-    processes = []
-    try:
-        common = {"REDIS_URL": redis.url, "HOST": "127.0.0.1"}
-        workers = []
-        for name in ("machine-1", "machine-2"):
-            port, tcp_port = free_port(), free_port()
-            env = {**common, "WORKER_NAME": name, "PORT": str(port), "TCP_PORT": str(tcp_port),
-                   "SINK_FILE": os.path.join(data, f"{name}.jsonl")}  # fmt: skip
-            processes.append(service("worker", env))
-            workers.append((port, tcp_port))
-        control_port = free_port()
-        targets = ",".join(f"127.0.0.1:{tcp}" for _, tcp in workers)
-        env = {**common, "PORT": str(control_port), "RATE_HZ": str(args.rate), "TCP_MIRROR_TARGETS": targets}
-        processes.append(service("control", env))
-        urls = [f"http://127.0.0.1:{port}" for port, _ in workers] + [f"http://127.0.0.1:{control_port}"]
-        for url, process in zip(urls, processes, strict=True):
-            wait_http(url + "/healthz", 30, process)
-
+    with Stack(2, control_env={"RATE_HZ": str(args.rate)}) as stack:
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=chromium(), args=CHROMIUM_ARGS)
+            browser = p.chromium.launch(
+                executable_path=chromium() or sys.exit(CHROMIUM_MISSING), args=list(CHROMIUM_ARGS)
+            )
             context = browser.new_context(viewport={"width": args.width, "height": args.height})
             dashboard = context.new_page()
-            dashboard.goto(urls[0] + "/")
+            dashboard.goto(stack.worker_urls[0] + "/")
             control = context.new_page()
-            control.goto(urls[2] + "/")
+            control.goto(stack.control_url + "/")
             time.sleep(args.seconds)
             dashboard.bring_to_front()
             dashboard.wait_for_timeout(1500)
@@ -75,11 +45,6 @@ def main() -> int:
             control.screenshot(path=args.out / "control.png")
             browser.close()
         print(f"wrote {args.out / 'dashboard.png'} and {args.out / 'control.png'}")
-    finally:
-        for process in reversed(processes):
-            stop(process)
-        redis.stop()
-        shutil.rmtree(data, ignore_errors=True)
     return 0
 
 

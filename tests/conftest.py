@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from numcast.stack import Redis, free_port, stop, wait_http
+from numcast.local import Redis, free_port, stop, wait_http
 
 NUMCAST = shutil.which("numcast", path=os.path.dirname(sys.executable)) or "numcast"
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import urllib.parse
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 import pytest
+
+from numcast.local import CHROMIUM_ARGS, CHROMIUM_MISSING, chromium
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, BrowserContext, Page, WebSocket
@@ -19,33 +20,20 @@ try:
 except ImportError:  # an env without the e2e extra (the unit and integration one) does not even collect these
     collect_ignore_glob = ["test_*.py"]
 
-CHROMIUM_ARGS = [
-    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]  # fmt: skip
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 VIEWPORT = {"width": 1280, "height": 800}
-
-
-def chromium_path() -> str | None:
-    """$CHROMIUM, Debian's package, or a chromium on PATH."""
-    for candidate in (os.environ.get("CHROMIUM"), "/usr/bin/chromium", shutil.which("chromium")):
-        if candidate and os.access(candidate, os.X_OK):
-            return candidate
-    return None
 
 
 @pytest.fixture(scope="session")
 def browser() -> Iterator[Browser]:
     """One headless Chromium for the session; skipped without one, except in CI where that is a failure."""
-    path = chromium_path()
+    path = chromium()
     if path is None:
-        message = "Chromium not found: apt-get install -y chromium (or set CHROMIUM)"
         if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+            pytest.fail(CHROMIUM_MISSING)
+        pytest.skip(CHROMIUM_MISSING)
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=path, args=CHROMIUM_ARGS)
+        browser = playwright.chromium.launch(executable_path=path, args=list(CHROMIUM_ARGS))
         yield browser
         browser.close()
 

@@ -9,7 +9,7 @@ import time
 import pytest
 from conftest import NUMCAST, envelope, eventually, http, publish
 
-from numcast.stack import free_port
+from numcast.local import free_port
 
 
 class Up:

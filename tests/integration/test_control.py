@@ -113,7 +113,7 @@ def test_tcp_mirror_sends_every_envelope_as_a_line(redis_server, services):
 
 
 def test_an_unreachable_mirror_target_does_not_slow_redis(redis_server, services):
-    from numcast.stack import free_port
+    from numcast.local import free_port
 
     control = services("control", redis_server.url, RATE_HZ="100", TCP_MIRROR_TARGETS=f"127.0.0.1:{free_port()}")
     envelopes = collect(redis_server, 1.0)
@@ -124,7 +124,7 @@ def test_an_unreachable_mirror_target_does_not_slow_redis(redis_server, services
 
 
 def test_a_full_mirror_queue_drops_the_oldest_and_counts(redis_server, services):
-    from numcast.stack import free_port
+    from numcast.local import free_port
 
     control = services(
         "control", redis_server.url, RATE_HZ="200", MIRROR_QUEUE="50", TCP_MIRROR_TARGETS=f"127.0.0.1:{free_port()}"

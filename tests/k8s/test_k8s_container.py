@@ -17,7 +17,7 @@ import pytest
 import redis
 from conftest import NUMCAST, envelope, eventually, http
 
-from numcast.stack import free_port, wait_http
+from numcast.local import free_port, wait_http
 
 UID = GID = 10001  # the Dockerfiles' USER; test_k8s_images checks that the manifests run as the same
 PASSWORD = "container-contract-password"

@@ -13,9 +13,10 @@ from numcast_worker import create_app as worker_app
 from numcast_worker.settings import WorkerSettings
 
 README = Path(__file__).resolve().parents[2] / "README.md"
+# threading: the same routes and metrics, and no eventlet imported into the test process (which forks servers).
 APPS = {
-    "control": lambda: control_app(from_env(ControlSettings, {})),
-    "worker": lambda: worker_app(from_env(WorkerSettings, {"WORKER_NAME": "w"})),
+    "control": lambda: control_app(from_env(ControlSettings, {}, async_mode="threading")),
+    "worker": lambda: worker_app(from_env(WorkerSettings, {"WORKER_NAME": "w"}, async_mode="threading")),
 }
 
 

