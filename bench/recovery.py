@@ -15,9 +15,9 @@ import threading
 import time
 
 import socketio
-from _common import Worker, bench_redis
 
-from numcast.local import free_port, service, stop, wait_http
+from numcast.local import wait_http
+from numcast.stack import Stack
 
 
 class Browser:
@@ -56,30 +56,28 @@ def main() -> int:
     args = parser.parse_args()
     print(f"recovery bench: {args.rounds} rounds, {args.rate:g} values/s, Redis down {args.down:g}s", flush=True)
     took: list[float] = []
-    with bench_redis() as server, Worker(server.url) as worker:
-        port = free_port()
-        control = service("control", {"REDIS_URL": server.url, "HOST": "127.0.0.1", "PORT": str(port),
-                                      "RATE_HZ": str(args.rate), "LOG_LEVEL": "WARNING"})  # fmt: skip
-        try:
-            wait_http(f"http://127.0.0.1:{port}/readyz", 30, control)
-            browser = Browser(worker.url)
-            for round_ in range(1, args.rounds + 1):
-                server.process.kill()
-                server.process.wait()
-                time.sleep(args.down)
-                server.start()
-                back = time.time()
-                arrived = browser.first_after(back, timeout=30)
-                if arrived is None:
-                    print(f"round {round_}: no value within 30 s of the restart", flush=True)
-                    continue
-                took.append(arrived - back)
-                print(f"round {round_}: first new value in the browser {arrived - back:.2f}s after Redis answered",
-                      flush=True)  # fmt: skip
-                time.sleep(1.0)
-            browser.client.disconnect()
-        finally:
-            stop(control)
+    env = {"LOG_LEVEL": "WARNING"}
+    with Stack(1, mirror=False, env=env, control_env={"RATE_HZ": str(args.rate)}) as stack:
+        redis = stack.embedded
+        wait_http(stack.worker_urls[0] + "/readyz", 30)
+        wait_http(stack.control_url + "/readyz", 30)
+        browser = Browser(stack.worker_urls[0])
+        for round_ in range(1, args.rounds + 1):
+            redis.process.kill()
+            redis.process.wait()
+            time.sleep(args.down)
+            redis.start()
+            back = time.time()
+            arrived = browser.first_after(back, timeout=30)
+            if arrived is None:
+                print(f"round {round_}: no value within 30 s of the restart", flush=True)
+                continue
+            took.append(arrived - back)
+            print(
+                f"round {round_}: first new value in the browser {arrived - back:.2f}s after Redis answered", flush=True
+            )
+            time.sleep(1.0)
+        browser.client.disconnect()
     if took:
         print(f"median {statistics.median(took):.2f}s, worst {max(took):.2f}s over {len(took)} rounds")
     return 0 if took else 1

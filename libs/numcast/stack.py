@@ -30,8 +30,10 @@ class Stack:
         data_dir: str = "",
         env: dict[str, str] | None = None,
         control_env: dict[str, str] | None = None,
+        mirror: bool = True,
     ) -> None:
         """Ports of 0 are picked free; worker i gets `worker_port + i` and `tcp_port + i` otherwise."""
+        self.mirror = mirror  # False: values reach the workers through Redis only
         self.redis_url, self.embedded = redis_url, None
         self.data_dir = data_dir or tempfile.mkdtemp(prefix="numcast-data-")
         self._own_dir = not data_dir  # a temp dir of its own is removed at stop; one it was given is kept
@@ -68,7 +70,7 @@ class Stack:
                 sink = os.path.join(self.data_dir, f"{name}.jsonl")
                 env = {**common, "WORKER_NAME": name, "PORT": str(port), "TCP_PORT": str(tcp_port), "SINK_FILE": sink}
                 self.processes.append((name, service("worker", env), port))
-            targets = ",".join(f"127.0.0.1:{tcp_port}" for _, _, tcp_port in self.workers)
+            targets = ",".join(f"127.0.0.1:{tcp_port}" for _, _, tcp_port in self.workers) if self.mirror else ""
             env = {**common, "PORT": str(self.control_port), "TCP_MIRROR_TARGETS": targets, **self.control_env}
             self.processes.insert(0, ("control-plane", service("control", env), self.control_port))
             for _, process, port in self.processes:
