@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 
 from flask import Flask
@@ -10,26 +11,49 @@ from flask_socketio import SocketIO
 
 log = logging.getLogger(__name__)
 
-
-def _interrupt(signum, frame):
-    # Under eventlet this unwinds the hub into the server loop just as Ctrl-C does; PID 1 in a
-    # container gets no default SIGTERM action, so without this handler `docker stop` waits and kills.
-    raise KeyboardInterrupt(signal.Signals(signum).name)
+SIGNALS = (signal.SIGTERM, signal.SIGINT)  # PID 1 in a container gets no default SIGTERM action: handle it
 
 
 def run(app: Flask, socketio: SocketIO, host: str, port: int) -> None:
     """Serve `app` until SIGTERM or SIGINT, then stop the service's work and return."""
     service = app.extensions["numcast"]
-    signal.signal(signal.SIGTERM, _interrupt)
-    signal.signal(signal.SIGINT, _interrupt)
+    if socketio.async_mode == "threading":
+        # The handler runs in the main thread, which is the server's loop and nothing else: raise right there.
+        _on_signals(_interrupt)
+    else:
+        # Under eventlet every green thread runs in the main thread, so a handler that raised would raise
+        # inside whichever one the signal interrupted, perhaps holding a lock. Instead the interpreter writes
+        # the signal's number to a pipe (set_wakeup_fd, below Python), the handler does nothing, and a task of
+        # its own reads the pipe and stops the server the way Flask-SocketIO's stop() does.
+        read_end, write_end = os.pipe()
+        os.set_blocking(write_end, False)
+        signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+        _on_signals(lambda signum, frame: None)
+        socketio.start_background_task(_stop_on_signal, socketio, read_end)
     service.start(socketio)
     log.info("serving http://%s:%d async_mode=%s", host, port, socketio.async_mode)
     try:
         socketio.run(app, host=host, port=port, log_output=False, allow_unsafe_werkzeug=True)
-    except KeyboardInterrupt as exc:
-        log.info("shutting down signal=%s", exc or "SIGINT")
+    except (KeyboardInterrupt, SystemExit):
+        pass
     finally:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        for signum in SIGNALS:
+            signal.signal(signum, signal.SIG_IGN)
         service.stop()
         log.info("stopped")
+
+
+def _on_signals(handler) -> None:
+    for signum in SIGNALS:
+        signal.signal(signum, handler)
+
+
+def _interrupt(signum, frame):
+    log.info("shutting down signal=%s", signal.Signals(signum).name)
+    raise KeyboardInterrupt
+
+
+def _stop_on_signal(socketio: SocketIO, read_end: int) -> None:
+    signum = os.read(read_end, 1)[0]  # green under eventlet: this task sleeps until a signal comes
+    log.info("shutting down signal=%s", signal.Signals(signum).name)
+    socketio.stop()  # raises SystemExit out of this task, which ends the server loop

@@ -118,6 +118,7 @@ def test_a_signal_is_a_clean_shutdown(redis_server, services, signum):
         service.signal(signum)
         assert service.process.wait(10) == 0
         assert time.monotonic() - started < 5
+    assert f"shutting down signal={signal.Signals(signum).name}" in worker.logs()
     written = int(re.search(r"worker stopped lines_written=(\d+)", worker.logs()).group(1))
     with open(worker.env["SINK_FILE"]) as sink:
         lines = [json.loads(line) for line in sink]
