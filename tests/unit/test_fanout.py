@@ -87,3 +87,21 @@ def test_status_goes_to_each_browser_once_per_period_and_disconnect_forgets_it()
     assert fanout.clients == 1
     fanout.disconnect("a")
     assert fanout.clients == 0
+
+
+def test_the_backlog_is_read_from_python_engineio_itself():
+    """Fanout reads each browser's Engine.IO send queue; if an upgrade moved it, this fails, not the bound."""
+    import socketio
+    from engineio.socket import Socket
+
+    class App:
+        server = socketio.Server(async_mode="threading")
+
+    fanout = Fanout(App, limit=10, interval=0.05)
+    eio_socket = Socket(App.server.eio, "eio-1")
+    App.server.eio.sockets["eio-1"] = eio_socket
+    sid = App.server.manager.connect("eio-1", "/")
+    assert fanout._backlog(sid) == 0
+    eio_socket.queue.put("a packet on its way")
+    assert fanout._backlog(sid) == 1
+    assert fanout._backlog("no such browser") == 0
