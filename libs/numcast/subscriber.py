@@ -52,7 +52,6 @@ class Subscriber:
         """Subscribe, listen, and on any connection failure start again after a capped backoff."""
         backoff = Backoff()
         attempt = 0
-        self._lost = False
         while not self.stopping.is_set():
             pubsub = None
             try:

@@ -56,15 +56,14 @@ class WorkerService:
         )
         stats.counters.update(
             {
-                "gaps": ("Seqs received by neither path within the grace period.", lambda: self.sequences.gaps),
-                "sink_lines": ("Lines written to the sink file.", lambda: self.sink.lines),
-                "sink_rotations": ("Sink file rotations.", lambda: self.sink.rotations),
-                "sink_errors": ("Failed sink writes.", lambda: self.sink.errors),
+                "gaps": ("Seqs received by neither path within the grace period.", lambda: self.sequences.gaps, {}),
+                "sink_lines": ("Lines written to the sink file.", lambda: self.sink.lines, {}),
+                "sink_rotations": ("Sink file rotations.", lambda: self.sink.rotations, {}),
+                "sink_errors": ("Failed sink writes.", lambda: self.sink.errors, {}),
+                "dropped": ("Values a slow browser missed.", lambda: self.fanout.dropped, {"path": "browser"}),
             }
         )
-        stats.read_browser_dropped = lambda: self.fanout.dropped
         self.tasks = Tasks()
-        self._socketio = socketio
 
     def _from_redis(self, batch: list[bytes]) -> None:
         self.ingest.accept_batch(batch, "redis")

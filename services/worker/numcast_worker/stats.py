@@ -21,10 +21,13 @@ class Stats:
         self.duplicates = 0
         self.reconnects = 0
         self.tcp_refused = 0
-        # name -> (doc, callable): values owned by other parts, read when /metrics is scraped
+        # name -> (doc, read, labels): read when /metrics is scraped, so the parts that own a value keep it
         self.gauges: dict = {}
-        self.counters: dict = {}
-        self.read_browser_dropped = lambda: 0
+        self.counters: dict = {
+            "duplicates": ("Envelopes seen before (the other path, or a replay).", lambda: self.duplicates, {}),
+            "tcp_refused": ("TCP mirror connections refused (over MAX_TCP_CLIENTS).", lambda: self.tcp_refused, {}),
+            "reconnects": ("Subscriptions re-established after a loss.", lambda: self.reconnects, {"path": "redis"}),
+        }
 
     def to_dict(self) -> dict:
         """The counters, as /api/status shows them."""
@@ -56,20 +59,9 @@ class Stats:
         yield received
         yield accepted
         yield rejected
-        for name, doc, value in (
-            ("duplicates", "Envelopes seen before (the other path, or a replay).", self.duplicates),
-            ("tcp_refused", "TCP mirror connections refused (over MAX_TCP_CLIENTS).", self.tcp_refused),
-        ):
-            yield CounterMetricFamily(PREFIX + name, doc, value=value)
-        for name, (doc, read) in self.counters.items():
-            yield CounterMetricFamily(PREFIX + name, doc, value=read())
-        dropped = CounterMetricFamily(PREFIX + "dropped", "Values a slow browser missed.", labels=["path"])
-        dropped.add_metric(["browser"], self.read_browser_dropped())
-        yield dropped
-        reconnects = CounterMetricFamily(
-            PREFIX + "reconnects", "Subscriptions re-established after a loss.", labels=["path"]
-        )
-        reconnects.add_metric(["redis"], self.reconnects)
-        yield reconnects
+        for name, (doc, read, labels) in self.counters.items():
+            family = CounterMetricFamily(PREFIX + name, doc, labels=list(labels))
+            family.add_metric(list(labels.values()), read())
+            yield family
         for name, (doc, read) in self.gauges.items():
             yield GaugeMetricFamily(PREFIX + name, doc, value=read())
