@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from numcast.redis_conn import CONNECTION_ERRORS, Backoff, client, describe, redact
 
@@ -19,7 +19,7 @@ class Deaf(Exception):
 
 
 class Subscriber:
-    """Calls `on_batch(messages)` with the messages on `channel`, oldest first, for as long as `run()` runs.
+    """Calls `handlers[channel](messages)` with each channel's messages, oldest first, while `run()` runs.
 
     redis-py's PubSub neither reconnects nor resubscribes by itself, and Redis may drop only the
     subscriber's connection (CLIENT KILL, the pubsub output-buffer limit). So the loop pings on the
@@ -30,15 +30,17 @@ class Subscriber:
         self,
         url: str,
         password: str,
-        channel: str,
-        on_batch: Callable[[list[bytes]], object],
+        handlers: Mapping[str, Callable[[list[bytes]], object]],
         *,
         ping_interval: float = 1.0,
         deaf_after: float = 3.0,
-        on_reconnect: Callable[[], object] = lambda: None,  # called on each resubscription after a loss
+        on_subscribed: Callable[[bool], object] = lambda resumed: None,
     ) -> None:
-        self.url, self.password, self.channel = url, password, channel
-        self.on_batch, self.on_reconnect = on_batch, on_reconnect
+        """`on_subscribed(resumed)` runs each time every channel is subscribed; `resumed` after a loss."""
+        self.url, self.password = url, password
+        self.handlers = {channel.encode(): handler for channel, handler in handlers.items()}
+        self.channels = ",".join(handlers)
+        self.on_subscribed = on_subscribed
         self.ping_interval, self.deaf_after = ping_interval, deaf_after
         self.subscribed = False
         self._lost = False
@@ -56,13 +58,13 @@ class Subscriber:
             pubsub = None
             try:
                 pubsub = client(self.url, self.password, timeout=self.deaf_after).pubsub()
-                pubsub.subscribe(self.channel)
+                pubsub.subscribe(*self.handlers)
                 self._listen(pubsub, backoff)
             except (*CONNECTION_ERRORS, Deaf) as exc:
                 if self.subscribed:
                     attempt = 0
                     log.warning(
-                        "subscription lost url=%s channel=%s error=%s", redact(self.url), self.channel, describe(exc)
+                        "subscription lost url=%s channels=%s error=%s", redact(self.url), self.channels, describe(exc)
                     )
                 self.subscribed = False
                 self._lost = True
@@ -85,27 +87,32 @@ class Subscriber:
     def _listen(self, pubsub, backoff: Backoff) -> None:
         now = time.monotonic()
         heard, next_ping = now, now + self.ping_interval
+        pending = set(self.handlers)  # channels whose SUBSCRIBE is not confirmed yet
         while not self.stopping.is_set():
             # parse_response rather than get_message: the raw reply, without a dict per message, and all that
-            # is already buffered handed over as one batch.
-            batch: list[bytes] = []
+            # is already buffered handed over as one batch per channel.
+            batches: dict[bytes, list[bytes]] = {}
+            size = 0
             got = False
             response = pubsub.parse_response(block=False, timeout=0.2)
             while response is not None:
                 got = True
                 kind = response[0] if isinstance(response, list) else b"pong"
                 if kind == b"message":
-                    batch.append(response[2])
-                    if len(batch) >= MAX_BATCH:
+                    batches.setdefault(response[1], []).append(response[2])
+                    size += 1
+                    if size >= MAX_BATCH:
                         break
                 elif kind == b"subscribe":
-                    self._subscribed(backoff)
+                    pending.discard(response[1])
+                    if not pending:
+                        self._subscribed(backoff)
                 response = pubsub.parse_response(block=False, timeout=0)
             now = time.monotonic()
             if got:
                 heard = now
-            if batch:
-                self.on_batch(batch)
+            for channel, batch in batches.items():
+                self.handlers[channel](batch)
             # Under eventlet a socket that always has data never blocks, so without this nothing else in the
             # process (HTTP, probes, fan-out) would run while a flood lasts. Monkey-patched, sleep(0) is green.
             time.sleep(0)
@@ -118,10 +125,9 @@ class Subscriber:
     def _subscribed(self, backoff: Backoff) -> None:
         self.subscribed = True
         backoff.reset()
-        log.info("subscribed url=%s channel=%s", redact(self.url), self.channel)
-        if self._lost:
-            self._lost = False
-            self.on_reconnect()
+        log.info("subscribed url=%s channels=%s", redact(self.url), self.channels)
+        resumed, self._lost = self._lost, False
+        self.on_subscribed(resumed)
 
 
 def _close_quietly(pubsub) -> None:

@@ -47,7 +47,7 @@ def main(argv: list[str]) -> int:
             if not subscriber.stopping.is_set():
                 show(data)
 
-    subscriber = Subscriber(args.redis_url, os.environ.get("REDIS_PASSWORD", ""), args.channel, show_all)
+    subscriber = Subscriber(args.redis_url, os.environ.get("REDIS_PASSWORD", ""), {args.channel: show_all})
     print(f"# subscribed to {args.channel!r}; Ctrl-C to stop", file=sys.stderr, flush=True)
     try:
         subscriber.run()

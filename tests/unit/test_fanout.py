@@ -77,13 +77,22 @@ def test_a_stalled_browser_costs_at_most_the_ring_and_its_losses_are_counted_and
     assert [e["seq"] for e in socketio.events("stalled", "numbers")[0]] == list(range(951, 1001))
 
 
-def test_status_goes_to_each_browser_once_per_period_and_disconnect_forgets_it():
+def test_states_go_on_connect_and_after_each_change_newest_only_and_disconnect_forgets():
     socketio = Emitter()
-    fanout = Fanout_(socketio, limit=10, interval=0.05, status=lambda: {"name": "machine-1"})
+    status = {"n": 0}
+    fanout = Fanout_(socketio, limit=10, interval=0.05, states={"status": lambda: dict(status)})
     fanout.connect("a")
     fanout.flush()
     fanout.flush()
-    assert socketio.events("a", "status") == [{"name": "machine-1"}]
+    assert socketio.events("a", "status") == [{"n": 0}], "once on connect, not again until it changes"
+    fanout.busy.add("a")
+    for n in (1, 2, 3):
+        status["n"] = n
+        fanout.mark("status")
+        fanout.flush()
+    fanout.busy.clear()
+    fanout.flush()
+    assert socketio.events("a", "status") == [{"n": 0}, {"n": 3}], "a busy browser gets only the newest"
     assert fanout.clients == 1
     fanout.disconnect("a")
     assert fanout.clients == 0

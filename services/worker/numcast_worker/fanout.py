@@ -7,23 +7,30 @@ a browser that falls more than the ring's length behind loses the oldest values,
 
 from __future__ import annotations
 
-import itertools
 import logging
 import threading
+from collections.abc import Callable, Mapping
 
 log = logging.getLogger(__name__)
 
 
 class Fanout:
-    """Pushes envelopes as `numbers` events (a JSON array in seq order) to every connected browser."""
+    """Pushes envelopes as `numbers` events (a JSON array in seq order) to every connected browser.
 
-    def __init__(self, socketio, limit: int, interval: float, status=lambda: {}) -> None:
-        self.socketio, self.interval, self.status = socketio, interval, status
+    Besides the stream, each browser gets the latest value of every named state (`status`, `alerts`...): on
+    connect, and after `mark(event)` says it changed. A browser that is behind gets only the newest value once.
+    """
+
+    def __init__(
+        self, socketio, limit: int, interval: float, states: Mapping[str, Callable[[], object]] | None = None
+    ) -> None:
+        self.socketio, self.interval = socketio, interval
+        self.states = dict(states or {})  # event -> what it sends, read when it is sent
         self._ring: list = []
         self._limit = limit
         self._next = 0  # index of the next envelope pushed; the ring holds [_next - len(ring), _next)
         self._cursors: dict[str, int] = {}
-        self._status_due: dict[str, bool] = {}
+        self._due: dict[str, set[str]] = {}  # browser -> the states it has not had since they changed
         self._missed: dict[str, int] = {}  # values dropped for a browser and not yet told to it
         self.dropped = 0
         self.stopping = threading.Event()
@@ -43,23 +50,22 @@ class Fanout:
     def connect(self, sid: str) -> None:
         """Start sending `sid` what arrives from now on; the page backfills the past from /api/history."""
         self._cursors[sid] = self._next
-        self._status_due[sid] = True
+        self._due[sid] = set(self.states)
 
     def disconnect(self, sid: str) -> None:
         """Forget `sid`."""
         self._cursors.pop(sid, None)
-        self._status_due.pop(sid, None)
+        self._due.pop(sid, None)
         self._missed.pop(sid, None)
 
+    def mark(self, event: str) -> None:
+        """State `event` changed: every browser gets its new value with its next batch."""
+        for due in list(self._due.values()):
+            due.add(event)
+
     def run(self) -> None:
-        """Flush every `interval` seconds, and send the status once a second, until stopped."""
-        ticks_per_status = max(1, round(1.0 / self.interval))
-        for tick in itertools.count():
-            if self.stopping.wait(self.interval):
-                return
-            if tick % ticks_per_status == 0:
-                for sid in self._status_due:
-                    self._status_due[sid] = True
+        """Flush every `interval` seconds until stopped."""
+        while not self.stopping.wait(self.interval):
             self.flush()
 
     def flush(self) -> None:
@@ -68,7 +74,7 @@ class Fanout:
             return
         ring, end = self._ring, self._next
         first = end - min(len(ring), self._limit)
-        status = None
+        values: dict[str, object] = {}  # each state read once per flush, whoever gets it
         for sid, cursor in list(self._cursors.items()):
             if cursor < first:  # fell more than the ring behind: what it missed is gone, count it now
                 missed = first - cursor
@@ -85,10 +91,12 @@ class Fanout:
                 start = len(ring) - (end - cursor)
                 batch = sorted(ring[start : start + end - cursor], key=_seq)
                 self.socketio.emit("numbers", batch, to=sid)
-            if self._status_due.get(sid):
-                status = status or self.status()
-                self.socketio.emit("status", status, to=sid)
-                self._status_due[sid] = False
+            due = self._due.get(sid)
+            while due:
+                event = due.pop()
+                if event not in values:
+                    values[event] = self.states[event]()
+                self.socketio.emit(event, values[event], to=sid)
             if sid in self._cursors:
                 self._cursors[sid] = end
 

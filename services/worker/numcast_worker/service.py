@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import socket
 import time
@@ -34,15 +35,14 @@ class WorkerService:
         metrics.registry.register(stats)
         self.sequences = Sequences()
         self.sink = FileSink(settings.sink_file, settings.sink_max_bytes, settings.sink_backups)
-        self.fanout = Fanout(socketio, settings.client_queue, settings.batch_ms / 1000, self.status)
+        self.fanout = Fanout(socketio, settings.client_queue, settings.batch_ms / 1000, {"status": self.status})
         latency = metrics.histogram("latency_seconds", "From the envelope's ts to its acceptance by the worker.")
         self.ingest = Ingest(self.sequences, self.sink, self.fanout, stats, latency, settings.history_size)
         self.subscriber = Subscriber(
             settings.redis_url,
             settings.redis_password,
-            settings.channel,
-            self._from_redis,
-            on_reconnect=self._count_reconnect,
+            {settings.channel: self._from_redis},
+            on_subscribed=self._subscribed,
         )
         self.tcp = TcpListener(
             settings.host, settings.tcp_port, settings.max_tcp_clients, self.ingest.accept_batch, stats
@@ -68,8 +68,9 @@ class WorkerService:
     def _from_redis(self, batch: list[bytes]) -> None:
         self.ingest.accept_batch(batch, "redis")
 
-    def _count_reconnect(self) -> None:
-        self.stats.reconnects += 1
+    def _subscribed(self, resumed: bool) -> None:
+        if resumed:
+            self.stats.reconnects += 1
 
     def start(self, socketio) -> None:
         """Bind the TCP port, then start every loop."""
@@ -99,11 +100,15 @@ class WorkerService:
         log.info("worker stopped lines_written=%d", self.sink.lines)
 
     def _housekeeping(self) -> None:
-        """Once a period: flush the sink, confirm gaps, renew presence."""
+        """Once a period: flush the sink, confirm gaps, send browsers the status, renew presence."""
         next_presence = 0.0
-        while not self.tasks.stopping.wait(0.5):
+        for tick in itertools.count():
+            if self.tasks.stopping.wait(0.5):
+                return
             self.sink.flush()
             self.sequences.expire(time.monotonic())
+            if tick % 2:
+                self.fanout.mark("status")  # once a second, as the README promises the dashboard
             if time.monotonic() >= next_presence:
                 self._presence()
                 next_presence = time.monotonic() + presence.HEARTBEAT_SECONDS
