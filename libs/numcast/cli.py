@@ -4,6 +4,7 @@ This is the process entry point, and the only place that may monkey-patch: it mu
 imports socket or threading, so this module imports nothing else at the top.
 """
 
+import importlib
 import os
 import sys
 
@@ -17,11 +18,15 @@ USAGE = """usage: numcast {control,worker,up,tail} [options]
 `numcast up --help` and `numcast tail --help` list their options."""
 
 
+# The long-running services: each package has `Settings`, `create_app(settings)` and `socketio`.
+SERVICES = {"control": "numcast_control", "worker": "numcast_worker"}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Dispatch to a subcommand."""
     argv = sys.argv[1:] if argv is None else argv
     command = argv[0] if argv else ""
-    if command in ("control", "worker"):
+    if command in SERVICES:
         if len(argv) > 1:
             print(
                 f"numcast {command} takes no arguments; it is configured by env vars (see README)",
@@ -53,21 +58,16 @@ def _serve(command: str) -> int:
     from numcast import logs, serve
     from numcast.settings import SettingsError, from_env
 
-    if command == "control":
-        from numcast_control import create_app, socketio
-        from numcast_control.settings import ControlSettings as Settings
-    else:
-        from numcast_worker import create_app, socketio
-        from numcast_worker.settings import WorkerSettings as Settings
+    package = importlib.import_module(SERVICES[command])
     try:
-        settings = from_env(Settings)
+        settings = from_env(package.Settings)
     except SettingsError as exc:
         print(f"numcast {command}: invalid setting {exc}", file=sys.stderr)
         return 2
     logs.setup(settings.log_level, getattr(settings, "worker_name", command))
     try:
-        app = create_app(settings)
-        serve.run(app, socketio, settings.host, settings.port)
+        app = package.create_app(settings)
+        serve.run(app, package.socketio, settings.host, settings.port)
     except OSError as exc:
         print(f"numcast {command}: cannot start: {exc}", file=sys.stderr)
         return 1

@@ -1,0 +1,34 @@
+"""The app factory every service shares: its service object, metrics, health endpoints, errors and Socket.IO."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from flask import Flask
+from flask_socketio import SocketIO
+
+from numcast import web
+from numcast.metrics import Metrics
+
+
+def create_app(
+    import_name: str,
+    settings,
+    make_service: Callable[[Metrics], object],
+    init_api: Callable[[Flask], None],
+    socketio: SocketIO,
+    cors_origins: tuple[str, ...] = (),
+) -> Flask:
+    """A Flask app whose service (`app.extensions["numcast"]`) has `ready`, `start` and `stop`; nothing runs yet.
+
+    The page's own origin may always open the Socket.IO connection; `cors_origins` adds others (never '*').
+    """
+    app = Flask(import_name)
+    metrics = Metrics()
+    service = make_service(metrics)
+    app.extensions["numcast"] = service
+    metrics.init_app(app)
+    web.init_app(app, service.ready)
+    init_api(app)
+    socketio.init_app(app, async_mode=settings.async_mode, cors_allowed_origins=web.allowed_origins(cors_origins))
+    return app
