@@ -1,17 +1,43 @@
-"""Fan-out to browsers: one shared ring of recent envelopes, a cursor per browser, one batch per tick.
+"""Fan-out to browsers: one shared ring of recent envelopes, a cursor per browser, rounds that adapt to the load.
 
-python-socketio's emit queues without limit for a client that stopped reading. Here a browser gets a new
-batch only when its previous one has left the server's queue, so each costs at most two batches of memory;
-a browser that falls more than the ring's length behind loses the oldest values, counted and told.
+python-socketio's emit queues without limit for a client that stopped reading, and encodes its packet once
+per client. Here a browser gets a new batch only when its previous one has left its Engine.IO queue, so each
+costs at most two batches of memory; a browser that falls more than the ring's length behind loses the oldest
+values, counted and told. Each round encodes every new envelope once and builds one frame per distinct
+cursor (nearly every browser shares one), and hands that same encoded packet to each browser's socket.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping
 
+from engineio import packet as eio_packet
+from engineio.exceptions import SocketIsClosedError
+
 log = logging.getLogger(__name__)
+
+# A round's cost (CPU of the process since the previous round began) times this is the earliest the next
+# round may start: rounds then take at most about 1/HOLD_FACTOR of a core, however many browsers there are.
+# An idle worker has spent nearly nothing since its last round, so a value that comes alone goes at once.
+HOLD_FACTOR = 4
+IDLE_WAIT = 1.0  # with nothing pushed, look again this often (cheap: nothing to send, nothing sent)
+_dumps = json.JSONEncoder(separators=(",", ":")).encode  # python-socketio's own encoding of a payload
+
+
+class Browser:
+    """One connected browser: where it is in the ring, and its Engine.IO socket."""
+
+    __slots__ = ("cursor", "missed", "seen", "socket")
+
+    def __init__(self, cursor: int, socket) -> None:
+        self.cursor = cursor  # index of the next envelope it gets
+        self.seen = 0  # it has every state changed up to this version
+        self.missed = 0  # values dropped for it and not yet told to it
+        self.socket = socket
 
 
 class Fanout:
@@ -19,97 +45,149 @@ class Fanout:
 
     Besides the stream, each browser gets the latest value of every named state (`status`, `alerts`...): on
     connect, and after `mark(event)` says it changed. A browser that is behind gets only the newest value once.
+
+    Thread safety (threading mode): `push` is called by one thread at a time (Ingest holds its lock) and only
+    appends, or swaps in a trimmed copy; `flush` reads `(base, ring)` in one step and only the part below the
+    length it saw, so a push during a flush is simply left for the next round.
     """
 
     def __init__(
         self, socketio, limit: int, interval: float, states: Mapping[str, Callable[[], object]] | None = None
     ) -> None:
-        self.socketio, self.interval = socketio, interval
+        self.socketio, self.interval = socketio, interval  # interval: the longest a round is held back
         self.states = dict(states or {})  # event -> what it sends, read when it is sent
-        self._ring: list = []
         self._limit = limit
-        self._next = 0  # index of the next envelope pushed; the ring holds [_next - len(ring), _next)
-        self._cursors: dict[str, int] = {}
-        self._due: dict[str, set[str]] = {}  # browser -> the states it has not had since they changed
-        self._missed: dict[str, int] = {}  # values dropped for a browser and not yet told to it
+        # (index of ring[0], ring): one tuple, so a reader never sees one without the other. The ring holds
+        # envelopes as pushed; a round replaces each by (seq, its JSON) the first time it sends it.
+        self._ring: tuple[int, list] = (0, [])
+        self._browsers: dict[str, Browser] = {}
+        self._version = 1  # of the states: a browser with `seen` below it has a state to get
+        self._changed: dict[str, int] = {}  # state -> version of its last change (1 if never marked)
+        self._lock = threading.Lock()  # for mark's two fields; push never takes it
+        self._wake = threading.Event()
         self.dropped = 0
+        self.rounds = 0
         self.stopping = threading.Event()
 
     @property
     def clients(self) -> int:
         """Browsers connected now."""
-        return len(self._cursors)
+        return len(self._browsers)
 
     def push(self, envelope: dict) -> None:
         """Queue one envelope for every browser."""
-        self._ring.append(envelope)
-        self._next += 1
-        if len(self._ring) > 2 * self._limit:  # trim in steps: amortised O(1), never above 2 x limit
-            self._ring = self._ring[-self._limit :]  # a new list, so a flush in progress keeps its snapshot
+        base, ring = self._ring
+        ring.append(envelope)
+        if len(ring) > 2 * self._limit:  # trim in steps: amortised O(1), never above 2 x limit
+            cut = len(ring) - self._limit
+            self._ring = (base + cut, ring[cut:])  # a new list: a flush in progress keeps its snapshot
+        if not self._wake.is_set():
+            self._wake.set()
 
     def connect(self, sid: str) -> None:
         """Start sending `sid` what arrives from now on; the page backfills the past from /api/history."""
-        self._cursors[sid] = self._next
-        self._due[sid] = set(self.states)
+        base, ring = self._ring
+        self._browsers[sid] = Browser(base + len(ring), self._socket(sid))
+        self._wake.set()  # its states go at once
 
     def disconnect(self, sid: str) -> None:
         """Forget `sid`."""
-        self._cursors.pop(sid, None)
-        self._due.pop(sid, None)
-        self._missed.pop(sid, None)
+        self._browsers.pop(sid, None)
 
     def mark(self, event: str) -> None:
         """State `event` changed: every browser gets its new value with its next batch."""
-        for due in list(self._due.values()):
-            due.add(event)
+        with self._lock:
+            self._version += 1
+            self._changed[event] = self._version
+        self._wake.set()
 
     def run(self) -> None:
-        """Flush every `interval` seconds until stopped."""
-        while not self.stopping.wait(self.interval):
-            self.flush()
+        """Send rounds until stopped: at once after a quiet spell, no sooner than the last round's cost allows."""
+        pending, started, cpu = False, 0.0, time.process_time()
+        while not self.stopping.is_set():
+            # Browsers skipped as busy are looked at again soon; otherwise only a push or a mark wakes us.
+            self._wake.wait(self.interval / 4 if pending else IDLE_WAIT)
+            hold = min(self.interval, HOLD_FACTOR * (time.process_time() - cpu))
+            delay = started + hold - time.monotonic()
+            if delay > 0 and self.stopping.wait(delay):
+                return
+            self._wake.clear()
+            started, cpu = time.monotonic(), time.process_time()
+            pending = self.flush()
 
-    def flush(self) -> None:
-        """Send each browser that is keeping up everything it has not had yet."""
-        if not self._cursors:
-            return
-        ring, end = self._ring, self._next
-        first = end - min(len(ring), self._limit)
-        values: dict[str, object] = {}  # each state read once per flush, whoever gets it
-        for sid, cursor in list(self._cursors.items()):
-            if cursor < first:  # fell more than the ring behind: what it missed is gone, count it now
-                missed = first - cursor
+    def flush(self) -> bool:
+        """One round: send each browser that is keeping up everything it has not had yet.
+
+        Returns True when a browser was skipped because its previous batch is still queued.
+        """
+        base, ring = self._ring
+        end = base + len(ring)
+        first = max(base, end - self._limit)
+        version = self._version
+        frames: dict[int, object] = {}  # cursor -> the packet every browser at that cursor gets
+        states: dict[str, object] = {}  # event -> its packet, read and encoded once per round
+        pending = False
+        for sid, browser in list(self._browsers.items()):
+            if browser.cursor < first:  # fell more than the ring behind: what it missed is gone, count it now
+                missed = first - browser.cursor
                 self.dropped += missed
-                self._missed[sid] = self._missed.get(sid, 0) + missed
-                cursor = first
-                if sid in self._cursors:
-                    self._cursors[sid] = first
-            if self._backlog(sid):
+                browser.missed += missed
+                browser.cursor = first
+            if browser.cursor == end and browser.seen == version and not browser.missed:
+                continue
+            socket = browser.socket
+            if socket.queue.qsize():
+                pending = True
                 continue  # its previous batch is still on the way: send it more later, in one batch
-            if sid in self._missed:
-                self.socketio.emit("dropped", {"count": self._missed.pop(sid)}, to=sid)
-            if cursor < end:
-                start = len(ring) - (end - cursor)
-                batch = sorted(ring[start : start + end - cursor], key=_seq)
-                self.socketio.emit("numbers", batch, to=sid)
-            due = self._due.get(sid)
-            while due:
-                event = due.pop()
-                if event not in values:
-                    values[event] = self.states[event]()
-                self.socketio.emit(event, values[event], to=sid)
-            if sid in self._cursors:
-                self._cursors[sid] = end
+            try:
+                self._send(browser, socket, ring, base, end, version, frames, states)
+            except SocketIsClosedError:  # closed while we sent (a missed pong): its disconnect forgets it
+                self._browsers.pop(sid, None)
+        self.rounds += 1
+        return pending
 
-    def _backlog(self, sid: str) -> int:
-        """Packets waiting in the Engine.IO queue of `sid` (0 when it cannot be told)."""
+    def _send(self, browser, socket, ring, base, end, version, frames, states) -> None:
+        """Hand `browser` what it lacks: a drop notice, the new envelopes, the states changed since it looked."""
+        if browser.missed:
+            socket.send(_packet("dropped", _dumps({"count": browser.missed})))
+            browser.missed = 0
+        if browser.cursor < end:
+            frame = frames.get(browser.cursor)
+            if frame is None:
+                frame = frames[browser.cursor] = self._numbers(ring, browser.cursor - base, end - base)
+            socket.send(frame)
+            browser.cursor = end
+        if browser.seen < version:
+            for event in list(self.states):
+                if self._changed.get(event, 1) > browser.seen:
+                    if event not in states:
+                        states[event] = _packet(event, _dumps(self.states[event]()))
+                    socket.send(states[event])
+            browser.seen = version
+
+    @staticmethod
+    def _numbers(ring: list, start: int, stop: int):
+        """The `numbers` packet for ring[start:stop], in seq order; each envelope is encoded once, ever."""
+        for i in range(start, stop):
+            item = ring[i]
+            if type(item) is dict:
+                ring[i] = (item["seq"], _dumps(item))
+        batch = ring[start:stop]
+        batch.sort(key=_seq)
+        return _packet("numbers", "[" + ",".join([encoded for _, encoded in batch]) + "]")
+
+    def _socket(self, sid: str):
+        """The Engine.IO socket of `sid`: where its packets queue, and where its backlog is read."""
         server = self.socketio.server
-        try:
-            eio_sid = server.manager.eio_sid_from_sid(sid, "/")
-            socket = server.eio.sockets.get(eio_sid)
-            return socket.queue.qsize() if socket is not None else 0
-        except (AttributeError, KeyError):
-            return 0
+        return server.eio.sockets[server.manager.eio_sid_from_sid(sid, "/")]
 
 
-def _seq(envelope: dict) -> int:
-    return envelope["seq"]
+def _packet(event: str, payload: str):
+    """A Socket.IO EVENT as an Engine.IO MESSAGE, encoded now: every socket it is handed to sends these bytes."""
+    pkt = eio_packet.Packet(eio_packet.MESSAGE, data=f'2["{event}",{payload}]')
+    pkt.encode()  # fills the packet's encode cache, which each socket's writer then uses as it is
+    return pkt
+
+
+def _seq(item: tuple[int, str]) -> int:
+    return item[0]
