@@ -4,14 +4,66 @@ from __future__ import annotations
 
 import logging
 import os
+import resource
 import signal
+import threading
 
 from flask import Flask
 from flask_socketio import SocketIO
 
+from numcast.logs import Throttled
+
 log = logging.getLogger(__name__)
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)  # PID 1 in a container gets no default SIGTERM action: handle it
+# Connections eventlet's server takes beyond the browsers' cap, so probes, /metrics, pages and the API are
+# still answered when every browser slot is taken. A connection that never sends its request (half-open,
+# idle) also holds one of these until it is closed: the server's header timeout is what frees it.
+HTTP_HEADROOM = 64
+SOCKET_IO_PATH = "/socket.io"
+
+
+class Gate:
+    """In front of Socket.IO: at most `limit` connections at once; the rest get 503 at once, and are counted.
+
+    Eventlet's server stops accepting (the kernel's backlog fills, probes time out) when its pool is full, and
+    werkzeug's starts a thread per connection without limit; a cap of our own refuses cleanly in both modes.
+    It also declines WebSocket compression (permessage-deflate): each browser would keep its own zlib state
+    (about 200 KB) and have every frame compressed for it alone, for frames of a few hundred bytes.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.active = 0  # Socket.IO requests in progress: open WebSockets and long-polls
+        self.refused = 0
+        self._lock = threading.Lock()
+        self._warn = Throttled(log)
+        self._app = None
+
+    def init_app(self, app: Flask) -> None:
+        """Wrap `app`'s WSGI callable (after Socket.IO has wrapped it), so every Socket.IO request passes here."""
+        self._app = app.wsgi_app
+        app.wsgi_app = self
+
+    def __call__(self, environ, start_response):
+        if not environ.get("PATH_INFO", "").startswith(SOCKET_IO_PATH):
+            return self._app(environ, start_response)
+        environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)
+        with self._lock:
+            admitted = self.active < self.limit
+            if admitted:
+                self.active += 1
+            else:
+                self.refused += 1
+        if not admitted:
+            self._warn.warning("full", "browser refused active=%d limit=%d", self.active, self.limit)
+            start_response("503 Service Unavailable", [("Content-Type", "application/json"), ("Retry-After", "5")])
+            return [b'{"error": "too many browsers connected", "status": 503}']
+        try:
+            return self._app(environ, start_response)  # a WebSocket returns only once it is closed
+        finally:
+            with self._lock:
+                self.active -= 1
 
 
 def run(app: Flask, socketio: SocketIO, host: str, port: int) -> None:
@@ -30,10 +82,16 @@ def run(app: Flask, socketio: SocketIO, host: str, port: int) -> None:
         signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
         _on_signals(lambda signum, frame: None)
         socketio.start_background_task(_stop_on_signal, socketio, read_end)
+    options = {}
+    if isinstance(app.wsgi_app, Gate):
+        connections = app.wsgi_app.limit + HTTP_HEADROOM
+        _allow_files(connections + 256)  # and some for Redis, the sink, TCP mirror clients, Python itself
+        if socketio.async_mode == "eventlet":
+            options["max_size"] = connections  # eventlet's pool; its default, 1,024, would cap us silently
     service.start(socketio)
     log.info("serving http://%s:%d async_mode=%s", host, port, socketio.async_mode)
     try:
-        socketio.run(app, host=host, port=port, log_output=False, allow_unsafe_werkzeug=True)
+        socketio.run(app, host=host, port=port, log_output=False, allow_unsafe_werkzeug=True, **options)
     except (KeyboardInterrupt, SystemExit):
         pass
     finally:
@@ -41,6 +99,16 @@ def run(app: Flask, socketio: SocketIO, host: str, port: int) -> None:
             signal.signal(signum, signal.SIG_IGN)
         service.stop()
         log.info("stopped")
+
+
+def _allow_files(needed: int) -> None:
+    """Raise the soft limit of open files to `needed` if the hard limit allows; say so if it does not."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        if target < needed:
+            log.warning("open files limited files=%d needed=%d: fewer browsers can connect", target, needed)
 
 
 def _on_signals(handler) -> None:

@@ -84,8 +84,10 @@ def test_a_busy_browser_waits_and_then_gets_one_batch():
     assert len(fanout.sockets["fast"].events("numbers")) == 10
     assert fanout.sockets["slow"].events("numbers") == []
     fanout.sockets["slow"].busy = False
+    fanout.push(envelope(11))
     assert fanout.flush() is False
-    assert [e["seq"] for e in fanout.sockets["slow"].events("numbers")[0]] == list(range(1, 11))
+    assert [e["seq"] for e in fanout.sockets["slow"].events("numbers")[0]] == list(range(1, 12))
+    assert fanout.sockets["fast"].events("numbers")[-1] == [envelope(11)], "one frame per cursor in a round"
 
 
 def test_a_stalled_browser_costs_at_most_the_ring_and_its_losses_are_counted_and_told():

@@ -15,7 +15,7 @@ socketio = SocketIO()
 
 def create_app(settings: Settings) -> Flask:
     """Build the worker app for `settings`; nothing runs until `numcast.serve.run` starts it."""
-    return app.create_app(
+    flask_app = app.create_app(
         __name__,
         settings,
         lambda metrics: WorkerService(settings, metrics, socketio),
@@ -23,3 +23,5 @@ def create_app(settings: Settings) -> Flask:
         socketio,
         settings.cors_origins,
     )
+    flask_app.extensions["numcast"].gate.init_app(flask_app)  # outside Socket.IO's own middleware
+    return flask_app

@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 # round may start: rounds then take at most about 1/HOLD_FACTOR of a core, however many browsers there are.
 # An idle worker has spent nearly nothing since its last round, so a value that comes alone goes at once.
 HOLD_FACTOR = 4
-IDLE_WAIT = 1.0  # with nothing pushed, look again this often (cheap: nothing to send, nothing sent)
+IDLE_WAIT = 0.25  # with nothing pushed, look again this often: how soon `stopping` is seen
 _dumps = json.JSONEncoder(separators=(",", ":")).encode  # python-socketio's own encoding of a payload
 
 
@@ -65,6 +65,8 @@ class Fanout:
         self._changed: dict[str, int] = {}  # state -> version of its last change (1 if never marked)
         self._lock = threading.Lock()  # for mark's two fields; push never takes it
         self._wake = threading.Event()
+        self._urgent = threading.Event()  # half the ring is waiting to go: end a round's hold early
+        self._sent = 0  # ring index where the last round ended
         self.dropped = 0
         self.rounds = 0
         self.stopping = threading.Event()
@@ -83,6 +85,8 @@ class Fanout:
             self._ring = (base + cut, ring[cut:])  # a new list: a flush in progress keeps its snapshot
         if not self._wake.is_set():
             self._wake.set()
+        elif base + len(ring) - self._sent > self._limit // 2 and not self._urgent.is_set():
+            self._urgent.set()  # a hold must never let browsers that keep up fall off the ring
 
     def connect(self, sid: str) -> None:
         """Start sending `sid` what arrives from now on; the page backfills the past from /api/history."""
@@ -109,9 +113,10 @@ class Fanout:
             self._wake.wait(self.interval / 4 if pending else IDLE_WAIT)
             hold = min(self.interval, HOLD_FACTOR * (time.process_time() - cpu))
             delay = started + hold - time.monotonic()
-            if delay > 0 and self.stopping.wait(delay):
+            if delay > 0 and self._urgent.wait(delay) and self.stopping.is_set():
                 return
             self._wake.clear()
+            self._urgent.clear()
             started, cpu = time.monotonic(), time.process_time()
             pending = self.flush()
 
@@ -121,7 +126,7 @@ class Fanout:
         Returns True when a browser was skipped because its previous batch is still queued.
         """
         base, ring = self._ring
-        end = base + len(ring)
+        end = self._sent = base + len(ring)
         first = max(base, end - self._limit)
         version = self._version
         frames: dict[int, object] = {}  # cursor -> the packet every browser at that cursor gets

@@ -11,6 +11,7 @@ import redis
 
 from numcast import presence
 from numcast.redis_conn import CONNECTION_ERRORS, client, redact
+from numcast.serve import Gate
 from numcast.subscriber import Subscriber
 from numcast.tasks import Tasks
 from numcast_worker.fanout import Fanout
@@ -36,6 +37,7 @@ class WorkerService:
         self.sequences = Sequences()
         self.sink = FileSink(settings.sink_file, settings.sink_max_bytes, settings.sink_backups)
         self.fanout = Fanout(socketio, settings.client_queue, settings.batch_ms / 1000, {"status": self.status})
+        self.gate = Gate(settings.max_browsers)
         latency = metrics.histogram("latency_seconds", "From the envelope's ts to its acceptance by the worker.")
         self.ingest = Ingest(self.sequences, self.sink, self.fanout, stats, latency, settings.history_size)
         self.subscriber = Subscriber(
@@ -61,6 +63,7 @@ class WorkerService:
                 "sink_rotations": ("Sink file rotations.", lambda: self.sink.rotations, {}),
                 "sink_errors": ("Failed sink writes.", lambda: self.sink.errors, {}),
                 "dropped": ("Values a slow browser missed.", lambda: self.fanout.dropped, {"path": "browser"}),
+                "browsers_refused": ("Browsers refused (over MAX_BROWSERS).", lambda: self.gate.refused, {}),
             }
         )
         self.tasks = Tasks()

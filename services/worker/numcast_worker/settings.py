@@ -40,8 +40,19 @@ class WorkerSettings(Common):
         "Envelopes a slow browser may fall behind before the oldest are dropped for it.",
         parse_int,
     )
-    batch_ms: int = env("BATCH_MS", 50, "How often batches are pushed to browsers, in milliseconds.", parse_int)
+    batch_ms: int = env(
+        "BATCH_MS",
+        50,
+        "The longest a value is held back to be batched for browsers, in ms; an idle worker sends at once.",
+        parse_int,
+    )
     max_tcp_clients: int = env("MAX_TCP_CLIENTS", 16, "Concurrent connections accepted on `TCP_PORT`.", parse_int)
+    max_browsers: int = env(
+        "MAX_BROWSERS",
+        1000,
+        "Browsers (Socket.IO connections) served at once; more are refused with 503 and counted.",
+        parse_int,
+    )
 
     def __post_init__(self) -> None:
         if not self.worker_name:
@@ -58,3 +69,4 @@ class WorkerSettings(Common):
         check(10 <= self.client_queue <= 100_000, "CLIENT_QUEUE", self.client_queue, "must be 10-100000")
         check(10 <= self.batch_ms <= 1000, "BATCH_MS", self.batch_ms, "must be 10-1000")
         check(1 <= self.max_tcp_clients <= 1024, "MAX_TCP_CLIENTS", self.max_tcp_clients, "must be 1-1024")
+        check(1 <= self.max_browsers <= 20_000, "MAX_BROWSERS", self.max_browsers, "must be 1-20000")
