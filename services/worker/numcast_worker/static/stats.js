@@ -4,7 +4,7 @@
 export class RateMeter {
   constructor(windowMs = 5000) {
     this.windowMs = windowMs;
-    this.batches = []; // [arrival ms, count]; ~20 a second at most, as the worker batches every ~50 ms
+    this.batches = []; // [arrival ms, count]: one per batch, which is one per value on a quiet stream
     this.since = 0; // when counting (re)started: a fresh connection has less than a full window behind it
   }
 
