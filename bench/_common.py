@@ -44,7 +44,8 @@ def numcast_command() -> str:
 class Worker:
     """`numcast worker`, started the way a user starts it, in a temp dir, on free ports, on 127.0.0.1."""
 
-    def __init__(self, redis_url: str, name: str = "bench-1", **env: str) -> None:
+    def __init__(self, redis_url: str, name: str = "bench-1", command: list[str] | None = None, **env: str) -> None:
+        self.command = command or [numcast_command(), "worker"]
         self.dir = tempfile.mkdtemp(prefix="numcast-bench-")
         self.port, self.tcp_port = free_port(), free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -59,7 +60,7 @@ class Worker:
         """Start the process and wait until it is subscribed; stop it if it does not get there."""
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                [numcast_command(), "worker"],
+                self.command,
                 env={**os.environ, **self.env},
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import queue
 import sys
 import time
@@ -56,7 +57,7 @@ async def _browsers(targets, deflate, timeout, ready, stop, results) -> None:
                 )
                 await asyncio.wait_for(browser.connected, timeout)
                 browsers[name].append(browser)
-            except (OSError, ConnectionError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, OSError, ConnectionError) as exc:
                 failed[name] += 1
                 if len(errors) < 3:
                     errors.append(f"{name}: {exc!r}")
@@ -226,25 +227,32 @@ def main() -> int:
     """Parse the options, start Redis and a worker, run once."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--clients", type=int, default=100, help="browsers on the worker")
-    parser.add_argument("--anchor-clients", type=int, default=None, help="browsers on the anchor (default: --clients; 0: no anchor)")
+    parser.add_argument(
+        "--anchor-clients", type=int, default=None, help="browsers on the anchor (default: --clients; 0: no anchor)"
+    )
     parser.add_argument("--rate", type=float, default=100, help="values published per second")
     parser.add_argument("--seconds", type=float, default=10, help="how long to publish")
     parser.add_argument("--procs", type=int, default=4, help="browser processes")
     parser.add_argument("--deflate", action="store_true", help="offer permessage-deflate, as browsers do")
     parser.add_argument("--connect-timeout", type=float, default=20, help="seconds for one browser to connect")
-    parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help="a worker setting, e.g. ASYNC_MODE=threading")
+    parser.add_argument("--gevent", action="store_true", help="run the worker under gevent (bench/gevent_worker.py)")
+    parser.add_argument(
+        "--env", action="append", default=[], metavar="NAME=VALUE", help="a worker setting, e.g. ASYNC_MODE=threading"
+    )
     args = parser.parse_args()
     if args.anchor_clients is None:
         args.anchor_clients = args.clients
     env = dict(item.split("=", 1) for item in args.env)
     print(
         f"clients bench: {args.clients} browsers on the worker, {args.anchor_clients} on the anchor, in "
-        f"{args.procs} processes; {args.rate:g} values/s for {args.seconds:g}s; deflate {'on' if args.deflate else 'off'}; "
-        f"worker env {env or 'defaults'}",
+        f"{args.procs} processes; {args.rate:g} values/s for {args.seconds:g}s; "
+        f"deflate {'on' if args.deflate else 'off'}; "
+        f"worker env {env or 'defaults'}{' under gevent' if args.gevent else ''}",
         flush=True,
     )
+    command = [sys.executable, os.path.join(os.path.dirname(__file__), "gevent_worker.py")] if args.gevent else None
     try:
-        with bench_redis() as server, Worker(server.url, **env) as worker:
+        with bench_redis() as server, Worker(server.url, command=command, **env) as worker:
             run(args, server, worker)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -189,7 +189,7 @@ def test_push_during_flush_in_threads_loses_and_repeats_nothing():
 
 
 def test_the_socket_is_found_in_python_engineio_itself():
-    """Fanout hands packets to each browser's Engine.IO socket and reads its queue; an upgrade that moved them fails here."""
+    """Fanout hands packets to each browser's Engine.IO socket and reads its queue: an upgrade that moves them fails."""
     import socketio
     from engineio.socket import Socket as EioSocket
 
