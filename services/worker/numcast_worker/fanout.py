@@ -64,6 +64,8 @@ class Fanout:
         self._version = 1  # of the states: a browser with `seen` below it has a state to get
         self._changed: dict[str, int] = {}  # state -> version of its last change (1 if never marked)
         self._lock = threading.Lock()  # for mark's two fields; push never takes it
+        self._trim_at, self._hurry_at = 2 * limit, limit // 2
+        self._woken = False  # set with _wake by push, cleared by run before it reads the ring
         self._wake = threading.Event()
         self._urgent = threading.Event()  # half the ring is waiting to go: end a round's hold early
         self._sent = 0  # ring index where the last round ended
@@ -80,12 +82,13 @@ class Fanout:
         """Queue one envelope for every browser."""
         base, ring = self._ring
         ring.append(envelope)
-        if len(ring) > 2 * self._limit:  # trim in steps: amortised O(1), never above 2 x limit
+        if len(ring) > self._trim_at:  # trim in steps: amortised O(1), never above 2 x limit
             cut = len(ring) - self._limit
             self._ring = (base + cut, ring[cut:])  # a new list: a flush in progress keeps its snapshot
-        if not self._wake.is_set():
+        if not self._woken:  # a plain flag: the hot path of ingest pays for no Event call
+            self._woken = True
             self._wake.set()
-        elif base + len(ring) - self._sent > self._limit // 2 and not self._urgent.is_set():
+        elif base + len(ring) - self._sent > self._hurry_at and not self._urgent.is_set():
             self._urgent.set()  # a hold must never let browsers that keep up fall off the ring
 
     def connect(self, sid: str) -> None:
@@ -115,6 +118,7 @@ class Fanout:
             delay = started + hold - time.monotonic()
             if delay > 0 and self._urgent.wait(delay) and self.stopping.is_set():
                 return
+            self._woken = False  # before the round reads the ring: a later push wakes the next round
             self._wake.clear()
             self._urgent.clear()
             started, cpu = time.monotonic(), time.process_time()
