@@ -21,8 +21,9 @@ from engineio.exceptions import SocketIsClosedError
 log = logging.getLogger(__name__)
 
 # A round's cost (CPU of the process since the previous round began) times this is the earliest the next
-# round may start: rounds then take at most about 1/HOLD_FACTOR of a core, however many browsers there are.
-# An idle worker has spent nearly nothing since its last round, so a value that comes alone goes at once.
+# round may start: rounds then take at most about 1/HOLD_FACTOR of a core, however many browsers there are,
+# as long as the hold stays under `interval` (BATCH_MS). An idle worker has spent nearly nothing since its last
+# round, so a value that comes alone goes at once.
 HOLD_FACTOR = 4
 IDLE_WAIT = 0.25  # with nothing pushed, look again this often: how soon `stopping` is seen
 _dumps = json.JSONEncoder(separators=(",", ":")).encode  # python-socketio's own encoding of a payload
@@ -176,7 +177,7 @@ class Fanout:
 
     @staticmethod
     def _numbers(ring: list, start: int, stop: int):
-        """The `numbers` packet for ring[start:stop], in seq order; each envelope is encoded once, ever."""
+        """The `numbers` packet for ring[start:stop], in seq order; each envelope is encoded the first time only."""
         for i in range(start, stop):
             item = ring[i]
             if type(item) is dict:
