@@ -10,6 +10,7 @@ import pytest
 from k8s_support import (
     LABELS,
     MANIFESTS,
+    MONITORING,
     NAMESPACE,
     app_for,
     build_commands,
@@ -17,6 +18,7 @@ from k8s_support import (
     container_env,
     containers,
     documents,
+    every_container,
     loaded_images,
     manifest_files,
     named,
@@ -39,7 +41,9 @@ RESTRICTED_VOLUMES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral"
 RESTRICTED_VOLUMES |= {"projected", "secret"}
 
 
-@pytest.mark.parametrize("path", manifest_files(), ids=lambda path: path.name)
+@pytest.mark.parametrize(
+    "path", manifest_files() + manifest_files(MONITORING), ids=lambda path: f"{path.parent.name}/{path.name}"
+)
 def test_every_document_validates_strictly_against_kubernetes_1_31(path):
     import kubernetes_validate
     import yaml
@@ -71,7 +75,7 @@ def test_the_namespace_file_sorts_first_and_enforces_restricted():
 
 
 def test_every_object_and_pod_template_carries_the_labels():
-    for name, doc in documents():
+    for name, doc in documents() + documents(MONITORING):
         labels = doc["metadata"].get("labels", {})
         assert set(LABELS) <= set(labels), f"{name} {doc['kind']}/{doc['metadata']['name']}: {labels}"
         assert labels["app.kubernetes.io/part-of"] == "numcast"
@@ -97,7 +101,7 @@ def test_numcast_images_are_the_readme_builds_at_the_project_version():
         assert container.labels["app.kubernetes.io/version"] == version
 
 
-@pytest.mark.parametrize("container", collected(containers), ids=lambda c: c.id)
+@pytest.mark.parametrize("container", collected(every_container), ids=lambda c: c.id)
 def test_every_image_is_pinned_and_never_pulled_when_present(container):
     image = container.spec["image"]
     name, _, tag = image.rpartition(":")
@@ -105,11 +109,15 @@ def test_every_image_is_pinned_and_never_pulled_when_present(container):
     assert container.spec.get("imagePullPolicy") == "IfNotPresent"
 
 
-@pytest.mark.parametrize("service", collected(lambda: [s["metadata"]["name"] for s in objects("Service")]))
-def test_every_service_selects_one_pod_template_and_targets_its_ports(service):
-    svc = named("Service", service)
+@pytest.mark.parametrize(
+    "folder, service",
+    collected(lambda: [(f, s["metadata"]["name"]) for f in (MANIFESTS, MONITORING) for s in objects("Service", f)]),
+    ids=lambda value: value if isinstance(value, str) else value.name,
+)
+def test_every_service_selects_one_pod_template_and_targets_its_ports(folder, service):
+    svc = named("Service", service, folder)
     selector = svc["spec"]["selector"]
-    matches = [c for c in containers(init=False) if selector.items() <= c.labels.items()]
+    matches = [c for c in containers(init=False, folder=folder) if selector.items() <= c.labels.items()]
     workloads = {c.workload["metadata"]["name"] for c in matches}
     assert len(workloads) == 1, f"Service {service} selects {sorted(workloads) or 'nothing'}"
     for port in svc["spec"]["ports"]:
@@ -125,7 +133,7 @@ def test_the_workers_are_exposed_on_the_nodeport_services_users_know():
         assert [p["targetPort"] for p in svc["spec"]["ports"]] == ["http"], "only the dashboard leaves the cluster"
 
 
-@pytest.mark.parametrize("container", collected(containers), ids=lambda c: c.id)
+@pytest.mark.parametrize("container", collected(every_container), ids=lambda c: c.id)
 def test_every_container_meets_the_restricted_pod_security_standard(container):
     pod = container.pod
     assert container.security("runAsNonRoot") is True
@@ -148,17 +156,19 @@ def test_every_container_meets_the_restricted_pod_security_standard(container):
         assert "hostPort" not in port and "hostIP" not in port
 
 
-@pytest.mark.parametrize("container", collected(containers), ids=lambda c: c.id)
+@pytest.mark.parametrize("container", collected(every_container), ids=lambda c: c.id)
 def test_every_writable_path_is_an_emptydir(container):
-    volumes = {v["name"]: v for v in container.pod.get("volumes", [])}
-    mounts = {m["mountPath"]: volumes[m["name"]] for m in container.spec.get("volumeMounts", [])}
+    mounts = container.mounts()
     assert "emptyDir" in mounts.get("/tmp", {}), "/tmp is writable on a read-only root"
     for path, volume in mounts.items():
+        if "configMap" in volume:
+            assert volume["readOnly"], f"{path}: a ConfigMap is mounted read-only"
+            continue
         assert "emptyDir" in volume, f"{path} mounts {volume}"
         assert volume["emptyDir"].get("sizeLimit"), f"{path}: bound the emptyDir, it fills the node's disk"
 
 
-@pytest.mark.parametrize("container", collected(containers), ids=lambda c: c.id)
+@pytest.mark.parametrize("container", collected(every_container), ids=lambda c: c.id)
 def test_every_container_has_requests_a_memory_limit_and_both_probes(container):
     resources = container.spec.get("resources", {})
     assert {"cpu", "memory"} <= set(resources.get("requests", {}))
