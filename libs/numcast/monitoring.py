@@ -24,6 +24,8 @@ INSTALL_HINT = "apt-get install prometheus prometheus-alertmanager"
 # Debian calls the Alertmanager binary prometheus-alertmanager; upstream's tarball calls it alertmanager.
 BINARIES = {"prometheus": ("prometheus",), "alertmanager": ("prometheus-alertmanager", "alertmanager")}
 ALERTER_HOST = "alerter"  # the Service alertmanager.yml's webhook names
+# The component label of a Stack's process by its name; every other one is a worker (machine-1, ...).
+COMPONENTS = {"control-plane": "control-plane", "alerter": "alerter"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,11 +82,11 @@ def prometheus_config(
     return config
 
 
-def alertmanager_config(shipped: dict, alerter: str, intervals: str | None = None) -> dict:
+def alertmanager_config(shipped: dict, alerter: str | None, intervals: str | None = None) -> dict:
     """The shipped alertmanager.yml with the webhooks that name the alerter's Service sent to `alerter`."""
     config = copy.deepcopy(shipped)
-    local = urllib.parse.urlsplit(alerter)
-    for receiver in config.get("receivers", []):
+    local = urllib.parse.urlsplit(alerter or "")
+    for receiver in config.get("receivers", []) if alerter else []:
         for webhook in receiver.get("webhook_configs", []):
             url = urllib.parse.urlsplit(webhook["url"])
             if url.hostname == ALERTER_HOST:
@@ -94,11 +96,23 @@ def alertmanager_config(shipped: dict, alerter: str, intervals: str | None = Non
     return config
 
 
+def for_stack(processes: list[tuple[str, object, int]], config_dir: Path = CONFIG_DIR, **options) -> Monitoring:
+    """Monitoring for the (name, process, HTTP port) of a `numcast.stack.Stack`, its webhook on the alerter."""
+    targets = [Target(COMPONENTS.get(name, "worker"), name, port) for name, _, port in processes]
+    alerter = next((f"http://127.0.0.1:{port}" for name, _, port in processes if name == "alerter"), None)
+    return Monitoring(targets, alerter, config_dir, **options)
+
+
 class Monitoring:
     """Alertmanager and Prometheus on free ports of 127.0.0.1, their state in a temporary folder."""
 
     def __init__(
-        self, targets: list[Target], alerter: str, config_dir: Path = CONFIG_DIR, *, intervals: str | None = None
+        self,
+        targets: list[Target],
+        alerter: str | None,
+        config_dir: Path = CONFIG_DIR,
+        *,
+        intervals: str | None = None,
     ) -> None:
         """`alerter` is the local alerter's base URL; `intervals` replaces every scrape/evaluation/group interval."""
         self.targets, self.alerter, self.config_dir, self.intervals = targets, alerter, Path(config_dir), intervals

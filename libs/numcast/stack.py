@@ -11,7 +11,9 @@ import sys
 import tempfile
 import time
 import urllib.parse
+from pathlib import Path
 
+from numcast import monitoring
 from numcast.local import Redis, free_port, redis_binary, service, stop, wait_http
 from numcast.redis_conn import reachable, redact
 
@@ -118,7 +120,16 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--tcp-port", type=int, default=9001, help="first worker's TCP mirror port; the next get +1")
     parser.add_argument("--workers", type=int, default=2, choices=range(1, 10), metavar="N")
     parser.add_argument("--data-dir", default="numcast-data", help="where the workers' sink files go")
+    parser.add_argument(
+        "--monitoring", action="store_true", help=f"also run Prometheus and Alertmanager ({monitoring.INSTALL_HINT})"
+    )
+    parser.add_argument(
+        "--monitoring-config", type=Path, default=monitoring.CONFIG_DIR, metavar="DIR", help="their shipped files"
+    )
     args = parser.parse_args(argv)
+    if args.monitoring and (problem := monitoring.missing(args.monitoring_config)):
+        print(f"numcast up: --monitoring: {problem}", file=sys.stderr, flush=True)
+        return 2
     signal.signal(signal.SIGTERM, _interrupt)
 
     redis_url = os.environ.get("REDIS_URL", "")
@@ -136,11 +147,13 @@ def main(argv: list[str]) -> int:
         tcp_port=args.tcp_port,
         data_dir=args.data_dir,
     )
-    code = 0
+    code, watch = 0, None
     try:
         stack.start()
-        print(banner(stack), flush=True)
-        while not (ended := stack.exited()):
+        if args.monitoring:
+            watch = monitoring.for_stack(stack.processes, args.monitoring_config).start()
+        print(banner(stack, watch.banner_lines() if watch else []), flush=True)
+        while not (ended := stack.exited() or (watch and watch.exited())):
             time.sleep(0.5)
         print(f"numcast up: {ended[0]} exited with code {ended[1]}; stopping", flush=True)
         code = 1
@@ -152,6 +165,8 @@ def main(argv: list[str]) -> int:
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        if watch:
+            watch.stop(lambda line: print(f"numcast up: {line}", flush=True))
         stack.stop(lambda line: print(f"numcast up: {line}", flush=True))
     return code
 
@@ -163,14 +178,15 @@ def _here(command: str) -> str:
     return relative if not relative.startswith("..") else path
 
 
-def banner(stack: Stack) -> str:
-    """What `numcast up` prints once everything answers."""
+def banner(stack: Stack, extra: list[tuple[str, str]] = ()) -> str:
+    """What `numcast up` prints once everything answers; `extra` adds (what, where) lines, such as monitoring's."""
     address = urllib.parse.urlsplit(stack.redis_url)
     cli = "redis-cli" if shutil.which("redis-cli") else redis_binary("redis-cli")
     lines = ["", "numcast is up:"]
     for name, _, http_port in stack.processes:
         kind = "control page" if name == "control-plane" else f"{name} dashboard"
         lines.append(f"  {kind:<22} http://127.0.0.1:{http_port}/")
+    lines += [f"  {what:<22} {where}" for what, where in extra]
     lines += [
         f"  {'redis' + (' (embedded)' if stack.embedded else ''):<22} {redact(stack.redis_url)}",
         f"  {'sink files':<22} {os.path.abspath(stack.data_dir)}",
