@@ -94,7 +94,7 @@ def parse(text: str, where: str) -> tuple[Rule, ...]:
     rules: list[Rule] = []
     for n, item in enumerate(items, 1):
         name = item.get("alert") if isinstance(item, dict) else None
-        label = f"{where}: rule {n}" + (f" ({name})" if isinstance(name, str) else "")
+        label = f"{where}: rule {n}" + (f" ({name})" if alerts.is_name(name) else "")
         try:
             rule = _rule(item)
         except RulesError as exc:
