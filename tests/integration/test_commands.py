@@ -19,7 +19,9 @@ class Up:
         self.control, self.worker, tcp = free_port(), free_port(), free_port()
         while abs(self.worker - tcp) < 3 or abs(self.worker - self.control) < 3:
             self.worker, tcp = free_port(), free_port()
+        self.alerter = free_port()
         ports = ["--control-port", str(self.control), "--worker-port", str(self.worker), "--tcp-port", str(tcp)]
+        ports += ["--alerter-port", str(self.alerter)]
         self.log = tmp_path / "up.log"
         with open(self.log, "wb") as log:
             self.process = subprocess.Popen(
@@ -85,11 +87,14 @@ def test_up_runs_the_pipeline_and_stops_every_process(up, tmp_path, signum):
     text = running.output()
     for port in (running.control, running.worker, running.worker + 1):
         assert f"http://127.0.0.1:{port}/" in text
-    assert re.search(r"redis-cli -h 127\.0\.0\.1 -p \d+ subscribe numbers", text)
+    assert f"alerter (built-in rules)   http://127.0.0.1:{running.alerter}/api/alerts" in text
+    assert re.search(r"redis-cli -h 127\.0\.0\.1 -p \d+ subscribe numbers alerts", text)
     tail = re.search(r"REDIS_URL=(\S+) (\S+) tail", text)
     assert tail and os.access(tail.group(2), os.X_OK), "the printed tail command runs as printed"
     children = children_of(running.process.pid)
-    assert len(children) == 4, "Redis, the control-plane and two workers"
+    assert len(children) == 5, "Redis, the control-plane, two workers and the alerter"
+    rules = http("GET", f"http://127.0.0.1:{running.alerter}/api/alerts")[1]["rules"]
+    assert [rule["alert"] for rule in rules] == ["NumcastValueHigh", "NumcastStreamSilent"], "the built-in rules"
     for port in (running.worker, running.worker + 1):
         eventually(lambda port=port: running.history(port))
     assert running.stop(signum) == 0
@@ -101,7 +106,7 @@ def test_up_runs_the_pipeline_and_stops_every_process(up, tmp_path, signum):
 def test_up_uses_a_reachable_redis_url(up, redis_server):
     running = up("--workers", "1", env={"REDIS_URL": redis_server.url})
     assert f"using Redis at {redis_server.url}" in running.output()
-    assert len(children_of(running.process.pid)) == 2
+    assert len(children_of(running.process.pid)) == 3, "a worker and the alerter"
     publish(redis_server, envelope(1, source="by-hand"))
     eventually(lambda: any(e["source"] == "by-hand" for e in running.history(running.worker)))
     assert running.stop() == 0

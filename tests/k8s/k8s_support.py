@@ -232,6 +232,15 @@ def numcast_command(image: str) -> str:
     return image_file.exec_form("CMD")[0]
 
 
+def container_command(container: Container) -> str:
+    """The `numcast` subcommand a container runs: its `args` when set (the alerter), else its image's CMD."""
+    args = container.spec.get("args")
+    if args:
+        assert "command" not in container.spec, f"{container.id}: keep the image's ENTRYPOINT (numcast)"
+        return args[0]
+    return numcast_command(container.spec["image"])
+
+
 def settings_class(command: str) -> type:
     """The settings dataclass of `numcast <command>`."""
     if command == "control":
@@ -242,6 +251,10 @@ def settings_class(command: str) -> type:
         from numcast_worker.settings import WorkerSettings
 
         return WorkerSettings
+    if command == "alerter":
+        from numcast_alerter.settings import AlerterSettings
+
+        return AlerterSettings
     raise AssertionError(f"numcast {command} runs no service")
 
 
@@ -251,6 +264,8 @@ def app_for(command: str):
 
     if command == "control":
         from numcast_control import create_app
+    elif command == "alerter":
+        from numcast_alerter import create_app
     else:
         from numcast_worker import create_app
     # threading: the route table is the same, and no eventlet import is needed to read it.

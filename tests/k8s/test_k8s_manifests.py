@@ -15,6 +15,7 @@ from k8s_support import (
     app_for,
     build_commands,
     collected,
+    container_command,
     container_env,
     containers,
     documents,
@@ -22,7 +23,6 @@ from k8s_support import (
     loaded_images,
     manifest_files,
     named,
-    numcast_command,
     numcast_containers,
     objects,
     project_version,
@@ -202,7 +202,7 @@ def test_every_secret_and_configmap_a_container_reads_exists(container):
 def test_every_env_var_is_a_setting_the_service_reads_and_is_valid(container):
     from numcast.settings import from_env
 
-    settings_cls = settings_class(numcast_command(container.spec["image"]))
+    settings_cls = settings_class(container_command(container))
     known = {f.metadata["env"] for f in dataclasses.fields(settings_cls)}
     env = container_env(container)
     unknown = sorted(set(env) - known)
@@ -215,7 +215,7 @@ def test_every_env_var_is_a_setting_the_service_reads_and_is_valid(container):
 
 @pytest.mark.parametrize("container", collected(numcast_containers), ids=lambda c: c.id)
 def test_probes_and_metrics_are_endpoints_the_service_serves(container):
-    app = app_for(numcast_command(container.spec["image"]))
+    app = app_for(container_command(container))
     expected = {"readinessProbe": "/readyz", "livenessProbe": "/healthz"}
     for probe, path in expected.items():
         http_get = container.spec[probe]["httpGet"]
@@ -254,9 +254,9 @@ def test_numcast_processes_find_redis_and_the_password_through_the_cluster():
 def test_the_tcp_mirror_targets_every_worker_service():
     from numcast.settings import parse_targets
 
-    (control,) = [c for c in numcast_containers() if numcast_command(c.spec["image"]) == "control"]
+    (control,) = [c for c in numcast_containers() if container_command(c) == "control"]
     targets = parse_targets(container_env(control)["TCP_MIRROR_TARGETS"])
-    workers = [c for c in numcast_containers() if numcast_command(c.spec["image"]) == "worker"]
+    workers = [c for c in numcast_containers() if container_command(c) == "worker"]
     expected = set()
     for worker in workers:
         svc = named("Service", worker.workload["metadata"]["name"])
@@ -293,3 +293,27 @@ def test_the_control_plane_runs_alone():
     control = named("Deployment", "control-plane")
     assert control["spec"]["replicas"] == 1
     assert control["spec"]["strategy"]["type"] == "Recreate", "a rollout never runs two generators at once"
+
+
+def test_the_alerter_runs_alone_from_an_existing_image_with_its_rules_mounted():
+    from numcast_alerter import rules
+
+    (alerter,) = [c for c in numcast_containers() if container_command(c) == "alerter"]
+    assert alerter.spec["image"] in build_commands().values(), "no third image"
+    deployment = named("Deployment", "alerter")
+    assert deployment["spec"]["replicas"] == 1 and deployment["spec"]["strategy"]["type"] == "Recreate"
+    env = container_env(alerter)
+    folder, _, name = env["ALERT_RULES"].rpartition("/")
+    (mount,) = [m for m in alerter.spec["volumeMounts"] if m["mountPath"] == folder]
+    assert "subPath" not in mount, "a subPath mount never sees the ConfigMap change"
+    volume = next(v for v in alerter.pod["volumes"] if v["name"] == mount["name"])
+    text = named("ConfigMap", volume["configMap"]["name"])["data"][name]
+    assert [rule.alert for rule in rules.parse(text, name)] == ["NumcastValueHigh", "NumcastStreamSilent"]
+    assert env["ALERTMANAGER_URL"] == "http://alertmanager:9093", "Alertmanager of infra/monitoring, same namespace"
+
+
+def test_alertmanager_s_webhook_reaches_the_alerter_service():
+    app = app_for("alerter")
+    service = named("Service", "alerter")
+    assert [(p["port"], p["targetPort"]) for p in service["spec"]["ports"]] == [(8090, "http")]
+    assert serves(app, "/api/alertmanager", "POST")
