@@ -25,44 +25,43 @@ def rules() -> list[dict]:
     return [rule for group in groups for rule in group["rules"]]
 
 
-def served_metrics() -> set[str]:
-    """Every metric family both services expose, as Prometheus names it."""
+# The services by the component label their pods carry (app.kubernetes.io/component), which the rules select on.
+COMMANDS = {"control-plane": "control", "worker": "worker", "alerter": "alerter"}
+
+
+def served_metrics(command: str) -> set[str]:
+    """Every metric family `numcast <command>` exposes, as Prometheus names it."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    names = set()
-    for command in ("control", "worker"):
-        text = app_for(command).test_client().get("/metrics").get_data(as_text=True)
-        names |= {family.name for family in text_string_to_metric_families(text)}
-    return names
+    text = app_for(command).test_client().get("/metrics").get_data(as_text=True)
+    return {family.name for family in text_string_to_metric_families(text)}
 
 
-def selectors(expr) -> tuple[set[str], list[float]]:
-    """The metric names an expression selects and the ranges (seconds) it reads, from its syntax tree."""
+def nodes(expr):
+    """Every node of a PromQL syntax tree."""
     import promql_parser as promql
 
-    names, ranges = set(), []
-    if isinstance(expr, promql.VectorSelector):
-        names.add(expr.name)
-    elif isinstance(expr, (promql.MatrixSelector, promql.SubqueryExpr)):
-        ranges.append(expr.range.total_seconds())
-        inner = expr.vector_selector if isinstance(expr, promql.MatrixSelector) else expr.expr
-        more_names, more_ranges = selectors(inner)
-        names |= more_names
-        ranges += more_ranges
-    else:
-        children = [getattr(expr, attr, None) for attr in ("lhs", "rhs", "expr", "param")]
-        for child in children + list(getattr(expr, "args", None) or []):
-            if child is not None:
-                more_names, more_ranges = selectors(child)
-                names |= more_names
-                ranges += more_ranges
-    return names, ranges
+    yield expr
+    if isinstance(expr, promql.MatrixSelector):
+        yield from nodes(expr.vector_selector)
+        return
+    for attr in ("lhs", "rhs", "expr", "param"):
+        child = getattr(expr, attr, None)
+        if child is not None and not isinstance(child, str | float):
+            yield from nodes(child)
+    for child in getattr(expr, "args", None) or []:
+        yield from nodes(child)
 
 
-def parsed(rule: dict) -> tuple[set[str], list[float]]:
-    import promql_parser
+def parsed(rule: dict) -> tuple[list, list[float]]:
+    """The vector selectors of a rule's expression and the ranges (seconds) it reads."""
+    import promql_parser as promql
 
-    return selectors(promql_parser.parse(rule["expr"]))  # raises ValueError on a syntax error
+    tree = promql.parse(rule["expr"])  # raises ValueError on a syntax error
+    found = list(nodes(tree))
+    selectors = [node for node in found if isinstance(node, promql.VectorSelector)]
+    ranges = [n.range.total_seconds() for n in found if isinstance(n, promql.MatrixSelector | promql.SubqueryExpr)]
+    return selectors, ranges
 
 
 def test_every_rule_is_a_documented_alert():
@@ -78,13 +77,20 @@ def test_every_rule_is_a_documented_alert():
 
 
 @pytest.mark.parametrize("rule", rules(), ids=lambda rule: rule["alert"])
-def test_every_expression_parses_and_uses_served_metrics(rule):
-    used, _ = parsed(rule)
-    assert used or rule["alert"] == "Watchdog"
-    served = served_metrics() | {"up"}  # `up` is Prometheus' own, one per target
-    for name in used:
-        family = next((name.removesuffix(s) for s in SUFFIXES if name.endswith(s)), name)
-        assert family in served, f"{rule['alert']} uses {name}, which no service serves"
+def test_every_expression_parses_and_uses_metrics_the_selected_service_serves(rule):
+    import promql_parser as promql
+
+    selectors, _ = parsed(rule)
+    assert selectors or rule["alert"] == "Watchdog"
+    for selector in selectors:
+        if selector.name == "up":  # Prometheus' own, one per target
+            continue
+        matchers = {m.name: m.value for m in selector.matchers.matchers if m.op == promql.MatchOp.Equal}
+        component = matchers.get("component")
+        commands = [COMMANDS[component]] if component else list(COMMANDS.values())
+        family = next((selector.name.removesuffix(s) for s in SUFFIXES if selector.name.endswith(s)), selector.name)
+        served = set().union(*(served_metrics(command) for command in commands))
+        assert family in served, f"{rule['alert']} uses {selector.name}, which {' or '.join(commands)} never serves"
 
 
 def test_a_worker_or_control_plane_that_is_down_or_gone_alerts():

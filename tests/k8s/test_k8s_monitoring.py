@@ -11,7 +11,7 @@ import time
 import urllib.request
 
 import pytest
-from k8s_support import MONITORING, NAMESPACE, ROOT, containers, named, objects, tool
+from k8s_support import MONITORING, NAMESPACE, ROOT, app_for, containers, named, objects, serves, tool
 
 pytestmark = pytest.mark.k8s
 
@@ -148,6 +148,21 @@ def test_alertmanager_routes_alerts_to_the_alerter_and_the_watchdog_nowhere(labe
     result = run(tool("amtool"), "config", "routes", "test", config, *labels)
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.split() == [receiver]
+
+
+def test_alertmanager_and_the_alerter_find_each_other_by_their_services():
+    from urllib.parse import urlsplit
+
+    (webhook,) = {r["name"]: r for r in load(CONFIG / "alertmanager.yml")["receivers"]}["numcast-alerter"][
+        "webhook_configs"
+    ]
+    url = urlsplit(webhook["url"])
+    alerter = named("Service", url.hostname)  # in infra/k8s
+    assert url.port in [p["port"] for p in alerter["spec"]["ports"]]
+    assert serves(app_for("alerter"), url.path, "POST")
+    url = urlsplit(named("ConfigMap", "alerter")["data"]["ALERTMANAGER_URL"])
+    alertmanager = named("Service", url.hostname, MONITORING)
+    assert url.port in [p["port"] for p in alertmanager["spec"]["ports"]]
 
 
 def test_the_alerter_webhook_gets_resolved_alerts_too():
