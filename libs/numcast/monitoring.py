@@ -16,16 +16,12 @@ import tempfile
 import urllib.parse
 from pathlib import Path
 
-from numcast.local import _die_with_parent, free_port, stop, wait_http
+from numcast.local import Alertmanager, _die_with_parent, alertmanager_binary, free_port, stop, wait_http
 
 # Relative to the repository's root, where `numcast up` (and `tox -e up`) runs.
 CONFIG_DIR = Path("infra/monitoring/config")
 INSTALL_HINT = "apt-get install prometheus prometheus-alertmanager"
-# Debian calls the Alertmanager binary prometheus-alertmanager; upstream's tarball calls it alertmanager.
-BINARIES = {"prometheus": ("prometheus",), "alertmanager": ("prometheus-alertmanager", "alertmanager")}
 ALERTER_HOST = "alerter"  # the Service alertmanager.yml's webhook names
-# The component label of a Stack's process by its name; every other one is a worker (machine-1, ...).
-COMPONENTS = {"control-plane": "control-plane", "alerter": "alerter"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,17 +42,14 @@ class Target:
 
 def binaries() -> dict[str, str]:
     """{"prometheus": path, "alertmanager": path} of the binaries on PATH; a missing one is left out."""
-    found = {}
-    for role, names in BINARIES.items():
-        path = next((p for p in map(shutil.which, names) if p), None)
-        if path:
-            found[role] = path
-    return found
+    found = {"prometheus": shutil.which("prometheus"), "alertmanager": alertmanager_binary()}
+    return {role: path for role, path in found.items() if path}
 
 
 def missing(config_dir: Path = CONFIG_DIR) -> str | None:
     """What keeps monitoring from starting, said so that the user can fix it; None when nothing does."""
-    absent = [" or ".join(names) for role, names in BINARIES.items() if role not in binaries()]
+    names = {"prometheus": "prometheus", "alertmanager": "prometheus-alertmanager (or alertmanager)"}
+    absent = [name for role, name in names.items() if role not in binaries()]
     if absent:
         return f"{' and '.join(absent)} not found on PATH: {INSTALL_HINT}"
     for name in ("prometheus.yml", "alertmanager.yml"):
@@ -96,15 +89,17 @@ def alertmanager_config(shipped: dict, alerter: str | None, intervals: str | Non
     return config
 
 
-def for_stack(processes: list[tuple[str, object, int]], config_dir: Path = CONFIG_DIR, **options) -> Monitoring:
-    """Monitoring for the (name, process, HTTP port) of a `numcast.stack.Stack`, its webhook on the alerter."""
-    targets = [Target(COMPONENTS.get(name, "worker"), name, port) for name, _, port in processes]
-    alerter = next((f"http://127.0.0.1:{port}" for name, _, port in processes if name == "alerter"), None)
-    return Monitoring(targets, alerter, config_dir, **options)
+def for_stack(stack, config_dir: Path = CONFIG_DIR, **options) -> Monitoring:
+    """Monitoring for a `numcast.stack.Stack` (its ports are known before it starts), the webhook on its alerter."""
+    targets = [Target("control-plane", "control-plane", stack.control_port)]
+    targets += [Target("worker", name, port) for name, port, _ in stack.workers]
+    if stack.alerter:
+        targets.append(Target("alerter", "alerter", stack.alerter_port))
+    return Monitoring(targets, stack.alerter_url if stack.alerter else None, config_dir, **options)
 
 
 class Monitoring:
-    """Alertmanager and Prometheus on free ports of 127.0.0.1, their state in a temporary folder."""
+    """Alertmanager (`numcast.local.Alertmanager`) and Prometheus on free ports of 127.0.0.1, state in temp folders."""
 
     def __init__(
         self,
@@ -118,7 +113,8 @@ class Monitoring:
         self.targets, self.alerter, self.config_dir, self.intervals = targets, alerter, Path(config_dir), intervals
         self.prometheus_port, self.alertmanager_port = free_port(), free_port()
         self.dir: Path | None = None
-        self.processes: list[tuple[str, subprocess.Popen]] = []
+        self.alertmanager: Alertmanager | None = None
+        self.prometheus: subprocess.Popen | None = None
 
     @property
     def prometheus_url(self) -> str:
@@ -130,74 +126,57 @@ class Monitoring:
         """Alertmanager's UI and API."""
         return f"http://127.0.0.1:{self.alertmanager_port}"
 
-    def write_configs(self) -> tuple[Path, Path]:
-        """Write the derived prometheus.yml and alertmanager.yml into the temporary folder; return their paths."""
-        import yaml  # only here: the services themselves never read YAML
+    def configs(self) -> tuple[str, str]:
+        """The derived prometheus.yml and alertmanager.yml, as text."""
+        import yaml
 
-        self.dir = Path(tempfile.mkdtemp(prefix="numcast-monitoring-"))
         shipped = yaml.safe_load((self.config_dir / "prometheus.yml").read_text())
         address = f"127.0.0.1:{self.alertmanager_port}"
         prometheus = prometheus_config(shipped, self.config_dir, self.targets, address, self.intervals)
         shipped = yaml.safe_load((self.config_dir / "alertmanager.yml").read_text())
         alertmanager = alertmanager_config(shipped, self.alerter, self.intervals)
-        paths = self.dir / "prometheus.yml", self.dir / "alertmanager.yml"
-        for path, config in zip(paths, (prometheus, alertmanager), strict=True):
-            path.write_text(yaml.safe_dump(config, sort_keys=False))
-        return paths
+        return yaml.safe_dump(prometheus, sort_keys=False), yaml.safe_dump(alertmanager, sort_keys=False)
 
     def start(self, timeout: float = 60.0) -> Monitoring:
         """Start Alertmanager, then Prometheus, and wait until both are ready; on failure stop what started."""
         problem = missing(self.config_dir)
         if problem:
             raise RuntimeError(problem)
-        found = binaries()
         try:
-            prometheus_yml, alertmanager_yml = self.write_configs()
-            self._run(
-                "alertmanager",
-                [
-                    found["alertmanager"], f"--config.file={alertmanager_yml}",
-                    f"--storage.path={self.dir / 'alertmanager'}",
-                    f"--web.listen-address=127.0.0.1:{self.alertmanager_port}",
-                    "--cluster.listen-address=",  # one instance: no gossip port to clash with another
-                    "--log.level=warn",
-                ],
-                self.alertmanager_url,
-                timeout,
-            )  # fmt: skip
-            self._run(
-                "prometheus",
-                [
-                    found["prometheus"], f"--config.file={prometheus_yml}",
-                    f"--storage.tsdb.path={self.dir / 'prometheus'}",
-                    f"--web.listen-address=127.0.0.1:{self.prometheus_port}",
-                    "--log.level=warn",
-                ],
-                self.prometheus_url,
-                timeout,
-            )  # fmt: skip
+            prometheus_yml, alertmanager_yml = self.configs()
+            self.alertmanager = Alertmanager(alertmanager_yml, self.alertmanager_port).start(timeout)
+            self.dir = Path(tempfile.mkdtemp(prefix="numcast-prometheus-"))
+            (self.dir / "prometheus.yml").write_text(prometheus_yml)
+            command = [
+                binaries()["prometheus"], f"--config.file={self.dir / 'prometheus.yml'}",
+                f"--storage.tsdb.path={self.dir / 'data'}", f"--web.listen-address=127.0.0.1:{self.prometheus_port}",
+                "--log.level=warn",
+            ]  # fmt: skip
+            self.prometheus = subprocess.Popen(command, start_new_session=True, preexec_fn=_die_with_parent)
+            wait_http(f"{self.prometheus_url}/-/ready", timeout, self.prometheus)
         except BaseException:
             self.stop()
             raise
         return self
 
-    def _run(self, name: str, command: list[str], url: str, timeout: float) -> None:
-        process = subprocess.Popen(command, start_new_session=True, preexec_fn=_die_with_parent)
-        self.processes.append((name, process))
-        wait_http(f"{url}/-/ready", timeout, process)
-
     def exited(self) -> tuple[str, int] | None:
         """(name, exit code) of a server that has ended, if any."""
-        for name, process in self.processes:
-            if process.poll() is not None:
+        alertmanager = self.alertmanager.process if self.alertmanager else None
+        for name, process in (("prometheus", self.prometheus), ("alertmanager", alertmanager)):
+            if process is not None and process.poll() is not None:
                 return name, process.returncode
         return None
 
     def stop(self, report=lambda line: None) -> None:
-        """Stop Prometheus first (it sends to Alertmanager), then Alertmanager; remove the temporary folder."""
-        for name, process in reversed(self.processes):
-            report(f"stopped {name} (exit code {stop(process)})")
-        self.processes = []
+        """Stop Prometheus first (it sends to Alertmanager), then Alertmanager; remove the temporary folders."""
+        if self.prometheus is not None:
+            report(f"stopped prometheus (exit code {stop(self.prometheus)})")
+            self.prometheus = None
+        if self.alertmanager is not None:
+            self.alertmanager.stop()
+            process = self.alertmanager.process
+            report(f"stopped alertmanager (exit code {process.returncode if process else None})")
+            self.alertmanager = None
         if self.dir is not None:
             shutil.rmtree(self.dir, ignore_errors=True)
             self.dir = None

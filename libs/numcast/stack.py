@@ -164,10 +164,13 @@ def main(argv: list[str]) -> int:
         alerter_port=args.alerter_port,
     )
     code, watch = 0, None
+    if args.monitoring:
+        watch = monitoring.for_stack(stack, args.monitoring_config)
+        stack.alerter_env["ALERTMANAGER_URL"] = watch.alertmanager_url  # stream alerts go to it too
     try:
         stack.start()
-        if args.monitoring:
-            watch = monitoring.for_stack(stack.processes, args.monitoring_config).start()
+        if watch:
+            watch.start()
         print(banner(stack, watch.banner_lines() if watch else []), flush=True)
         while not (ended := stack.exited() or (watch and watch.exited())):
             time.sleep(0.5)

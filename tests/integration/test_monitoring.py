@@ -33,7 +33,7 @@ def shipped() -> dict[str, str]:
 
 def banner_url(output: str, what: str) -> str:
     (line,) = [line for line in output.splitlines() if line.strip().startswith(what + " ")]
-    return line.split()[-1]
+    return line.split()[-1].rstrip("/")
 
 
 def test_up_with_monitoring_scrapes_every_process_with_the_shipped_rules(tmp_path, servers_on_path):
@@ -53,7 +53,7 @@ def test_up_with_monitoring_scrapes_every_process_with_the_shipped_rules(tmp_pat
         eventually(lambda: "numcast is up" in log.read_text(), timeout=60, message="the banner")
         output = log.read_text()
         prometheus = banner_url(output, "prometheus").removesuffix("/alerts")
-        alertmanager = banner_url(output, "alertmanager").rstrip("/")
+        alertmanager = banner_url(output, "alertmanager")
 
         def targets():
             active = http("GET", prometheus + "/api/v1/targets")[1]["data"]["activeTargets"]
@@ -61,6 +61,7 @@ def test_up_with_monitoring_scrapes_every_process_with_the_shipped_rules(tmp_pat
 
         labels = sorted((t["labels"] for t in eventually(targets, timeout=60)), key=lambda labels: labels["pod"])
         assert [(t["component"], t["pod"], t.get("worker")) for t in labels] == [
+            ("alerter", "alerter", None),
             ("control-plane", "control-plane", None),
             ("worker", "machine-1", "machine-1"),
         ]
@@ -71,7 +72,11 @@ def test_up_with_monitoring_scrapes_every_process_with_the_shipped_rules(tmp_pat
         sent_to = http("GET", prometheus + "/api/v1/alertmanagers")[1]["data"]["activeAlertmanagers"]
         assert [a["url"] for a in sent_to] == [alertmanager + "/api/v2/alerts"]
         status, body = http("GET", alertmanager + "/api/v2/status")
-        assert status == 200 and "send_resolved: true" in body["config"]["original"]
+        alerter = banner_url(output, "alerter").removesuffix("/api/alerts")
+        assert status == 200 and f"url: {alerter}/api/alertmanager" in body["config"]["original"]
+        assert "send_resolved: true" in body["config"]["original"]
+        # The alerter sends its stream alerts to the same Alertmanager.
+        assert http("GET", alerter + "/api/alerts")[1]["alertmanager"]["url"] == alertmanager + "/api/v2/alerts"
     finally:
         up.send_signal(signal.SIGINT)
         assert up.wait(60) == 0, log.read_text()
@@ -101,3 +106,67 @@ def test_up_with_monitoring_needs_the_shipped_files(tmp_path, servers_on_path):
     )
     assert result.returncode == 2
     assert "infra/monitoring/config/prometheus.yml" in result.stderr and "--monitoring-config" in result.stderr
+
+
+def firing_in_prometheus(url: str, alertname: str) -> list[dict]:
+    alerts = http("GET", url + "/api/v1/alerts")[1]["data"]["alerts"]
+    return [a for a in alerts if a["labels"]["alertname"] == alertname and a["state"] == "firing"]
+
+
+def active_in_alertmanager(url: str, alertname: str) -> list[dict]:
+    alerts = http("GET", url + "/api/v2/alerts")[1]
+    return [a for a in alerts if a["labels"]["alertname"] == alertname and a["status"]["state"] == "active"]
+
+
+@pytest.mark.timeout(300)
+def test_a_killed_worker_fires_in_prometheus_and_reaches_the_other_workers_browser_through_alertmanager(
+    servers_on_path,
+):
+    from test_alerter import AlertsBrowser  # the alerter's tests' Socket.IO client for `alerts` events
+
+    from numcast.local import service
+    from numcast.stack import Stack
+
+    stack = Stack(2)
+    # The shipped rules and routes, with every scrape, evaluation and grouping interval at 1 s.
+    watch = monitoring.for_stack(stack, CONFIG, intervals="1s")
+    stack.alerter_env["ALERTMANAGER_URL"] = watch.alertmanager_url
+    with stack:
+        watch.start()
+        try:
+            prometheus, alertmanager = watch.prometheus_url, watch.alertmanager_url
+            browser = AlertsBrowser(stack.worker_urls[1])
+
+            def all_up():
+                active = http("GET", prometheus + "/api/v1/targets")[1]["data"]["activeTargets"]
+                return len(active) == 4 and all(t["health"] == "up" for t in active)
+
+            eventually(all_up, timeout=60, message="every process scraped")
+            name, process, port = next(entry for entry in stack.processes if entry[0] == "machine-1")
+            process.kill()
+            process.wait()
+
+            # NumcastWorkerDown waits its `for: 1m`, then fires in Prometheus...
+            (fired,) = eventually(lambda: firing_in_prometheus(prometheus, "NumcastWorkerDown"), timeout=150)
+            assert fired["labels"] == {"alertname": "NumcastWorkerDown", "severity": "critical", "worker": name}
+            # ... reaches Alertmanager ...
+            eventually(lambda: active_in_alertmanager(alertmanager, "NumcastWorkerDown"), timeout=30)
+            # ... and through the alerter's webhook and the `alerts` channel, the other worker's browser.
+
+            def shown():
+                return [a for a in browser.active() if a["alertname"] == "NumcastWorkerDown"]
+
+            (alert,) = eventually(shown, timeout=30, message="the alert in machine-2's browser")
+            assert (alert["status"], alert["origin"]) == ("firing", "alertmanager")
+            assert alert["labels"] == {"severity": "critical", "worker": name}
+            assert alert["annotations"]["summary"] == f"Worker {name} is down"
+            assert alert["annotations"]["runbook_url"] == "docs/monitoring.md#numcastworkerdown"
+
+            # The worker comes back on its port: the alert resolves and leaves the browser's list.
+            env = {"REDIS_URL": stack.redis_url, "HOST": "127.0.0.1", "WORKER_NAME": name, "PORT": str(port)}
+            env |= {"TCP_PORT": str(stack.workers[0][2]), "SINK_FILE": f"{stack.data_dir}/{name}.jsonl"}
+            stack.processes = [(n, service("worker", env) if n == name else p, h) for n, p, h in stack.processes]
+            eventually(lambda: not shown(), timeout=60, message="the resolved alert leaves the list")
+            assert not firing_in_prometheus(prometheus, "NumcastWorkerDown")
+        finally:
+            watch.stop()
