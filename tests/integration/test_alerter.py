@@ -275,3 +275,18 @@ def test_junk_on_the_alerts_channel_is_rejected_counted_and_never_shown(redis_se
     eventually(lambda: worker.json("/api/alerts")["alerts"], message="the valid message after the junk")
     assert worker.json("/api/alerts")["alerts"] == [MESSAGE]
     assert worker.metric("numcast_rejected_total", f'path="alerts",reason="{reason}"') == 1
+
+
+def test_the_alerter_runs_in_threading_mode_and_reloads_on_sighup_there(redis_server, services, rules_file):
+    path = rules_file(HIGH_RULES.format(for_="0s"))
+    alerter = start_alerter(services, redis_server, path, ASYNC_MODE="threading")
+    publish(redis_server, envelope(1, value=99.0))
+    eventually(lambda: alerter.json("/api/alerts")["rules"][0]["state"] == "firing")
+    path.write_text("rules:\n  - {alert: Other, below: 1}\n")
+    alerter.signal(signal.SIGHUP)
+    eventually(lambda: [rule["alert"] for rule in alerter.json("/api/alerts")["rules"]] == ["Other"])
+    client = redis_server.client()
+    eventually(lambda: client.hlen(alerts.key("alerts")) == 0, message="the removed rule's alert resolved")
+    client.close()
+    assert "async_mode=threading" in alerter.logs()
+    assert alerter.stop() == 0
