@@ -239,10 +239,8 @@ def test_the_webhook_publishes_nothing_from_a_bad_body(redis_server, services):
         assert answer["error"] and answer.get("reason") == reason, answer
     status, answer = http("POST", alerter.url + "/api/alertmanager", b'{"version": "4", "alerts": []}' + b" " * 2**20)
     assert status == 413
-    assert http("POST", alerter.url + "/api/alertmanager", {"version": "4", "alerts": [good]}) == (
-        200,
-        {"published": 1},
-    )
+    padded = json.dumps({"version": "4", "alerts": [good]}).encode() + b" " * 500_000  # under 1 MiB: taken
+    assert http("POST", alerter.url + "/api/alertmanager", padded) == (200, {"published": 1})
     message = eventually(lambda: listener.get_message(timeout=0.2), message="the good one")
     assert json.loads(message["data"])["alertname"] == "Good", "nothing before it"
     assert alerter.metric("numcast_rejected_total", 'path="webhook",reason="bad_labels"') == 2
@@ -277,3 +275,18 @@ def test_junk_on_the_alerts_channel_is_rejected_counted_and_never_shown(redis_se
     eventually(lambda: worker.json("/api/alerts")["alerts"], message="the valid message after the junk")
     assert worker.json("/api/alerts")["alerts"] == [MESSAGE]
     assert worker.metric("numcast_rejected_total", f'path="alerts",reason="{reason}"') == 1
+
+
+def test_the_alerter_runs_in_threading_mode_and_reloads_on_sighup_there(redis_server, services, rules_file):
+    path = rules_file(HIGH_RULES.format(for_="0s"))
+    alerter = start_alerter(services, redis_server, path, ASYNC_MODE="threading")
+    publish(redis_server, envelope(1, value=99.0))
+    eventually(lambda: alerter.json("/api/alerts")["rules"][0]["state"] == "firing")
+    path.write_text("rules:\n  - {alert: Other, below: 1}\n")
+    alerter.signal(signal.SIGHUP)
+    eventually(lambda: [rule["alert"] for rule in alerter.json("/api/alerts")["rules"]] == ["Other"])
+    client = redis_server.client()
+    eventually(lambda: client.hlen(alerts.key("alerts")) == 0, message="the removed rule's alert resolved")
+    client.close()
+    assert "async_mode=threading" in alerter.logs()
+    assert alerter.stop() == 0

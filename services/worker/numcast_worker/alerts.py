@@ -25,6 +25,7 @@ class ActiveAlerts:
         self.stats, self.on_change = stats, on_change
         self.limit = alerts.MAX_ACTIVE
         self.synced = False  # the full set was read since the last (re)subscription
+        self.failed = False  # the last read failed: the worker tries again until one succeeds
         self._active: dict[str, dict] = {}
         self._lock = threading.Lock()
         self._warn = Throttled(log)
@@ -59,7 +60,7 @@ class ActiveAlerts:
         try:
             entries = conn.hgetall(self.key)
         except (*CONNECTION_ERRORS, redis.ResponseError) as exc:
-            self.synced = False
+            self.synced, self.failed = False, True
             log.warning("cannot read the active alerts key=%s error=%s", self.key, describe(exc))
             self.on_change()
             return
@@ -76,7 +77,7 @@ class ActiveAlerts:
                 active[message["fingerprint"]] = message
         with self._lock:
             self._active = active
-            self.synced = True
+            self.synced, self.failed = True, False
         log.info("active alerts read key=%s count=%d", self.key, len(active))
         self.on_change()
 

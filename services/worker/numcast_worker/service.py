@@ -120,7 +120,7 @@ class WorkerService:
             self.sequences.expire(time.monotonic())
             if tick % 2:
                 self.fanout.mark("status")  # once a second, as the README promises the dashboard
-            if tick % 4 == 0 and not self.alerts.synced and self.subscriber.subscribed:
+            if tick % 4 == 0 and self.alerts.failed and self.subscriber.subscribed:
                 self.alerts.sync()  # the read after the last subscription failed: try again
             if time.monotonic() >= next_presence:
                 self._presence()
