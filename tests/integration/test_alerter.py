@@ -290,3 +290,22 @@ def test_the_alerter_runs_in_threading_mode_and_reloads_on_sighup_there(redis_se
     client.close()
     assert "async_mode=threading" in alerter.logs()
     assert alerter.stop() == 0
+
+
+def test_a_restarted_alerter_keeps_its_firing_alert_and_resolves_one_it_no_longer_has(
+    redis_server, services, rules_file
+):
+    path = rules_file(HIGH_RULES.format(for_="0s"))
+    client = redis_server.client()
+    first = start_alerter(services, redis_server, path)
+    publish(redis_server, envelope(1, value=99.0))
+    eventually(lambda: client.hlen(alerts.key("alerts")) == 1)
+    assert first.stop() == 0
+    second = start_alerter(services, redis_server, path)
+    eventually(lambda: second.json("/api/alerts")["rules"][0]["state"] == "firing", message="adopted")
+    assert client.hlen(alerts.key("alerts")) == 1
+    assert second.stop() == 0
+    path.write_text("rules:\n  - {alert: Other, below: 1}\n")
+    start_alerter(services, redis_server, path)
+    eventually(lambda: client.hlen(alerts.key("alerts")) == 0, message="no rule of ours: resolved")
+    client.close()

@@ -1,8 +1,10 @@
 """The commands a user types: `numcast up`, `numcast tail`, and configuration errors."""
 
 import os
+import random
 import re
 import signal
+import socket
 import subprocess
 import time
 
@@ -12,14 +14,35 @@ from conftest import NUMCAST, envelope, eventually, http, publish
 from numcast.local import free_port
 
 
+def free_block(count: int) -> int:
+    """The first of `count` consecutive free ports, below the kernel's ephemeral range.
+
+    Ports from bind(0) lie inside that range, where every outgoing connection also takes its source port; as
+    `numcast up` starts five processes that poll each other, worker + 1 could be taken before machine-2 binds it.
+    """
+    with open("/proc/sys/net/ipv4/ip_local_port_range") as ports:
+        ephemeral = int(ports.read().split()[0])
+    while True:
+        base = random.randrange(10000, ephemeral - count)
+        if all(port_free(base + n) for n in range(count)):
+            return base
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 class Up:
     """`numcast up` on free ports, in `tmp_path`; its log is `up.log` there."""
 
     def __init__(self, tmp_path, *args: str, env: dict | None = None) -> None:
-        self.control, self.worker, tcp = free_port(), free_port(), free_port()
-        while abs(self.worker - tcp) < 3 or abs(self.worker - self.control) < 3:
-            self.worker, tcp = free_port(), free_port()
-        self.alerter = free_port()
+        base = free_block(8)
+        self.control, self.worker, tcp, self.alerter = base, base + 2, base + 4, base + 6  # workers take +1 too
         ports = ["--control-port", str(self.control), "--worker-port", str(self.worker), "--tcp-port", str(tcp)]
         ports += ["--alerter-port", str(self.alerter)]
         self.log = tmp_path / "up.log"

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import re
+import time
 from importlib import resources
 
 import yaml
@@ -56,6 +58,40 @@ class Rule:
             "labels": self.labels,
             "annotations": self.annotations,
         }
+
+
+class RulesFile:
+    """The rules in force and where they come from; `reload()` replaces them only with a good file."""
+
+    def __init__(self, path: str) -> None:
+        """Load `path` (the built-in rules when empty); RulesError stops the start."""
+        self.path, self.source = path, path or "built-in"
+        self.rules = load(path)
+        self.error = ""  # why the last reload was refused, until one succeeds
+        self.loaded_at = time.time()
+        self._seen = self._stat()
+
+    def changed(self) -> bool:
+        """True when the file is not the one last read (a ConfigMap update swaps it behind a symlink)."""
+        return self._stat() != self._seen
+
+    def reload(self) -> tuple[Rule, ...]:
+        """Read the file again; on RulesError the rules in force stay, and `error` says why."""
+        self._seen = self._stat()
+        try:
+            self.rules = load(self.path)
+        except RulesError as exc:
+            self.error = str(exc)
+            raise
+        self.error, self.loaded_at = "", time.time()
+        return self.rules
+
+    def _stat(self) -> tuple | None:
+        try:
+            st = os.stat(self.path) if self.path else None  # follows symlinks
+        except OSError:
+            return None
+        return st and (st.st_ino, st.st_mtime_ns, st.st_size)
 
 
 def default_text() -> str:

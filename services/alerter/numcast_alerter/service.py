@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 
@@ -33,14 +32,10 @@ class AlerterService:
     def __init__(self, settings: AlerterSettings, metrics) -> None:
         self.settings = settings
         try:
-            loaded = rules.load(settings.alert_rules)
+            self.rules = rules.RulesFile(settings.alert_rules)
         except rules.RulesError as exc:
             raise SettingsError(f"ALERT_RULES={settings.alert_rules!r}: {exc}") from None
-        self.evaluator = Evaluator(loaded)
-        self.rules_source = settings.alert_rules or "built-in"
-        self.rules_error = ""  # why the last reload was refused, until one succeeds
-        self.rules_loaded_at = time.time()
-        self._file_seen = self._stat()
+        self.evaluator = Evaluator(self.rules.rules)
         self._lock = threading.Lock()  # values and the clock may evaluate at once in threading mode
         self._reload = threading.Event()
         self._warn = Throttled(log)
@@ -95,7 +90,7 @@ class AlerterService:
             redact(s.redis_url),
             s.channel,
             s.alerts_channel,
-            self.rules_source,
+            self.rules.source,
             len(self.evaluator.rules),
             s.alertmanager_url or "none",
         )
@@ -155,9 +150,9 @@ class AlerterService:
             rule_states = [state.to_dict() for state in self.evaluator.states.values()]
         return {
             "rules": rule_states,
-            "source": self.rules_source,
-            "loaded_at": self.rules_loaded_at,
-            "reload_error": self.rules_error or None,
+            "source": self.rules.source,
+            "loaded_at": self.rules.loaded_at,
+            "reload_error": self.rules.error or None,
             "alertmanager": self.alertmanager.status() if self.alertmanager is not None else None,
             "redis": {"subscribed": self.subscriber.subscribed, "synced": self.broadcaster.synced},
             "time": time.time(),
@@ -187,7 +182,7 @@ class AlerterService:
             now = time.monotonic()
             if now >= next_file_check:
                 next_file_check = now + FILE_CHECK_SECONDS
-                if self._stat() != self._file_seen:
+                if self.rules.changed():
                     self._reload.set()
             if self._reload.is_set():
                 self._reload.clear()
@@ -205,30 +200,17 @@ class AlerterService:
             self.broadcaster.set_rules(rule_states)
 
     def _do_reload(self) -> None:
-        self._file_seen = self._stat()
         try:
-            loaded = rules.load(self.settings.alert_rules)
+            loaded = self.rules.reload()
         except rules.RulesError as exc:
-            self.rules_error = str(exc)
             self.counters["reloads"].labels("error").inc()
             log.error("rules reload refused, the old rules stay in force: %s", exc)
             return
         with self._lock:
             changes = self.evaluator.replace(loaded)
         self._emit(changes)
-        self.rules_error = ""
-        self.rules_loaded_at = time.time()
         self.counters["reloads"].labels("ok").inc()
-        log.info("rules reloaded source=%s count=%d", self.rules_source, len(loaded))
-
-    def _stat(self) -> tuple | None:
-        if not self.settings.alert_rules:
-            return None
-        try:
-            st = os.stat(self.settings.alert_rules)  # follows the symlink a Kubernetes ConfigMap volume swaps
-        except OSError:
-            return None
-        return st.st_ino, st.st_mtime_ns, st.st_size
+        log.info("rules reloaded source=%s count=%d", self.rules.source, len(loaded))
 
     def _emit(self, changes: list[dict]) -> None:
         for message in changes:
