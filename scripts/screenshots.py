@@ -1,10 +1,12 @@
-"""Regenerate docs/screenshots/{dashboard,control}.png with Chromium, from a throwaway stack on free ports."""
+"""Regenerate docs/screenshots/{dashboard,control,alerts}.png with Chromium, from a throwaway stack on free ports."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 from playwright.sync_api import sync_playwright
@@ -16,7 +18,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def main() -> int:
-    """Start Redis, the control-plane and two workers; let values flow; photograph both pages."""
+    """Start Redis, the control-plane, two workers and the alerter; let values flow; photograph both pages; then
+    raise the range above the built-in NumcastValueHigh rule's threshold and photograph the dashboard's alert."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "screenshots")
     parser.add_argument("--rate", type=float, default=8.0, help="values per second while the pages fill")
@@ -43,8 +46,16 @@ def main() -> int:
             control.bring_to_front()
             control.wait_for_timeout(1500)
             control.screenshot(path=args.out / "control.png")
+            body = json.dumps({"min": 96, "max": 99}).encode()
+            headers = {"Content-Type": "application/json"}
+            request = urllib.request.Request(stack.control_url + "/api/config", body, headers, method="PATCH")
+            urllib.request.urlopen(request, timeout=10).read()
+            dashboard.bring_to_front()
+            dashboard.locator("#alerts li").first.wait_for(timeout=20000)  # the rule's `for` is 3 s
+            dashboard.wait_for_timeout(2500)
+            dashboard.screenshot(path=args.out / "alerts.png")
             browser.close()
-        print(f"wrote {args.out / 'dashboard.png'} and {args.out / 'control.png'}")
+        print(f"wrote {args.out / 'dashboard.png'}, {args.out / 'control.png'} and {args.out / 'alerts.png'}")
     return 0
 
 

@@ -7,11 +7,12 @@ import sys
 from pathlib import Path
 
 from numcast.settings import markdown_table
+from numcast_alerter.settings import AlerterSettings
 from numcast_control.settings import ControlSettings
 from numcast_worker.settings import WorkerSettings
 
 README = Path(__file__).resolve().parent.parent / "README.md"
-TABLES = {"control": ControlSettings, "worker": WorkerSettings}
+TABLES = {"control": ControlSettings, "worker": WorkerSettings, "alerter": AlerterSettings}
 
 
 def render(text: str) -> str:

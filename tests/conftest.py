@@ -17,7 +17,16 @@ from pathlib import Path
 import pytest
 import redis
 
-from numcast.local import Redis, free_port, stop, wait_http
+from numcast.local import (
+    ALERTMANAGER_MISSING,
+    QUIET_ALERTMANAGER,
+    Alertmanager,
+    Redis,
+    alertmanager_binary,
+    free_port,
+    stop,
+    wait_http,
+)
 
 NUMCAST = shutil.which("numcast", path=os.path.dirname(sys.executable)) or "numcast"
 
@@ -155,3 +164,27 @@ def publish(server: RedisServer, *messages: str | bytes, channel: str = "numbers
 def envelope(seq: int, value: float = 1.0, source: str = "test-1", ts: float | None = None) -> str:
     """A valid envelope, as the control-plane would send it."""
     return json.dumps({"seq": seq, "value": value, "ts": ts or time.time(), "source": source})
+
+
+@pytest.fixture
+def alertmanager() -> Iterator[Callable[..., Alertmanager]]:
+    """A factory of real Alertmanagers on free ports (`numcast.local.Alertmanager`), stopped after the test.
+
+    Without the binary the test is skipped with the apt hint, except in CI (`CI` set), where that is a failure.
+    """
+    if alertmanager_binary() is None:
+        if os.environ.get("CI"):
+            pytest.fail(ALERTMANAGER_MISSING)
+        pytest.skip(ALERTMANAGER_MISSING)
+    started: list[Alertmanager] = []
+
+    def start(config: str = QUIET_ALERTMANAGER) -> Alertmanager:
+        server = Alertmanager(config)
+        started.append(server)
+        return server.start()
+
+    yield start
+    for server in started:
+        if os.environ.get("NUMCAST_TEST_LOGS") and os.path.exists(server.log):
+            print(f"--- alertmanager log ---\n{Path(server.log).read_text(errors='replace')}")
+        server.stop()

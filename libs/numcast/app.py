@@ -18,17 +18,19 @@ def create_app(
     init_api: Callable[[Flask], None],
     socketio: SocketIO,
     cors_origins: tuple[str, ...] = (),
+    max_body: int = web.MAX_BODY_BYTES,
 ) -> Flask:
     """A Flask app whose service (`app.extensions["numcast"]`) has `ready`, `start` and `stop`; nothing runs yet.
 
     The page's own origin may always open the Socket.IO connection; `cors_origins` adds others (never '*').
+    Request bodies over `max_body` bytes get 413.
     """
     app = Flask(import_name)
     metrics = Metrics()
     service = make_service(metrics)
     app.extensions["numcast"] = service
     metrics.init_app(app)
-    web.init_app(app, service.ready)
+    web.init_app(app, service.ready, max_body)
     init_api(app)
     socketio.init_app(app, async_mode=settings.async_mode, cors_allowed_origins=web.allowed_origins(cors_origins))
     return app

@@ -8,18 +8,19 @@ import importlib
 import os
 import sys
 
-USAGE = """usage: numcast {control,worker,up,tail} [options]
+USAGE = """usage: numcast {control,worker,alerter,up,tail} [options]
 
   control   run the control-plane (configured by env vars; see README)
   worker    run a worker (configured by env vars; see README)
-  up        run the whole pipeline locally: Redis, the control-plane and two workers
+  alerter   run the alerter: rules on the stream, alerts to Alertmanager and the dashboards (see README)
+  up        run the whole pipeline locally: Redis, the control-plane, two workers and the alerter
   tail      print the channel's messages, decoded (like `redis-cli subscribe numbers`)
 
 `numcast up --help` and `numcast tail --help` list their options."""
 
 
 # The long-running services: each package has `Settings`, `create_app(settings)` and `socketio`.
-SERVICES = {"control": "numcast_control", "worker": "numcast_worker"}
+SERVICES = {"control": "numcast_control", "worker": "numcast_worker", "alerter": "numcast_alerter"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,6 +68,10 @@ def _serve(command: str) -> int:
     logs.setup(settings.log_level, getattr(settings, "worker_name", command))
     try:
         app = package.create_app(settings)
+    except SettingsError as exc:  # a setting that names a file, checked when the service reads it (ALERT_RULES)
+        print(f"numcast {command}: invalid setting {exc}", file=sys.stderr)
+        return 2
+    try:
         serve.run(app, package.socketio, settings.host, settings.port)
     except OSError as exc:
         print(f"numcast {command}: cannot start: {exc}", file=sys.stderr)

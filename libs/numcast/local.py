@@ -1,8 +1,9 @@
-"""Processes on this machine: free ports, a throwaway Redis, and numcast services started and stopped."""
+"""Processes on this machine: free ports, a throwaway Redis and Alertmanager, numcast services started and stopped."""
 
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import shutil
 import signal
@@ -135,3 +136,84 @@ def chromium() -> str | None:
         if candidate and os.access(candidate, os.X_OK):
             return candidate
     return None
+
+
+ALERTMANAGER_MISSING = "Alertmanager not found: apt-get install -y prometheus-alertmanager (or put it on PATH)"
+# Alertmanager that keeps every alert to itself: a receiver with no integrations.
+QUIET_ALERTMANAGER = """\
+route: {receiver: "null", group_wait: 0s, group_interval: 1s, repeat_interval: 1h}
+receivers: [{name: "null"}]
+"""
+
+
+def alertmanager_binary() -> str | None:
+    """Debian's `prometheus-alertmanager`, or an `alertmanager` on PATH."""
+    return shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
+
+
+def webhook_alertmanager(url: str) -> str:
+    """An Alertmanager config that sends every notification to the webhook at `url` at once (tests, `up`)."""
+    return f"""\
+route: {{receiver: numcast, group_by: [alertname], group_wait: 0s, group_interval: 1s, repeat_interval: 1h}}
+receivers:
+  - name: numcast
+    webhook_configs: [{{url: "{url}", send_resolved: true}}]
+"""
+
+
+class Alertmanager:
+    """A throwaway Alertmanager: a free port on 127.0.0.1, no cluster peers, storage in a temp dir."""
+
+    def __init__(self, config: str = QUIET_ALERTMANAGER, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.dir = tempfile.mkdtemp(prefix="numcast-alertmanager-")
+        self.config = os.path.join(self.dir, "alertmanager.yml")
+        with open(self.config, "w") as file:
+            file.write(config)
+        self.log = os.path.join(self.dir, "alertmanager.log")
+        self.process: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 20.0) -> Alertmanager:
+        """Start (or start again on the same port and storage) and wait until /-/ready answers."""
+        binary = alertmanager_binary()
+        if binary is None:
+            raise FileNotFoundError(ALERTMANAGER_MISSING)
+        command = [
+            binary, f"--config.file={self.config}", f"--storage.path={os.path.join(self.dir, 'data')}",
+            f"--web.listen-address=127.0.0.1:{self.port}", "--cluster.listen-address=", "--log.level=warn",
+        ]  # fmt: skip
+        with open(self.log, "ab") as log:
+            self.process = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent
+            )
+        wait_http(self.url + "/-/ready", timeout, self.process)
+        return self
+
+    def alerts(self) -> list[dict]:
+        """GET /api/v2/alerts: the alerts Alertmanager holds as active now."""
+        with urllib.request.urlopen(self.url + "/api/v2/alerts", timeout=5) as response:
+            return json.load(response)
+
+    def post(self, alerts: list[dict]) -> None:
+        """POST /api/v2/alerts, as Prometheus sends them."""
+        request = urllib.request.Request(
+            self.url + "/api/v2/alerts",
+            data=json.dumps(alerts).encode(),
+            method="POST",
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=5) as response:
+            response.read()
+
+    def kill(self) -> None:
+        """SIGKILL the server (the alerts it holds are lost, as in a crash); `start()` brings it back."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    def stop(self) -> None:
+        """Stop the server and remove its files."""
+        if self.process is not None and self.process.poll() is None:
+            stop(self.process, grace=5)
+        shutil.rmtree(self.dir, ignore_errors=True)

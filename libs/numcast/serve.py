@@ -66,12 +66,20 @@ class Gate:
                 self.active -= 1
 
 
+# A service with `reload()` (the alerter) re-reads its configuration on SIGHUP. `reload()` only asks: the
+# service's own loop does the work, so nothing heavy runs inside a signal handler.
+RELOAD = signal.SIGHUP
+
+
 def run(app: Flask, socketio: SocketIO, host: str, port: int) -> None:
-    """Serve `app` until SIGTERM or SIGINT, then stop the service's work and return."""
+    """Serve `app` until SIGTERM or SIGINT, then stop the service's work and return; SIGHUP asks for a reload."""
     service = app.extensions["numcast"]
+    reload = getattr(service, "reload", None)
     if socketio.async_mode == "threading":
         # The handler runs in the main thread, which is the server's loop and nothing else: raise right there.
         _on_signals(_interrupt)
+        if reload is not None:
+            signal.signal(RELOAD, lambda signum, frame: reload())  # it only sets an Event
     else:
         # Under eventlet every green thread runs in the main thread, so a handler that raised would raise
         # inside whichever one the signal interrupted, perhaps holding a lock. Instead the interpreter writes
@@ -81,7 +89,9 @@ def run(app: Flask, socketio: SocketIO, host: str, port: int) -> None:
         os.set_blocking(write_end, False)
         signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
         _on_signals(lambda signum, frame: None)
-        socketio.start_background_task(_stop_on_signal, socketio, read_end)
+        if reload is not None:
+            signal.signal(RELOAD, lambda signum, frame: None)
+        socketio.start_background_task(_stop_on_signal, socketio, read_end, reload)
     options = {}
     if isinstance(app.wsgi_app, Gate):
         connections = app.wsgi_app.limit + HTTP_HEADROOM
@@ -95,7 +105,7 @@ def run(app: Flask, socketio: SocketIO, host: str, port: int) -> None:
     except (KeyboardInterrupt, SystemExit):
         pass
     finally:
-        for signum in SIGNALS:
+        for signum in (*SIGNALS, RELOAD) if reload is not None else SIGNALS:
             signal.signal(signum, signal.SIG_IGN)
         service.stop()
         log.info("stopped")
@@ -121,7 +131,15 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
-def _stop_on_signal(socketio: SocketIO, read_end: int) -> None:
+def _reload(reload) -> None:
+    log.info("reload requested signal=SIGHUP")
+    reload()
+
+
+def _stop_on_signal(socketio: SocketIO, read_end: int, reload) -> None:
     signum = os.read(read_end, 1)[0]  # green under eventlet: this task sleeps until a signal comes
+    while signum == RELOAD and reload is not None:
+        _reload(reload)
+        signum = os.read(read_end, 1)[0]
     log.info("shutting down signal=%s", signal.Signals(signum).name)
     socketio.stop()  # raises SystemExit out of this task, which ends the server loop

@@ -98,7 +98,7 @@ def default_host_name() -> str:
 
 @dataclasses.dataclass(frozen=True)
 class Common:
-    """Settings both services read."""
+    """Settings every service reads."""
 
     redis_url: str = env("REDIS_URL", "redis://127.0.0.1:6379/0", "Redis server (redis:// or rediss://).")
     redis_password: str = env(
@@ -107,6 +107,7 @@ class Common:
         "Redis password; overrides one in `REDIS_URL` (Kubernetes takes it from a Secret).",
     )
     channel: str = env("CHANNEL", "numbers", "Pub/sub channel the values travel on.")
+    alerts_channel: str = env("ALERTS_CHANNEL", "alerts", "Pub/sub channel alerts travel on (see Alerts).")
     host: str = env("HOST", "0.0.0.0", "Address the HTTP server binds to.")
     log_level: str = env("LOG_LEVEL", "INFO", f"One of {', '.join(LOG_LEVELS)}.", str.upper)
     async_mode: str = env(
@@ -122,6 +123,12 @@ class Common:
             "must start with redis://, rediss:// or unix://",
         )
         check(bool(_CHANNEL_RE.match(self.channel)), "CHANNEL", self.channel, "1-64 of A-Z a-z 0-9 . _ : -")
+        check(
+            bool(_CHANNEL_RE.fullmatch(self.alerts_channel)) and self.alerts_channel != self.channel,
+            "ALERTS_CHANNEL",
+            self.alerts_channel,
+            "1-64 of A-Z a-z 0-9 . _ : -, not the same as CHANNEL",
+        )
         check(self.log_level in LOG_LEVELS, "LOG_LEVEL", self.log_level, f"one of {', '.join(LOG_LEVELS)}")
         check(self.async_mode in ASYNC_MODES, "ASYNC_MODE", self.async_mode, f"one of {', '.join(ASYNC_MODES)}")
         for f in dataclasses.fields(self):

@@ -1,4 +1,4 @@
-"""`numcast up`: the whole pipeline on one machine: Redis, the control-plane and the workers."""
+"""`numcast up`: the whole pipeline on one machine: Redis, the control-plane, the workers and the alerter."""
 
 from __future__ import annotations
 
@@ -11,13 +11,15 @@ import sys
 import tempfile
 import time
 import urllib.parse
+from pathlib import Path
 
+from numcast import monitoring
 from numcast.local import Redis, free_port, redis_binary, service, stop, wait_http
 from numcast.redis_conn import reachable, redact
 
 
 class Stack:
-    """Redis (a given one, or an embedded one), `workers` workers and the control-plane mirroring to them."""
+    """Redis (a given one, or an embedded one), `workers` workers, the control-plane mirroring to them, the alerter."""
 
     def __init__(
         self,
@@ -31,6 +33,9 @@ class Stack:
         env: dict[str, str] | None = None,
         control_env: dict[str, str] | None = None,
         mirror: bool = True,
+        alerter: bool = True,
+        alerter_port: int = 0,
+        alerter_env: dict[str, str] | None = None,
     ) -> None:
         """Ports of 0 are picked free; worker i gets `worker_port + i` and `tcp_port + i` otherwise."""
         self.mirror = mirror  # False: values reach the workers through Redis only
@@ -47,12 +52,20 @@ class Stack:
             )
             for i in range(workers)
         ]
+        self.alerter = alerter  # False: no alerter (its default rules would alert on a quiet stream)
+        self.alerter_port = alerter_port or free_port()
+        self.alerter_env = alerter_env or {}
         self.processes: list[tuple[str, subprocess.Popen, int]] = []  # control-plane first
 
     @property
     def control_url(self) -> str:
         """The control page."""
         return f"http://127.0.0.1:{self.control_port}"
+
+    @property
+    def alerter_url(self) -> str:
+        """The alerter's API."""
+        return f"http://127.0.0.1:{self.alerter_port}"
 
     @property
     def worker_urls(self) -> list[str]:
@@ -70,6 +83,9 @@ class Stack:
                 sink = os.path.join(self.data_dir, f"{name}.jsonl")
                 env = {**common, "WORKER_NAME": name, "PORT": str(port), "TCP_PORT": str(tcp_port), "SINK_FILE": sink}
                 self.processes.append((name, service("worker", env), port))
+            if self.alerter:
+                env = {**common, "PORT": str(self.alerter_port), **self.alerter_env}
+                self.processes.append(("alerter", service("alerter", env), self.alerter_port))
             targets = ",".join(f"127.0.0.1:{tcp_port}" for _, _, tcp_port in self.workers) if self.mirror else ""
             env = {**common, "PORT": str(self.control_port), "TCP_MIRROR_TARGETS": targets, **self.control_env}
             self.processes.insert(0, ("control-plane", service("control", env), self.control_port))
@@ -88,7 +104,7 @@ class Stack:
         return None
 
     def stop(self, report=lambda line: None) -> None:
-        """Stop the control-plane first, so the workers get all it sent; then the workers; then Redis."""
+        """Stop the control-plane first, so the workers get all it sent; then the workers, the alerter, Redis."""
         for name, process, _ in self.processes:
             report(f"stopped {name} (exit code {stop(process)})")
         self.processes = []
@@ -116,9 +132,19 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--control-port", type=int, default=8000)
     parser.add_argument("--worker-port", type=int, default=8081, help="first worker's HTTP port; the next get +1")
     parser.add_argument("--tcp-port", type=int, default=9001, help="first worker's TCP mirror port; the next get +1")
+    parser.add_argument("--alerter-port", type=int, default=8090, help="the alerter's HTTP port")
     parser.add_argument("--workers", type=int, default=2, choices=range(1, 10), metavar="N")
     parser.add_argument("--data-dir", default="numcast-data", help="where the workers' sink files go")
+    parser.add_argument(
+        "--monitoring", action="store_true", help=f"also run Prometheus and Alertmanager ({monitoring.INSTALL_HINT})"
+    )
+    parser.add_argument(
+        "--monitoring-config", type=Path, default=monitoring.CONFIG_DIR, metavar="DIR", help="their shipped files"
+    )
     args = parser.parse_args(argv)
+    if args.monitoring and (problem := monitoring.missing(args.monitoring_config)):
+        print(f"numcast up: --monitoring: {problem}", file=sys.stderr, flush=True)
+        return 2
     signal.signal(signal.SIGTERM, _interrupt)
 
     redis_url = os.environ.get("REDIS_URL", "")
@@ -135,12 +161,18 @@ def main(argv: list[str]) -> int:
         worker_port=args.worker_port,
         tcp_port=args.tcp_port,
         data_dir=args.data_dir,
+        alerter_port=args.alerter_port,
     )
-    code = 0
+    code, watch = 0, None
+    if args.monitoring:
+        watch = monitoring.for_stack(stack, args.monitoring_config)
+        stack.alerter_env["ALERTMANAGER_URL"] = watch.alertmanager_url  # stream alerts go to it too
     try:
         stack.start()
-        print(banner(stack), flush=True)
-        while not (ended := stack.exited()):
+        if watch:
+            watch.start()
+        print(banner(stack, watch.banner_lines() if watch else []), flush=True)
+        while not (ended := stack.exited() or (watch and watch.exited())):
             time.sleep(0.5)
         print(f"numcast up: {ended[0]} exited with code {ended[1]}; stopping", flush=True)
         code = 1
@@ -152,6 +184,8 @@ def main(argv: list[str]) -> int:
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        if watch:
+            watch.stop(lambda line: print(f"numcast up: {line}", flush=True))
         stack.stop(lambda line: print(f"numcast up: {line}", flush=True))
     return code
 
@@ -163,21 +197,23 @@ def _here(command: str) -> str:
     return relative if not relative.startswith("..") else path
 
 
-def banner(stack: Stack) -> str:
-    """What `numcast up` prints once everything answers."""
+def banner(stack: Stack, extra: list[tuple[str, str]] = ()) -> str:
+    """What `numcast up` prints once everything answers; `extra` adds (what, where) lines, such as monitoring's."""
     address = urllib.parse.urlsplit(stack.redis_url)
     cli = "redis-cli" if shutil.which("redis-cli") else redis_binary("redis-cli")
     lines = ["", "numcast is up:"]
     for name, _, http_port in stack.processes:
-        kind = "control page" if name == "control-plane" else f"{name} dashboard"
-        lines.append(f"  {kind:<22} http://127.0.0.1:{http_port}/")
+        kind = {"control-plane": "control page", "alerter": "alerter (built-in rules)"}.get(name, f"{name} dashboard")
+        path = "api/alerts" if name == "alerter" else ""
+        lines.append(f"  {kind:<26} http://127.0.0.1:{http_port}/{path}")
+    lines += [f"  {what:<26} {where}" for what, where in extra]
     lines += [
-        f"  {'redis' + (' (embedded)' if stack.embedded else ''):<22} {redact(stack.redis_url)}",
-        f"  {'sink files':<22} {os.path.abspath(stack.data_dir)}",
+        f"  {'redis' + (' (embedded)' if stack.embedded else ''):<26} {redact(stack.redis_url)}",
+        f"  {'sink files':<26} {os.path.abspath(stack.data_dir)}",
         "",
         "Watch the channel:",
         f"  {cli} -h {address.hostname} -p {address.port or 6379}{' -a PASSWORD' if address.password else ''}"
-        " subscribe numbers",
+        " subscribe numbers alerts",
         f"  REDIS_URL={redact(stack.redis_url)} {_here('numcast')} tail",
         "",
         "Ctrl-C stops everything.",

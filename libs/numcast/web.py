@@ -7,7 +7,7 @@ from collections.abc import Callable
 from flask import Blueprint, Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-MAX_BODY_BYTES = 4096  # the largest request either API needs is a config patch of a few dozen bytes
+MAX_BODY_BYTES = 4096  # the default: a config patch is a few dozen bytes (the alerter asks for more)
 
 # Everything the pages load comes from the service itself; a message's text can never become script.
 CSP = (
@@ -16,9 +16,12 @@ CSP = (
 )
 
 
-def init_app(app: Flask, ready: Callable[[], tuple[bool, dict]]) -> None:
-    """Add /healthz, /readyz (200 only when `ready()` says so), JSON errors, headers and shared assets."""
-    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+def init_app(app: Flask, ready: Callable[[], tuple[bool, dict]], max_body: int = MAX_BODY_BYTES) -> None:
+    """Add /healthz, /readyz (200 only when `ready()` says so), JSON errors, headers and shared assets.
+
+    A request body over `max_body` bytes gets 413 before it is read.
+    """
+    app.config["MAX_CONTENT_LENGTH"] = max_body
     # The stylesheet both pages share, from this library: url_for("numcast.static", filename="base.css").
     app.register_blueprint(Blueprint("numcast", __name__, static_folder="static", static_url_path="/numcast"))
 

@@ -1,8 +1,10 @@
 """The commands a user types: `numcast up`, `numcast tail`, and configuration errors."""
 
 import os
+import random
 import re
 import signal
+import socket
 import subprocess
 import time
 
@@ -12,14 +14,37 @@ from conftest import NUMCAST, envelope, eventually, http, publish
 from numcast.local import free_port
 
 
+def free_block(count: int) -> int:
+    """The first of `count` consecutive free ports, below the kernel's ephemeral range.
+
+    Ports from bind(0) lie inside that range, where every outgoing connection also takes its source port; as
+    `numcast up` starts five processes that poll each other, worker + 1 could be taken before machine-2 binds it.
+    """
+    with open("/proc/sys/net/ipv4/ip_local_port_range") as ports:
+        ephemeral = int(ports.read().split()[0])
+    while True:
+        base = random.randrange(10000, ephemeral - count)
+        if all(port_free(base + n) for n in range(count)):
+            return base
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 class Up:
     """`numcast up` on free ports, in `tmp_path`; its log is `up.log` there."""
 
     def __init__(self, tmp_path, *args: str, env: dict | None = None) -> None:
-        self.control, self.worker, tcp = free_port(), free_port(), free_port()
-        while abs(self.worker - tcp) < 3 or abs(self.worker - self.control) < 3:
-            self.worker, tcp = free_port(), free_port()
+        base = free_block(8)
+        self.control, self.worker, tcp, self.alerter = base, base + 2, base + 4, base + 6  # workers take +1 too
         ports = ["--control-port", str(self.control), "--worker-port", str(self.worker), "--tcp-port", str(tcp)]
+        ports += ["--alerter-port", str(self.alerter)]
         self.log = tmp_path / "up.log"
         with open(self.log, "wb") as log:
             self.process = subprocess.Popen(
@@ -85,11 +110,14 @@ def test_up_runs_the_pipeline_and_stops_every_process(up, tmp_path, signum):
     text = running.output()
     for port in (running.control, running.worker, running.worker + 1):
         assert f"http://127.0.0.1:{port}/" in text
-    assert re.search(r"redis-cli -h 127\.0\.0\.1 -p \d+ subscribe numbers", text)
+    assert f"alerter (built-in rules)   http://127.0.0.1:{running.alerter}/api/alerts" in text
+    assert re.search(r"redis-cli -h 127\.0\.0\.1 -p \d+ subscribe numbers alerts", text)
     tail = re.search(r"REDIS_URL=(\S+) (\S+) tail", text)
     assert tail and os.access(tail.group(2), os.X_OK), "the printed tail command runs as printed"
     children = children_of(running.process.pid)
-    assert len(children) == 4, "Redis, the control-plane and two workers"
+    assert len(children) == 5, "Redis, the control-plane, two workers and the alerter"
+    rules = http("GET", f"http://127.0.0.1:{running.alerter}/api/alerts")[1]["rules"]
+    assert [rule["alert"] for rule in rules] == ["NumcastValueHigh", "NumcastStreamSilent"], "the built-in rules"
     for port in (running.worker, running.worker + 1):
         eventually(lambda port=port: running.history(port))
     assert running.stop(signum) == 0
@@ -101,7 +129,7 @@ def test_up_runs_the_pipeline_and_stops_every_process(up, tmp_path, signum):
 def test_up_uses_a_reachable_redis_url(up, redis_server):
     running = up("--workers", "1", env={"REDIS_URL": redis_server.url})
     assert f"using Redis at {redis_server.url}" in running.output()
-    assert len(children_of(running.process.pid)) == 2
+    assert len(children_of(running.process.pid)) == 3, "a worker and the alerter"
     publish(redis_server, envelope(1, source="by-hand"))
     eventually(lambda: any(e["source"] == "by-hand" for e in running.history(running.worker)))
     assert running.stop() == 0

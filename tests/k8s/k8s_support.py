@@ -5,11 +5,15 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import os
 import re
+import shutil
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 try:
     import yaml
@@ -18,6 +22,8 @@ except ImportError:  # only the k8s env installs PyYAML; elsewhere these tests a
 
 ROOT = Path(__file__).resolve().parents[2]
 MANIFESTS = ROOT / "infra" / "k8s"
+# Applied after infra/k8s; its subfolders (config/, operator/) are not read by `kubectl apply -f infra/monitoring`.
+MONITORING = ROOT / "infra" / "monitoring"
 NAMESPACE = "numcast"
 # The README's Minikube section holds the build and load commands the images must match.
 READMES = (ROOT / "README.md",)
@@ -30,20 +36,31 @@ LABELS = (
 )
 
 
-def manifest_files() -> list[Path]:
-    """The files `kubectl apply -f infra/k8s` reads, in the order it reads them."""
-    return sorted(path for path in MANIFESTS.iterdir() if path.suffix in (".yaml", ".yml", ".json"))
+def manifest_files(folder: Path = MANIFESTS) -> list[Path]:
+    """The files `kubectl apply -f folder` reads (not those of subfolders), in the order it reads them."""
+    return sorted(path for path in folder.iterdir() if path.is_file() and path.suffix in (".yaml", ".yml", ".json"))
 
 
 @functools.cache
-def documents() -> tuple[tuple[str, dict], ...]:
-    """(file name, object) for every document in infra/k8s."""
+def documents(folder: Path = MANIFESTS) -> tuple[tuple[str, dict], ...]:
+    """(file name, object) for every document `kubectl apply -f folder` reads (infra/k8s by default)."""
     found = []
-    for path in manifest_files():
+    for path in manifest_files(folder):
         for doc in yaml.safe_load_all(path.read_text()):
             if doc is not None:
                 found.append((path.name, doc))
     return tuple(found)
+
+
+def tool(name: str) -> str:
+    """The path of `name` (promtool, amtool, prometheus); missing, a test fails in CI and is skipped elsewhere."""
+    path = shutil.which(name)
+    if path:
+        return path
+    hint = f"{name} not found: apt-get install prometheus prometheus-alertmanager"
+    if os.environ.get("CI"):
+        pytest.fail(hint)
+    pytest.skip(hint)
 
 
 def collected(items: Callable[[], list]) -> list:
@@ -51,14 +68,14 @@ def collected(items: Callable[[], list]) -> list:
     return items() if yaml is not None else []
 
 
-def objects(kind: str | None = None) -> list[dict]:
+def objects(kind: str | None = None, folder: Path = MANIFESTS) -> list[dict]:
     """Every object of `kind` (all when None)."""
-    return [doc for _, doc in documents() if kind is None or doc["kind"] == kind]
+    return [doc for _, doc in documents(folder) if kind is None or doc["kind"] == kind]
 
 
-def named(kind: str, name: str) -> dict:
+def named(kind: str, name: str, folder: Path = MANIFESTS) -> dict:
     """The one object of `kind` called `name`."""
-    found = [doc for doc in objects(kind) if doc["metadata"]["name"] == name]
+    found = [doc for doc in objects(kind, folder) if doc["metadata"]["name"] == name]
     assert len(found) == 1, f"{len(found)} {kind} named {name}"
     return found[0]
 
@@ -98,20 +115,31 @@ class Container:
                 return port
         return None
 
+    def mounts(self) -> dict[str, dict]:
+        """{mount path: the volume mounted there, with the mount's readOnly}."""
+        volumes = {v["name"]: v for v in self.pod.get("volumes", [])}
+        mounts = self.spec.get("volumeMounts", [])
+        return {m["mountPath"]: {**volumes[m["name"]], "readOnly": m.get("readOnly", False)} for m in mounts}
+
 
 WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job")
 
 
-def containers(*, init: bool = True) -> list[Container]:
-    """Every container (and init container) of every workload in infra/k8s."""
+def containers(*, init: bool = True, folder: Path = MANIFESTS) -> list[Container]:
+    """Every container (and init container) of every workload in `folder` (infra/k8s by default)."""
     found = []
-    for workload in objects():
+    for workload in objects(folder=folder):
         if workload["kind"] not in WORKLOAD_KINDS:
             continue
         pod = workload["spec"]["template"]["spec"]
         for spec in pod.get("containers", []) + (pod.get("initContainers", []) if init else []):
             found.append(Container(workload, pod, spec))
     return found
+
+
+def every_container() -> list[Container]:
+    """The containers of infra/k8s and of infra/monitoring: the same hardening holds for all of them."""
+    return containers() + containers(folder=MONITORING)
 
 
 def project_version() -> str:
@@ -204,6 +232,15 @@ def numcast_command(image: str) -> str:
     return image_file.exec_form("CMD")[0]
 
 
+def container_command(container: Container) -> str:
+    """The `numcast` subcommand a container runs: its `args` when set (the alerter), else its image's CMD."""
+    args = container.spec.get("args")
+    if args:
+        assert "command" not in container.spec, f"{container.id}: keep the image's ENTRYPOINT (numcast)"
+        return args[0]
+    return numcast_command(container.spec["image"])
+
+
 def settings_class(command: str) -> type:
     """The settings dataclass of `numcast <command>`."""
     if command == "control":
@@ -214,6 +251,10 @@ def settings_class(command: str) -> type:
         from numcast_worker.settings import WorkerSettings
 
         return WorkerSettings
+    if command == "alerter":
+        from numcast_alerter.settings import AlerterSettings
+
+        return AlerterSettings
     raise AssertionError(f"numcast {command} runs no service")
 
 
@@ -223,6 +264,8 @@ def app_for(command: str):
 
     if command == "control":
         from numcast_control import create_app
+    elif command == "alerter":
+        from numcast_alerter import create_app
     else:
         from numcast_worker import create_app
     # threading: the route table is the same, and no eventlet import is needed to read it.

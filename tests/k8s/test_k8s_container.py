@@ -209,3 +209,31 @@ def test_control_plane_runs_as_the_image_user_and_writes_nothing(protected_redis
     assert seconds < STOP_SECONDS
     assert [path for path in layout.files() if not path.startswith("tmp/")] == []
     assert owned_by_uid_elsewhere(layout) == before
+
+
+def test_alerter_runs_as_the_image_user_reads_its_rules_and_writes_nothing(protected_redis, layout, run_as_image):
+    before = owned_by_uid_elsewhere(layout)
+    rules = layout.readonly / "rules.yaml"  # a ConfigMap volume: root-owned, read-only to the uid
+    rules.write_text("rules:\n  - {alert: High, above: 95}\n")
+    alerter = run_as_image(
+        "alerter",
+        cwd=layout.readonly,
+        REDIS_URL=protected_redis.url,
+        REDIS_PASSWORD=PASSWORD,
+        HOST="127.0.0.1",
+        PORT=str(free_port()),
+        ALERT_RULES=str(rules),
+        HOME=str(layout.tmp),
+        TMPDIR=str(layout.tmp),
+    )
+    assert_runs_as_image_user(alerter)
+    publisher = redis.Redis.from_url(protected_redis.url, password=PASSWORD)
+    publisher.publish("numbers", envelope(1, value=99.0))
+    eventually(lambda: publisher.hlen("numcast:alerts:alerts") == 1, message="the alert in Redis")
+    publisher.close()
+
+    code, seconds = alerter.terminate()
+    assert code == 0, alerter.log.read_text(errors="replace")
+    assert seconds < STOP_SECONDS
+    assert [path for path in layout.files() if not path.startswith("tmp/")] == ["app/rules.yaml"]
+    assert owned_by_uid_elsewhere(layout) == before

@@ -11,8 +11,8 @@ from k8s_support import (
     ROOT,
     build_commands,
     collected,
+    container_command,
     dockerfile,
-    numcast_command,
     numcast_containers,
     settings_class,
 )
@@ -61,7 +61,7 @@ def test_exposed_ports_are_the_settings_defaults_and_the_manifests_ports(path, c
     assert exposed == declared_ports(settings_class(command))
     image_name = build_commands()[path]
     for container in numcast_containers():
-        if container.spec["image"] == image_name:
+        if container.spec["image"] == image_name and container_command(container) == command:
             assert {p["containerPort"] for p in container.spec["ports"]} == exposed
 
 
@@ -106,7 +106,7 @@ def test_the_image_writes_only_to_tmp_and_its_data_dir(path, command):
 def test_the_manifests_mount_emptydirs_where_the_image_writes(container):
     mounts = {m["mountPath"] for m in container.spec.get("volumeMounts", [])}
     assert "/tmp" in mounts
-    if numcast_command(container.spec["image"]) == "worker":
+    if container_command(container) == "worker":
         sink = next(v["value"] for v in container.spec["env"] if v["name"] == "SINK_FILE")
         assert str(Path(sink).parent) in mounts
 

@@ -10,17 +10,19 @@ import pytest
 from k8s_support import (
     LABELS,
     MANIFESTS,
+    MONITORING,
     NAMESPACE,
     app_for,
     build_commands,
     collected,
+    container_command,
     container_env,
     containers,
     documents,
+    every_container,
     loaded_images,
     manifest_files,
     named,
-    numcast_command,
     numcast_containers,
     objects,
     project_version,
@@ -39,7 +41,9 @@ RESTRICTED_VOLUMES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral"
 RESTRICTED_VOLUMES |= {"projected", "secret"}
 
 
-@pytest.mark.parametrize("path", manifest_files(), ids=lambda path: path.name)
+@pytest.mark.parametrize(
+    "path", manifest_files() + manifest_files(MONITORING), ids=lambda path: f"{path.parent.name}/{path.name}"
+)
 def test_every_document_validates_strictly_against_kubernetes_1_31(path):
     import kubernetes_validate
     import yaml
@@ -71,7 +75,7 @@ def test_the_namespace_file_sorts_first_and_enforces_restricted():
 
 
 def test_every_object_and_pod_template_carries_the_labels():
-    for name, doc in documents():
+    for name, doc in documents() + documents(MONITORING):
         labels = doc["metadata"].get("labels", {})
         assert set(LABELS) <= set(labels), f"{name} {doc['kind']}/{doc['metadata']['name']}: {labels}"
         assert labels["app.kubernetes.io/part-of"] == "numcast"
@@ -97,7 +101,7 @@ def test_numcast_images_are_the_readme_builds_at_the_project_version():
         assert container.labels["app.kubernetes.io/version"] == version
 
 
-@pytest.mark.parametrize("container", collected(containers), ids=lambda c: c.id)
+@pytest.mark.parametrize("container", collected(every_container), ids=lambda c: c.id)
 def test_every_image_is_pinned_and_never_pulled_when_present(container):
     image = container.spec["image"]
     name, _, tag = image.rpartition(":")
@@ -105,11 +109,15 @@ def test_every_image_is_pinned_and_never_pulled_when_present(container):
     assert container.spec.get("imagePullPolicy") == "IfNotPresent"
 
 
-@pytest.mark.parametrize("service", collected(lambda: [s["metadata"]["name"] for s in objects("Service")]))
-def test_every_service_selects_one_pod_template_and_targets_its_ports(service):
-    svc = named("Service", service)
+@pytest.mark.parametrize(
+    "folder, service",
+    collected(lambda: [(f, s["metadata"]["name"]) for f in (MANIFESTS, MONITORING) for s in objects("Service", f)]),
+    ids=lambda value: value if isinstance(value, str) else value.name,
+)
+def test_every_service_selects_one_pod_template_and_targets_its_ports(folder, service):
+    svc = named("Service", service, folder)
     selector = svc["spec"]["selector"]
-    matches = [c for c in containers(init=False) if selector.items() <= c.labels.items()]
+    matches = [c for c in containers(init=False, folder=folder) if selector.items() <= c.labels.items()]
     workloads = {c.workload["metadata"]["name"] for c in matches}
     assert len(workloads) == 1, f"Service {service} selects {sorted(workloads) or 'nothing'}"
     for port in svc["spec"]["ports"]:
@@ -125,7 +133,7 @@ def test_the_workers_are_exposed_on_the_nodeport_services_users_know():
         assert [p["targetPort"] for p in svc["spec"]["ports"]] == ["http"], "only the dashboard leaves the cluster"
 
 
-@pytest.mark.parametrize("container", collected(containers), ids=lambda c: c.id)
+@pytest.mark.parametrize("container", collected(every_container), ids=lambda c: c.id)
 def test_every_container_meets_the_restricted_pod_security_standard(container):
     pod = container.pod
     assert container.security("runAsNonRoot") is True
@@ -148,17 +156,19 @@ def test_every_container_meets_the_restricted_pod_security_standard(container):
         assert "hostPort" not in port and "hostIP" not in port
 
 
-@pytest.mark.parametrize("container", collected(containers), ids=lambda c: c.id)
+@pytest.mark.parametrize("container", collected(every_container), ids=lambda c: c.id)
 def test_every_writable_path_is_an_emptydir(container):
-    volumes = {v["name"]: v for v in container.pod.get("volumes", [])}
-    mounts = {m["mountPath"]: volumes[m["name"]] for m in container.spec.get("volumeMounts", [])}
+    mounts = container.mounts()
     assert "emptyDir" in mounts.get("/tmp", {}), "/tmp is writable on a read-only root"
     for path, volume in mounts.items():
+        if "configMap" in volume:
+            assert volume["readOnly"], f"{path}: a ConfigMap is mounted read-only"
+            continue
         assert "emptyDir" in volume, f"{path} mounts {volume}"
         assert volume["emptyDir"].get("sizeLimit"), f"{path}: bound the emptyDir, it fills the node's disk"
 
 
-@pytest.mark.parametrize("container", collected(containers), ids=lambda c: c.id)
+@pytest.mark.parametrize("container", collected(every_container), ids=lambda c: c.id)
 def test_every_container_has_requests_a_memory_limit_and_both_probes(container):
     resources = container.spec.get("resources", {})
     assert {"cpu", "memory"} <= set(resources.get("requests", {}))
@@ -192,7 +202,7 @@ def test_every_secret_and_configmap_a_container_reads_exists(container):
 def test_every_env_var_is_a_setting_the_service_reads_and_is_valid(container):
     from numcast.settings import from_env
 
-    settings_cls = settings_class(numcast_command(container.spec["image"]))
+    settings_cls = settings_class(container_command(container))
     known = {f.metadata["env"] for f in dataclasses.fields(settings_cls)}
     env = container_env(container)
     unknown = sorted(set(env) - known)
@@ -205,7 +215,7 @@ def test_every_env_var_is_a_setting_the_service_reads_and_is_valid(container):
 
 @pytest.mark.parametrize("container", collected(numcast_containers), ids=lambda c: c.id)
 def test_probes_and_metrics_are_endpoints_the_service_serves(container):
-    app = app_for(numcast_command(container.spec["image"]))
+    app = app_for(container_command(container))
     expected = {"readinessProbe": "/readyz", "livenessProbe": "/healthz"}
     for probe, path in expected.items():
         http_get = container.spec[probe]["httpGet"]
@@ -244,9 +254,9 @@ def test_numcast_processes_find_redis_and_the_password_through_the_cluster():
 def test_the_tcp_mirror_targets_every_worker_service():
     from numcast.settings import parse_targets
 
-    (control,) = [c for c in numcast_containers() if numcast_command(c.spec["image"]) == "control"]
+    (control,) = [c for c in numcast_containers() if container_command(c) == "control"]
     targets = parse_targets(container_env(control)["TCP_MIRROR_TARGETS"])
-    workers = [c for c in numcast_containers() if numcast_command(c.spec["image"]) == "worker"]
+    workers = [c for c in numcast_containers() if container_command(c) == "worker"]
     expected = set()
     for worker in workers:
         svc = named("Service", worker.workload["metadata"]["name"])
@@ -283,3 +293,27 @@ def test_the_control_plane_runs_alone():
     control = named("Deployment", "control-plane")
     assert control["spec"]["replicas"] == 1
     assert control["spec"]["strategy"]["type"] == "Recreate", "a rollout never runs two generators at once"
+
+
+def test_the_alerter_runs_alone_from_an_existing_image_with_its_rules_mounted():
+    from numcast_alerter import rules
+
+    (alerter,) = [c for c in numcast_containers() if container_command(c) == "alerter"]
+    assert alerter.spec["image"] in build_commands().values(), "no third image"
+    deployment = named("Deployment", "alerter")
+    assert deployment["spec"]["replicas"] == 1 and deployment["spec"]["strategy"]["type"] == "Recreate"
+    env = container_env(alerter)
+    folder, _, name = env["ALERT_RULES"].rpartition("/")
+    (mount,) = [m for m in alerter.spec["volumeMounts"] if m["mountPath"] == folder]
+    assert "subPath" not in mount, "a subPath mount never sees the ConfigMap change"
+    volume = next(v for v in alerter.pod["volumes"] if v["name"] == mount["name"])
+    text = named("ConfigMap", volume["configMap"]["name"])["data"][name]
+    assert [rule.alert for rule in rules.parse(text, name)] == ["NumcastValueHigh", "NumcastStreamSilent"]
+    assert env["ALERTMANAGER_URL"] == "http://alertmanager:9093", "Alertmanager of infra/monitoring, same namespace"
+
+
+def test_alertmanager_s_webhook_reaches_the_alerter_service():
+    app = app_for("alerter")
+    service = named("Service", "alerter")
+    assert [(p["port"], p["targetPort"]) for p in service["spec"]["ports"]] == [(8090, "http")]
+    assert serves(app, "/api/alertmanager", "POST")

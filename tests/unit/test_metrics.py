@@ -7,6 +7,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from numcast.settings import from_env
+from numcast_alerter import create_app as alerter_app
+from numcast_alerter.settings import AlerterSettings
 from numcast_control import create_app as control_app
 from numcast_control.settings import ControlSettings
 from numcast_worker import create_app as worker_app
@@ -17,18 +19,24 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 APPS = {
     "control": lambda: control_app(from_env(ControlSettings, {}, async_mode="threading")),
     "worker": lambda: worker_app(from_env(WorkerSettings, {"WORKER_NAME": "w"}, async_mode="threading")),
+    "alerter": lambda: alerter_app(
+        from_env(AlerterSettings, {"ALERTMANAGER_URL": "http://127.0.0.1:9"}, async_mode="threading")
+    ),
 }
+# The service column names one service, several ("worker, alerter"), "both" (control and worker) or "all".
+GROUPS = {"both": ("control", "worker"), "all": tuple(APPS)}
 
 
 def documented() -> dict[str, set[str]]:
     """{service: metric names} from the README's metrics table, `_total` removed as the parser does."""
     table = README.read_text().split("Metrics, all prefixed `numcast_`:", 1)[1].split("\n\n", 2)[1]
-    found: dict[str, set[str]] = {"control": set(), "worker": set()}
+    found: dict[str, set[str]] = {service: set() for service in APPS}
     for row in table.splitlines()[2:]:
-        names, service = row.split("|")[1:3]
+        names, services = row.split("|")[1:3]
         for name in re.findall(r"`([a-z_]+)(?:\{[a-z,]+\})?`", names):
-            for each in ("control", "worker") if service.strip() == "both" else (service.strip(),):
-                found[each].add("numcast_" + name.removesuffix("_total"))
+            for service in services.split(","):
+                for each in GROUPS.get(service.strip(), (service.strip(),)):
+                    found[each].add("numcast_" + name.removesuffix("_total"))
     return found
 
 

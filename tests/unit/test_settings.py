@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from numcast.settings import SettingsError, from_env
+from numcast_alerter.settings import AlerterSettings
 from numcast_control.settings import ControlSettings
 from numcast_worker.settings import WorkerSettings
 
@@ -17,6 +18,14 @@ def test_defaults_match_the_contract():
     assert control.channel == "numbers"
     worker = from_env(WorkerSettings, {"WORKER_NAME": "machine-1"})
     assert (worker.port, worker.tcp_port, worker.worker_name) == (8080, 9000, "machine-1")
+    alerter = from_env(AlerterSettings, {})
+    assert (alerter.port, alerter.alerts_channel, alerter.alert_rules, alerter.alertmanager_url) == (
+        8090,
+        "alerts",
+        "",
+        "",
+    )
+    assert alerter.resend_seconds == 60
 
 
 def test_values_are_parsed_from_the_environment():
@@ -54,6 +63,12 @@ def test_worker_name_defaults_to_the_host_name():
         (WorkerSettings, {"SINK_MAX_BYTES": "10"}, "SINK_MAX_BYTES"),
         (WorkerSettings, {"CORS_ORIGINS": "*"}, "CORS_ORIGINS"),
         (WorkerSettings, {"CLIENT_QUEUE": "5"}, "CLIENT_QUEUE"),
+        (WorkerSettings, {"ALERTS_CHANNEL": "numbers"}, "ALERTS_CHANNEL"),
+        (AlerterSettings, {"ALERTS_CHANNEL": "no spaces"}, "ALERTS_CHANNEL"),
+        (AlerterSettings, {"ALERTMANAGER_URL": "alertmanager:9093"}, "ALERTMANAGER_URL"),
+        (AlerterSettings, {"EXTERNAL_URL": "javascript:alert(1)"}, "EXTERNAL_URL"),
+        (AlerterSettings, {"RESEND_SECONDS": "0"}, "RESEND_SECONDS"),
+        (AlerterSettings, {"ALERTMANAGER_QUEUE": "1"}, "ALERTMANAGER_QUEUE"),
     ],
 )
 def test_bad_values_name_the_variable(cls, environ, variable):
@@ -68,6 +83,6 @@ def test_the_readme_tables_are_generated_from_the_settings():
     spec.loader.exec_module(tables)
     readme = tables.README.read_text()
     assert tables.render(readme) == readme, "run: python scripts/settings_tables.py"
-    for cls in (ControlSettings, WorkerSettings):
+    for cls in (ControlSettings, WorkerSettings, AlerterSettings):
         for f in dataclasses.fields(cls):
             assert f"| `{f.metadata['env']}` |" in readme

@@ -28,6 +28,10 @@ def init_app(app: Flask) -> None:
     def workers() -> Response:
         return jsonify(workers=_service().workers())
 
+    @app.get("/api/alerts")
+    def alerts() -> Response:
+        return jsonify(_service().alerts())
+
     @app.patch("/api/config")
     def patch_config() -> tuple[Response, int]:
         try:

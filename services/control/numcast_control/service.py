@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 
 import redis
 
-from numcast import presence
+from numcast import alerts, presence
 from numcast.redis_conn import CONNECTION_ERRORS, client, reachable, redact
 from numcast.tasks import Tasks
 from numcast_control.config import Config, apply_patch
@@ -86,6 +87,30 @@ class ControlService:
             "config": self.generator.config.to_dict(),
             "outputs": [output.status() for output in self.outputs],
         }
+
+    def alerts(self) -> dict:
+        """The active alerts and the alerter's rules, as the alerter keeps them in Redis (None when unknown)."""
+        channel = self.settings.alerts_channel
+        conn = client(self.settings.redis_url, self.settings.redis_password, timeout=1.0)
+        try:
+            entries = conn.hgetall(alerts.key(channel))
+            rules = conn.get(alerts.rules_key(channel))
+        except (*CONNECTION_ERRORS, redis.ResponseError):
+            return {"alerts": None, "rules": None}
+        finally:
+            conn.close()
+        active = []
+        for raw in list(entries.values())[: alerts.MAX_ACTIVE]:
+            try:
+                active.append(alerts.decode(raw))
+            except alerts.AlertError:
+                continue  # the alerter writes only valid ones; anything else is not shown
+        try:
+            rules = json.loads(rules)["rules"] if rules else None  # absent: no alerter has run for 10 s
+        except (ValueError, KeyError, TypeError):
+            rules = None
+        active.sort(key=lambda m: (m["startsAt"], m["alertname"]))
+        return {"alerts": active, "rules": rules if isinstance(rules, list) else None}
 
     def workers(self) -> list[dict]:
         """The workers announcing themselves on this channel; empty when Redis is down."""

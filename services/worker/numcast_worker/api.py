@@ -30,6 +30,10 @@ def init_app(app: Flask, socketio) -> None:
         envelopes = service.ingest.recent(int(raw))
         return jsonify(worker=service.settings.worker_name, envelopes=envelopes), 200
 
+    @app.get("/api/alerts")
+    def alerts() -> Response:
+        return jsonify(_service().alerts.payload())
+
     @socketio.on("connect")
     def connect(auth=None) -> None:
         _service().fanout.connect(request.sid)

@@ -14,6 +14,7 @@ from numcast.redis_conn import CONNECTION_ERRORS, client, redact
 from numcast.serve import Gate
 from numcast.subscriber import Subscriber
 from numcast.tasks import Tasks
+from numcast_worker.alerts import ActiveAlerts
 from numcast_worker.fanout import Fanout
 from numcast_worker.ingest import Ingest
 from numcast_worker.sequences import Sequences
@@ -36,14 +37,22 @@ class WorkerService:
         metrics.registry.register(stats)
         self.sequences = Sequences()
         self.sink = FileSink(settings.sink_file, settings.sink_max_bytes, settings.sink_backups)
-        self.fanout = Fanout(socketio, settings.client_queue, settings.batch_ms / 1000, {"status": self.status})
+        self.alerts = ActiveAlerts(
+            settings.redis_url,
+            settings.redis_password,
+            settings.alerts_channel,
+            stats,
+            lambda: self.fanout.mark("alerts"),
+        )
+        states = {"status": self.status, "alerts": self.alerts.payload}
+        self.fanout = Fanout(socketio, settings.client_queue, settings.batch_ms / 1000, states)
         self.gate = Gate(settings.max_browsers)
         latency = metrics.histogram("latency_seconds", "From the envelope's ts to its acceptance by the worker.")
         self.ingest = Ingest(self.sequences, self.sink, self.fanout, stats, latency, settings.history_size)
         self.subscriber = Subscriber(
             settings.redis_url,
             settings.redis_password,
-            {settings.channel: self._from_redis},
+            {settings.channel: self._from_redis, settings.alerts_channel: self.alerts.accept_batch},
             on_subscribed=self._subscribed,
         )
         self.tcp = TcpListener(
@@ -54,6 +63,7 @@ class WorkerService:
                 "connected_clients": ("Browsers connected now.", lambda: self.fanout.clients),
                 "subscribed": ("1 while subscribed to the channel.", lambda: int(self.subscriber.subscribed)),
                 "tcp_connections": ("Open TCP mirror connections.", lambda: len(self.tcp.connections)),
+                "alerts_active": ("Active alerts this worker knows of.", lambda: len(self.alerts)),
             }
         )
         stats.counters.update(
@@ -74,6 +84,7 @@ class WorkerService:
     def _subscribed(self, resumed: bool) -> None:
         if resumed:
             self.stats.reconnects += 1
+        self.alerts.sync()  # subscribed first, then read: no change can fall between the two
 
     def start(self, socketio) -> None:
         """Bind the TCP port, then start every loop."""
@@ -112,6 +123,8 @@ class WorkerService:
             self.sequences.expire(time.monotonic())
             if tick % 2:
                 self.fanout.mark("status")  # once a second, as the README promises the dashboard
+            if tick % 4 == 0 and self.alerts.failed and self.subscriber.subscribed:
+                self.alerts.sync()  # the read after the last subscription failed: try again
             if time.monotonic() >= next_presence:
                 self._presence()
                 next_presence = time.monotonic() + presence.HEARTBEAT_SECONDS

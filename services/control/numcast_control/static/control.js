@@ -1,10 +1,12 @@
 // The control page: config and counters by polling /api/status, presence from /api/workers, once a second.
+import { AlertList } from "../numcast/alerts.js";
 import { cell, formatAgo, formatCount, formatNumber, getJson } from "./api.js";
 import { ConfigForm } from "./form.js";
 
 const POLL_MS = 1000;
 const $ = (id) => document.getElementById(id);
 const form = new ConfigForm($("config-form"), $("pause"), showConfig);
+const alertList = new AlertList($("alerts"), $("alert-count"), $("alerts-note"));
 let lastSeq = null; // [seq, ms] of the previous poll, for the measured rate
 let failingSince = null; // ms of the first failed poll in a row
 
@@ -60,6 +62,33 @@ function showWorkers(workers) {
   );
 }
 
+function condition(rule) {
+  if ("above" in rule) return `above ${formatNumber(rule.above)}`;
+  if ("below" in rule) return `below ${formatNumber(rule.below)}`;
+  return `silent for ${formatNumber(rule.silent_for)} s`;
+}
+
+/** What the alerter keeps in Redis: the active alerts and the state of each of its rules. */
+function showAlerts(body) {
+  if (body.alerts === null) alertList.unknown("the control-plane cannot read Redis");
+  else alertList.show(body.alerts);
+  const rules = Array.isArray(body.rules) ? body.rules : [];
+  $("rules-empty").hidden = rules.length > 0;
+  const now = Date.now() / 1000;
+  $("rules").replaceChildren(
+    ...rules.slice(0, 100).map((rule) => {
+      const tr = document.createElement("tr");
+      tr.dataset.rule = String(rule.alert);
+      const state = cell(rule.state);
+      state.dataset.state = String(rule.state);
+      const wait = rule.for ? ` for ${formatNumber(rule.for)} s` : "";
+      tr.append(cell(rule.alert), cell(condition(rule) + wait), state, cell(formatAgo(Math.max(0, now - rule.since))),
+        cell(formatNumber(rule.value), "num"));
+      return tr;
+    }),
+  );
+}
+
 function setLink(ok, detail) {
   $("link").dataset.state = ok ? "connected" : "disconnected";
   text("link", ok ? "live" : "unreachable");
@@ -68,13 +97,19 @@ function setLink(ok, detail) {
 
 async function poll() {
   try {
-    const [status, presence] = await Promise.all([getJson("/api/status"), getJson("/api/workers")]);
+    const [status, presence, alerts] = await Promise.all([
+      getJson("/api/status"),
+      getJson("/api/workers"),
+      getJson("/api/alerts"),
+    ]);
     showStatus(status);
     showWorkers(presence.workers);
+    showAlerts(alerts);
     failingSince = null;
     setLink(true, "");
   } catch (error) {
     failingSince ??= Date.now();
+    alertList.unknown("the control-plane does not answer");
     setLink(false, `no answer for ${Math.round((Date.now() - failingSince) / 1000)} s (${error.message})`);
   } finally {
     setTimeout(poll, POLL_MS);

@@ -1,5 +1,6 @@
 // The worker dashboard: live values over a WebSocket, backfilled from /api/history on every (re)connect,
 // drawn at most once per animation frame into a bounded DOM.
+import { AlertList } from "../numcast/alerts.js";
 import { Chart } from "./chart.js";
 import { connect } from "./connection.js";
 import { formatAgo, formatCount, formatMs, formatRate, formatValue } from "./format.js";
@@ -27,7 +28,10 @@ const latency = new Latency();
 const chart = new Chart($("chart"), WINDOW_SECONDS);
 const table = new RecentTable($("values"), $("pause"), $("pause-note"), TABLE_ROWS, () => invalidate());
 
+const alertList = new AlertList($("alerts"), $("alert-count"), $("alerts-note"));
+
 let state = "connecting";
+let alerts = null; // the worker's last `alerts` event since this connection began
 let lastArrival = null; // ms, browser clock, of the newest value this page got
 let status = null;
 let statusAt = 0;
@@ -123,6 +127,8 @@ function setState(name, detail) {
   text("connection", name);
   text("connection-detail", detail);
   if (name === "connected") rate.restart(Date.now());
+  else alerts = null; // what the worker said before the connection dropped may be stale now
+  showAlerts();
   invalidate();
 }
 
@@ -155,6 +161,16 @@ function takeStatus(body) {
   invalidate();
 }
 
+/** The alert list, or `unknown` with the reason whenever the page cannot know. */
+function showAlerts() {
+  const fresh = status !== null && Date.now() - statusAt < STATUS_STALE_MS;
+  if (state !== "connected") alertList.unknown("not connected to the worker");
+  else if (alerts === null) alertList.unknown("waiting for the worker");
+  else if (!alerts.synced) alertList.unknown("the worker could not read the active alerts");
+  else if (fresh && !status.redis.subscribed) alertList.unknown("the worker is not subscribed to Redis");
+  else alertList.show(alerts.alerts);
+}
+
 async function fetchJson(url) {
   const response = await fetch(url, { cache: "no-store" });
   if (!response.ok) throw new Error(`${url}: HTTP ${response.status}`);
@@ -178,7 +194,12 @@ socket.on("connect", () => {
 socket.on("numbers", (batch) => take(batch, true));
 socket.on("dropped", () => backfill()); // this browser fell behind and the worker skipped values for it
 socket.on("status", takeStatus);
+socket.on("alerts", (body) => {
+  alerts = body && typeof body === "object" && Array.isArray(body.alerts) ? body : null;
+  showAlerts();
+});
 setInterval(() => {
+  showAlerts(); // "since" moves on, and a worker that lost Redis makes the list unknown
   statsAt = 0; // the clock moved: "last value 3 s ago", the rate and the chart's window all follow it
   invalidate();
 }, 1000);

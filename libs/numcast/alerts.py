@@ -1,0 +1,213 @@
+"""The `alerts` channel's message: one JSON object per change of an alert, built and checked here only.
+
+The alerter builds them (from its stream rules, or from Alertmanager's webhook); workers and the control-plane
+decode them as strictly as envelopes. Every string is bounded and plain text: a page shows it with textContent.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Mapping
+from datetime import datetime
+
+MAX_BYTES = 16 * 1024  # one message; a real one is a few hundred bytes
+MAX_LABELS = 32  # labels or annotations per alert
+MAX_NAME = 128  # a label name or an alertname
+MAX_LABEL_VALUE = 1024
+MAX_ANNOTATION = 4096  # longer annotation values from Alertmanager are cut (and marked) rather than refused
+MAX_ACTIVE = 500  # active alerts the alerter keeps in Redis and a worker keeps in memory
+FIELDS = frozenset(("status", "alertname", "labels", "annotations", "startsAt", "endsAt", "fingerprint", "origin"))
+STATUSES = ("firing", "resolved")
+ORIGINS = ("stream", "alertmanager")
+_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # Prometheus' label name rule
+_FINGERPRINT_RE = re.compile(r"[0-9a-f]{16}")
+_TIME_RE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?(Z|[+-]\d\d:\d\d)")
+_CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")  # newlines and tabs may appear in a description
+ZERO_TIME = "0001-01-01T00:00:00Z"  # what Alertmanager's webhook puts in `endsAt` of a firing alert
+
+
+class AlertError(ValueError):
+    """A message or webhook alert that is not valid; `reason` is a short label for metrics."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+
+
+def key(alerts_channel: str) -> str:
+    """The Redis hash of active alerts (fingerprint -> message) that the alerter keeps for `alerts_channel`."""
+    return f"numcast:alerts:{alerts_channel}"
+
+
+def rules_key(alerts_channel: str) -> str:
+    """The Redis key where the alerter keeps the state of its rules, for the control page."""
+    return f"numcast:alerts:{alerts_channel}:rules"
+
+
+def fingerprint(alertname: str, labels: Mapping[str, str]) -> str:
+    """Alertmanager's own fingerprint of the label set (FNV-1a 64 over sorted names and values), in hex."""
+    h = 0xCBF29CE484222325
+    for name, value in sorted({**labels, "alertname": alertname}.items()):
+        for byte in name.encode() + b"\xff" + value.encode() + b"\xff":
+            h = ((h ^ byte) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    return f"{h:016x}"
+
+
+def rfc3339(ts: float) -> str:
+    """Unix seconds as RFC 3339 UTC with milliseconds, as Alertmanager reads them."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts * 1000) % 1000:03d}Z"
+
+
+def timestamp(text: str) -> float:
+    """Unix seconds of an RFC 3339 time (nanoseconds cut to microseconds)."""
+    return datetime.fromisoformat(re.sub(r"(\.\d{6})\d+", r"\1", text).replace("Z", "+00:00")).timestamp()
+
+
+def build(
+    status: str,
+    alertname: str,
+    labels: Mapping[str, str],
+    annotations: Mapping[str, str],
+    starts_at: str,
+    ends_at: str | None,
+    origin: str,
+    fp: str | None = None,
+) -> dict:
+    """A checked message; raises AlertError. The fingerprint is computed from the labels unless given."""
+    message = {
+        "status": status,
+        "alertname": alertname,
+        "labels": dict(labels),
+        "annotations": dict(annotations),
+        "startsAt": starts_at,
+        "endsAt": ends_at,
+        "fingerprint": fp or fingerprint(alertname, labels),
+        "origin": origin,
+    }
+    check(message)
+    return message
+
+
+def encode(message: dict) -> str:
+    """The wire form: compact JSON."""
+    return json.dumps(message, separators=(",", ":"), ensure_ascii=False)
+
+
+def decode(raw: bytes | str) -> dict:
+    """Parse and check one message from the channel or the Redis hash; raise AlertError saying what is wrong."""
+    if len(raw) > MAX_BYTES:
+        raise AlertError("too_large", f"{len(raw)} bytes, limit {MAX_BYTES}")
+    try:
+        text = raw.decode() if isinstance(raw, bytes | bytearray) else raw
+        data = json.loads(text, parse_constant=_no_constant)
+    except UnicodeDecodeError:
+        raise AlertError("not_utf8", "message is not UTF-8") from None
+    except (ValueError, RecursionError) as exc:
+        raise AlertError("not_json", str(exc)[:100]) from None
+    if not isinstance(data, dict):
+        raise AlertError("not_object", f"expected a JSON object, got {type(data).__name__}")
+    check(data)
+    return data
+
+
+def check(data: dict) -> None:
+    """Raise AlertError unless `data` is exactly a message of the documented shape."""
+    if data.keys() != FIELDS:
+        raise AlertError(
+            "bad_fields", f"missing {sorted(FIELDS - data.keys())}, unexpected {sorted(data.keys() - FIELDS)[:5]}"
+        )
+    if data["status"] not in STATUSES:
+        raise AlertError("bad_status", f"status must be one of {', '.join(STATUSES)}")
+    if data["origin"] not in ORIGINS:
+        raise AlertError("bad_origin", f"origin must be one of {', '.join(ORIGINS)}")
+    if not is_name(data["alertname"]):
+        raise AlertError("bad_alertname", f"alertname must be 1-{MAX_NAME} of A-Z a-z 0-9 _, not starting with a digit")
+    _check_map(data["labels"], "labels", MAX_LABEL_VALUE, multiline=False)
+    if "alertname" in data["labels"]:
+        raise AlertError("bad_labels", "alertname is a field of its own, not a label")
+    _check_map(data["annotations"], "annotations", MAX_ANNOTATION, multiline=True)
+    if not _is_time(data["startsAt"]):
+        raise AlertError("bad_time", "startsAt must be an RFC 3339 time")
+    if not (data["endsAt"] is None or _is_time(data["endsAt"])):
+        raise AlertError("bad_time", "endsAt must be an RFC 3339 time or null")
+    if not (isinstance(data["fingerprint"], str) and _FINGERPRINT_RE.fullmatch(data["fingerprint"])):
+        raise AlertError("bad_fingerprint", "fingerprint must be 16 lowercase hex digits")
+
+
+def from_webhook(payload: object) -> list[dict]:
+    """The messages (origin `alertmanager`) for every alert of an Alertmanager webhook payload, or AlertError."""
+    if not isinstance(payload, dict):
+        raise AlertError("not_object", "the payload must be a JSON object")
+    if payload.get("version") != "4":
+        raise AlertError("bad_version", f'version must be "4", got {str(payload.get("version"))[:20]!r}')
+    alerts = payload.get("alerts")
+    if not isinstance(alerts, list):
+        raise AlertError("bad_fields", "alerts must be a list")
+    messages = []
+    for n, alert in enumerate(alerts):
+        try:
+            messages.append(_from_webhook_alert(alert))
+        except AlertError as exc:
+            raise AlertError(exc.reason, f"alerts[{n}]: {str(exc).split(': ', 1)[1]}") from None
+    return messages
+
+
+def _from_webhook_alert(alert: object) -> dict:
+    required = ("status", "labels", "annotations", "startsAt", "endsAt", "fingerprint")
+    if not isinstance(alert, dict) or not all(name in alert for name in required):
+        raise AlertError("bad_fields", f"each alert needs {', '.join(required)}")
+    labels = alert["labels"]
+    if not isinstance(labels, dict) or not isinstance(labels.get("alertname"), str):
+        raise AlertError("bad_labels", "labels must be an object with an alertname")
+    labels = dict(labels)
+    alertname = labels.pop("alertname")
+    annotations = alert["annotations"]
+    if isinstance(annotations, dict):
+        annotations = {k: _cut(v) for k, v in annotations.items()}
+    ends_at = alert["endsAt"]
+    if alert["status"] == "firing" or ends_at == ZERO_TIME:
+        ends_at = None
+    return build(
+        alert["status"],
+        alertname,
+        labels,
+        annotations,
+        alert["startsAt"],
+        ends_at,
+        "alertmanager",
+        alert["fingerprint"],
+    )
+
+
+def _cut(value: object) -> object:
+    if isinstance(value, str) and len(value) > MAX_ANNOTATION:
+        return value[: MAX_ANNOTATION - 1] + "…"
+    return value
+
+
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
+def is_name(value: object) -> bool:
+    return isinstance(value, str) and len(value) <= MAX_NAME and bool(_NAME_RE.fullmatch(value))
+
+
+def _is_time(value: object) -> bool:
+    return isinstance(value, str) and bool(_TIME_RE.fullmatch(value))
+
+
+def _check_map(value: object, field: str, max_value: int, multiline: bool) -> None:
+    if not isinstance(value, dict):
+        raise AlertError(f"bad_{field}", f"{field} must be an object")
+    if len(value) > MAX_LABELS:
+        raise AlertError(f"bad_{field}", f"{field}: at most {MAX_LABELS} entries")
+    for name, text in value.items():
+        if not is_name(name):
+            raise AlertError(f"bad_{field}", f"{field}: {name[:40]!r} is not a label name")
+        if not isinstance(text, str) or len(text) > max_value:
+            raise AlertError(f"bad_{field}", f"{field}.{name} must be a string of at most {max_value} characters")
+        if _CONTROL_RE.search(text if multiline else text.replace("\n", "\x00").replace("\t", "\x00")):
+            raise AlertError(f"bad_{field}", f"{field}.{name} holds control characters")

@@ -1,0 +1,41 @@
+"""The alerter's HTTP API: the rules' states, and the webhook Alertmanager calls."""
+
+from __future__ import annotations
+
+import json
+
+from flask import Flask, Response, current_app, jsonify, request
+
+from numcast.alerts import AlertError
+
+
+def _service():
+    return current_app.extensions["numcast"]
+
+
+def init_app(app: Flask) -> None:
+    """Register the routes on `app`."""
+
+    @app.get("/")
+    def index() -> Response:
+        return jsonify(
+            service="numcast alerter",
+            endpoints=["/api/alerts", "POST /api/alertmanager", "/healthz", "/readyz", "/metrics"],
+        )
+
+    @app.get("/api/alerts")
+    def alerts() -> Response:
+        return jsonify(_service().status())
+
+    @app.post("/api/alertmanager")
+    def alertmanager() -> tuple[Response, int]:
+        try:
+            payload = json.loads(request.get_data(cache=False) or b"null")
+        except (ValueError, RecursionError) as exc:
+            _service().counters["rejected"].labels("webhook", "not_json").inc()
+            return jsonify(error=f"body is not valid JSON: {str(exc)[:200]}"), 400
+        try:
+            published = _service().webhook(payload)
+        except AlertError as exc:
+            return jsonify(error=str(exc), reason=exc.reason), 400
+        return jsonify(published=published), 200

@@ -1,0 +1,108 @@
+"""Alerts on both pages in a real Chromium: the list appears and clears, stays text, and says `unknown` when deaf."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import envelope, eventually, http, publish
+from playwright.sync_api import Page, expect
+
+pytestmark = pytest.mark.e2e
+
+RULES = """\
+rules:
+  - alert: NumcastValueHigh
+    above: 95
+    labels: {severity: warning}
+    annotations: {summary: "value above 95"}
+  - alert: NumcastValueLow
+    below: -1000
+"""
+MARKUP = "<img src=x onerror=\"document.title='pwned'\"><b>bold</b>"
+
+
+def webhook_alert(status: str) -> dict:
+    """An Alertmanager webhook alert whose every text field holds markup."""
+    return {
+        "status": status,
+        "labels": {"alertname": "NumcastWorkerDown", "severity": "critical", "pod": MARKUP},
+        "annotations": {"summary": MARKUP},
+        "startsAt": "2026-11-26T10:00:00Z",
+        "endsAt": "0001-01-01T00:00:00Z" if status == "firing" else "2026-11-26T10:05:00Z",
+        "fingerprint": "0123456789abcdef",
+        "generatorURL": "",
+    }
+
+
+def items(page: Page) -> list[str]:
+    return page.eval_on_selector_all("#alerts li", "items => items.map(li => li.innerText)")
+
+
+@pytest.fixture
+def pipeline(redis_server, services, tmp_path):
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES)
+    alerter = services("alerter", redis_server.url, wait="/readyz", ALERT_RULES=str(rules))
+    worker = services("worker", redis_server.url, wait="/readyz")
+    return alerter, worker
+
+
+def test_the_dashboard_lists_an_alert_then_clears_it(redis_server, services, page, pipeline):
+    _, worker = pipeline
+    page.goto(worker.url + "/")
+    expect(page.locator("#alerts-note")).to_have_text("No active alerts.")
+    expect(page.locator("#alert-count")).to_have_text("0")
+
+    publish(redis_server, envelope(1, value=99.0))
+    expect(page.locator("#alerts li")).to_have_count(1)
+    (text,) = items(page)
+    assert "warning" in text.lower() and "value above 95" in text and "stream rule" in text
+    assert "since" in text and "NumcastValueHigh" in text
+    expect(page.locator("#alert-count")).to_have_text("1")
+
+    publish(redis_server, envelope(2, value=10.0))
+    expect(page.locator("#alerts li")).to_have_count(0)
+    expect(page.locator("#alerts-note")).to_have_text("No active alerts.")
+
+
+def test_markup_in_an_alert_stays_text(redis_server, services, page, pipeline):
+    alerter, worker = pipeline
+    page.goto(worker.url + "/")
+    expect(page.locator("#alerts-note")).to_have_text("No active alerts.")
+    status, _ = http("POST", alerter.url + "/api/alertmanager", {"version": "4", "alerts": [webhook_alert("firing")]})
+    assert status == 200
+    expect(page.locator("#alerts li")).to_have_count(1)
+    summary = page.locator("#alerts li .summary")
+    expect(summary).to_have_text(MARKUP)
+    assert page.locator("#alerts img, #alerts b").count() == 0, "no element made from the alert's text"
+    assert page.title() != "pwned"
+    assert "Alertmanager" in items(page)[0] and "CRITICAL" in items(page)[0].upper()
+
+    http("POST", alerter.url + "/api/alertmanager", {"version": "4", "alerts": [webhook_alert("resolved")]})
+    expect(page.locator("#alerts li")).to_have_count(0)
+
+
+def test_the_list_is_unknown_while_the_page_cannot_hear_the_worker(redis_server, services, page, watch, pipeline):
+    watch.allow(r"WebSocket connection to .* failed|ERR_CONNECTION_REFUSED")
+    _, worker = pipeline
+    page.goto(worker.url + "/")
+    publish(redis_server, envelope(1, value=99.0))
+    expect(page.locator("#alerts li")).to_have_count(1)
+    worker.stop()
+    expect(page.locator("#alerts-note")).to_have_text("unknown: not connected to the worker")
+    expect(page.locator("#alerts li")).to_have_count(0)
+    expect(page.locator("#alert-count")).to_have_text("\u2013")  # an en dash: no count
+
+
+def test_the_control_page_shows_the_alerts_and_every_rule_s_state(redis_server, services, page, pipeline):
+    alerter, _ = pipeline
+    control = services("control", redis_server.url, RATE_HZ="0.001")
+    page.goto(control.url + "/")
+    expect(page.locator("#rules tr")).to_have_count(2)
+    expect(page.locator('#rules tr[data-rule="NumcastValueHigh"] td[data-state]')).to_have_text("inactive")
+    publish(redis_server, envelope(1, value=99.0))
+    expect(page.locator("#alerts li")).to_have_count(1)
+    expect(page.locator('#rules tr[data-rule="NumcastValueHigh"] td[data-state]')).to_have_text("firing")
+    expect(page.locator('#rules tr[data-rule="NumcastValueHigh"]')).to_contain_text("above 95")
+    assert control.json("/api/alerts")["alerts"][0]["alertname"] == "NumcastValueHigh"
+    alerter.stop()
+    eventually(lambda: page.locator("#rules-empty").is_visible(), timeout=20, message="the rules lapse")

@@ -1,0 +1,311 @@
+"""The alerter against real servers: Redis, Alertmanager, the control-plane, a worker and a Socket.IO client."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import threading
+import time
+
+import pytest
+import socketio
+from conftest import NUMCAST, envelope, eventually, http, publish
+
+from numcast import alerts
+from numcast.local import webhook_alertmanager
+
+HIGH_RULES = """\
+rules:
+  - alert: NumcastValueHigh
+    above: 95
+    for: {for_}
+    labels: {{severity: warning}}
+    annotations: {{summary: "value above 95"}}
+"""
+
+
+class AlertsBrowser:
+    """A Socket.IO client on a worker that keeps every `alerts` event with its arrival time."""
+
+    def __init__(self, url: str) -> None:
+        self.events: list[tuple[float, dict]] = []
+        self.lock = threading.Lock()
+        self.client = socketio.Client(reconnection=False, websocket_extra_options={"origin": url})
+        self.client.on("alerts", self._alerts)
+        self.client.connect(url, transports=["websocket"], wait_timeout=5)
+
+    def _alerts(self, payload: dict) -> None:
+        with self.lock:
+            self.events.append((time.time(), payload))
+
+    def active(self) -> list[dict]:
+        """The alerts of the newest event (empty before any)."""
+        with self.lock:
+            return self.events[-1][1]["alerts"] if self.events else []
+
+    def first_with(self, alertname: str) -> float | None:
+        """Arrival time of the first event that lists `alertname`."""
+        with self.lock:
+            return next((at for at, p in self.events if any(a["alertname"] == alertname for a in p["alerts"])), None)
+
+
+def names(items: list[dict]) -> set[str]:
+    return {item["alertname"] if "alertname" in item else item["labels"]["alertname"] for item in items}
+
+
+@pytest.fixture
+def rules_file(tmp_path):
+    def write(text: str, name: str = "rules.yaml"):
+        path = tmp_path / name
+        path.write_text(text)
+        return path
+
+    return write
+
+
+@pytest.fixture
+def worker(redis_server, services):
+    return services("worker", redis_server.url, wait="/readyz", BATCH_MS="50")
+
+
+def start_alerter(services, redis_server, rules_path=None, **env):
+    if rules_path is not None:
+        env["ALERT_RULES"] = str(rules_path)
+    return services("alerter", redis_server.url, wait="/readyz", **env)
+
+
+def test_a_stream_alert_fires_in_alertmanager_and_a_browser_then_resolves_in_both(
+    redis_server, services, alertmanager, rules_file, worker
+):
+    manager = alertmanager()
+    rules = rules_file(HIGH_RULES.format(for_="1s"))
+    alerter = start_alerter(services, redis_server, rules, ALERTMANAGER_URL=manager.url, EXTERNAL_URL="http://alerter")
+    control = services("control", redis_server.url, RATE_HZ="20", VALUE_MIN="0", VALUE_MAX="50")
+    browser = AlertsBrowser(worker.url)
+    eventually(lambda: browser.events, message="the active set on connect")
+    assert browser.active() == []
+
+    crossed = time.time()
+    assert http("PATCH", control.url + "/api/config", {"min": 96, "max": 99})[0] == 200
+    eventually(lambda: browser.first_with("NumcastValueHigh"), timeout=10, message="the alert in the browser")
+    # The issue's promise: within 2 s of the crossing plus the rule's `for` (1 s).
+    assert browser.first_with("NumcastValueHigh") - crossed <= 1 + 2
+    (shown,) = browser.active()
+    assert (shown["status"], shown["origin"], shown["labels"]) == ("firing", "stream", {"severity": "warning"})
+    held = eventually(lambda: [a for a in manager.alerts() if a["labels"]["alertname"] == "NumcastValueHigh"])
+    assert held[0]["labels"] == {"alertname": "NumcastValueHigh", "severity": "warning"}
+    assert held[0]["fingerprint"] == shown["fingerprint"], "the channel's fingerprint is Alertmanager's"
+    assert held[0]["generatorURL"] == "http://alerter/api/alerts"
+    assert held[0]["status"]["state"] == "active"
+    (rule,) = alerter.json("/api/alerts")["rules"]
+    assert rule["state"] == "firing" and rule["value"] > 95
+    assert worker.json("/api/alerts")["alerts"] == [shown]
+
+    assert http("PATCH", control.url + "/api/config", {"min": 0, "max": 50})[0] == 200
+    eventually(lambda: browser.active() == [], message="the alert leaves the browser's list")
+    eventually(lambda: "NumcastValueHigh" not in names(manager.alerts()), message="resolved in Alertmanager")
+    assert alerter.json("/api/alerts")["rules"][0]["state"] == "inactive"
+    assert alerter.metric("numcast_alerts_published_total", 'origin="stream"') == 2
+
+
+def test_an_alert_posted_to_alertmanager_reaches_a_browser_through_the_webhook(
+    redis_server, services, alertmanager, worker
+):
+    alerter = start_alerter(services, redis_server)
+    manager = alertmanager(webhook_alertmanager(alerter.url + "/api/alertmanager"))
+    browser = AlertsBrowser(worker.url)
+    labels = {"alertname": "NumcastWorkerDown", "severity": "critical", "pod": "<img src=x onerror=alert(1)>"}
+    manager.post([{"labels": labels, "annotations": {"summary": "<b>machine-2</b> is down"}}])
+
+    eventually(lambda: browser.first_with("NumcastWorkerDown"), timeout=15, message="the webhook's alert")
+    (shown,) = browser.active()
+    assert shown["origin"] == "alertmanager" and shown["status"] == "firing"
+    assert shown["labels"] == {"severity": "critical", "pod": "<img src=x onerror=alert(1)>"}, "carried as data"
+    assert shown["annotations"] == {"summary": "<b>machine-2</b> is down"}
+    assert shown["endsAt"] is None
+    assert shown["fingerprint"] == alerts.fingerprint("NumcastWorkerDown", shown["labels"])
+
+    manager.post([{"labels": labels, "endsAt": alerts.rfc3339(time.time())}])
+    eventually(lambda: browser.active() == [], timeout=15, message="resolved through the webhook")
+    assert alerter.metric("numcast_received_total", 'path="webhook"') >= 2
+
+
+def test_alertmanager_down_then_back_gets_the_firing_alert(redis_server, services, alertmanager, rules_file, worker):
+    manager = alertmanager()
+    rules = rules_file(HIGH_RULES.format(for_="0s"))
+    alerter = start_alerter(services, redis_server, rules, ALERTMANAGER_URL=manager.url, RESEND_SECONDS="1")
+    browser = AlertsBrowser(worker.url)
+    manager.kill()
+
+    publish(redis_server, envelope(1, value=99.0))
+    eventually(lambda: browser.active(), message="the channel works without Alertmanager")
+    eventually(lambda: alerter.metric("numcast_publish_errors_total", 'path="alertmanager"') >= 1)
+    status = alerter.json("/api/alerts")["alertmanager"]
+    assert status["connected"] is False and status["queued"] == 1
+    publish(redis_server, envelope(2, value=98.0))  # still evaluating: the value is there, nothing new to send
+    eventually(lambda: alerter.json("/api/alerts")["rules"][0]["value"] == 99.0)
+
+    manager.start()  # same port, and it lost every alert it had
+    eventually(lambda: "NumcastValueHigh" in names(manager.alerts()), timeout=15, message="delivered once back")
+    manager.kill()
+    manager.start()
+    eventually(lambda: "NumcastValueHigh" in names(manager.alerts()), timeout=15, message="re-sent after a restart")
+    assert alerter.json("/api/alerts")["alertmanager"]["connected"] is True
+
+
+def test_a_worker_that_starts_later_gets_the_active_set_at_once(redis_server, services, rules_file):
+    start_alerter(services, redis_server, rules_file(HIGH_RULES.format(for_="0s")))
+    publish(redis_server, envelope(1, value=99.0))
+    client = redis_server.client()
+    eventually(lambda: client.hlen(alerts.key("alerts")) == 1, message="the alerter keeps the active set")
+    late = services("worker", redis_server.url, wait="/readyz")
+    eventually(lambda: late.json("/api/alerts")["synced"])
+    assert names(late.json("/api/alerts")["alerts"]) == {"NumcastValueHigh"}
+    browser = AlertsBrowser(late.url)
+    eventually(lambda: browser.active(), message="the set on connect")
+    assert late.metric("numcast_alerts_active") == 1
+    client.close()
+
+
+def test_a_silence_rule_fires_without_values_and_resolves_with_one(redis_server, services, rules_file, worker):
+    rules = rules_file("rules:\n  - alert: Quiet\n    silent_for: 1s\n    labels: {severity: critical}\n")
+    alerter = start_alerter(services, redis_server, rules)
+    browser = AlertsBrowser(worker.url)
+    eventually(lambda: names(browser.active()) == {"Quiet"}, message="silence fires")
+    assert alerter.json("/api/alerts")["rules"][0]["value"] >= 1
+    publish(redis_server, envelope(1))
+    eventually(lambda: browser.active() == [], message="a value resolves it")
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("rules:\n  - alert: A\n    above: 1\n    fore: 1s\n", "rule 1 (A): key 'fore': unknown key"),
+        ("rules:\n  - alert: A\n    above: 1\n    for: 3 seconds\n", "rule 1 (A): key 'for': '3 seconds' is not"),
+        ("rules:\n  - alert: A\n    above: 1\n    below: 0\n", "rule 1 (A): key 'below': a rule has exactly one"),
+        ("rules:\n  - {alert: A, above: 1}\n  - {alert: A, below: 1}\n", "rule 2 (A): key 'alert': the name A is used"),
+    ],
+    ids=["unknown key", "bad duration", "two conditions", "duplicate name"],
+)
+def test_a_bad_rules_file_stops_the_start_naming_rule_and_key(rules_file, text, words):
+    path = rules_file(text)
+    result = subprocess.run(
+        [NUMCAST, "alerter"], env={"ALERT_RULES": str(path), "PATH": ""}, capture_output=True, text=True, timeout=30
+    )
+    assert result.returncode == 2
+    assert f"invalid setting ALERT_RULES='{path}': {path}: {words}" in result.stderr
+
+
+def test_rules_reload_on_sighup_and_on_change_and_a_bad_reload_keeps_the_old(redis_server, services, rules_file):
+    path = rules_file("rules:\n  - {alert: First, above: 10}\n")
+    alerter = start_alerter(services, redis_server, path)
+    rule_names = lambda: [rule["alert"] for rule in alerter.json("/api/alerts")["rules"]]  # noqa: E731
+    assert rule_names() == ["First"]
+
+    path.write_text("rules:\n  - {alert: First, above: 10}\n  - {alert: Bad, above: 1, for: soon}\n")
+    alerter.signal(signal.SIGHUP)
+    eventually(lambda: alerter.json("/api/alerts")["reload_error"], message="the refused reload is reported")
+    assert "rule 2 (Bad): key 'for'" in alerter.json("/api/alerts")["reload_error"]
+    assert rule_names() == ["First"], "the old rules stay in force"
+    eventually(lambda: "rules reload refused, the old rules stay in force" in alerter.logs())
+    assert alerter.metric("numcast_rule_reloads_total", 'result="error"') >= 1
+
+    path.write_text("rules:\n  - {alert: Second, below: 5}\n")  # no signal: the change is noticed
+    eventually(lambda: rule_names() == ["Second"], message="reloaded on change")
+    assert alerter.json("/api/alerts")["reload_error"] is None
+    assert alerter.stop() == 0
+
+
+def test_the_webhook_publishes_nothing_from_a_bad_body(redis_server, services):
+    alerter = start_alerter(services, redis_server)
+    listener = redis_server.client().pubsub(ignore_subscribe_messages=True)
+    listener.subscribe("alerts")
+    good = {"status": "firing", "labels": {"alertname": "Good"}, "annotations": {}, "fingerprint": "0123456789abcdef"}
+    good |= {"startsAt": "2026-01-01T00:00:00Z", "endsAt": "0001-01-01T00:00:00Z", "generatorURL": ""}
+    bodies = [
+        (json.dumps({"version": "3", "alerts": [good]}), "bad_version"),
+        ('{"version": "4", "alerts": [', None),
+        (json.dumps({"version": "4"}), "bad_fields"),
+        (json.dumps({"version": "4", "alerts": [good, {**good, "labels": {"severity": "x"}}]}), "bad_labels"),
+        (json.dumps({"version": "4", "alerts": [{k: v for k, v in good.items() if k != "startsAt"}]}), "bad_fields"),
+        (json.dumps({"version": "4", "alerts": [{**good, "status": "<b>"}]}), "bad_status"),
+        (json.dumps({"version": "4", "alerts": [{**good, "labels": {"alertname": "G", "<b>": "x"}}]}), "bad_labels"),
+        (json.dumps({"version": "4", "alerts": [{**good, "fingerprint": "x"}]}), "bad_fingerprint"),
+    ]
+    for body, reason in bodies:
+        status, answer = http("POST", alerter.url + "/api/alertmanager", body.encode())
+        assert status == 400, body
+        assert answer["error"] and answer.get("reason") == reason, answer
+    status, answer = http("POST", alerter.url + "/api/alertmanager", b'{"version": "4", "alerts": []}' + b" " * 2**20)
+    assert status == 413
+    padded = json.dumps({"version": "4", "alerts": [good]}).encode() + b" " * 500_000  # under 1 MiB: taken
+    assert http("POST", alerter.url + "/api/alertmanager", padded) == (200, {"published": 1})
+    message = eventually(lambda: listener.get_message(timeout=0.2), message="the good one")
+    assert json.loads(message["data"])["alertname"] == "Good", "nothing before it"
+    assert alerter.metric("numcast_rejected_total", 'path="webhook",reason="bad_labels"') == 2
+    listener.close()
+
+
+JUNK = [
+    ("not json", "not_json"),
+    ('{"status": "firing"}', "bad_fields"),
+    (b"\xff\xfe", "not_utf8"),
+    ("x" * 20000, "too_large"),
+]
+MESSAGE = {
+    "status": "firing", "alertname": "A", "labels": {}, "annotations": {}, "startsAt": "2026-01-01T00:00:00Z",
+    "endsAt": None, "fingerprint": alerts.fingerprint("A", {}), "origin": "stream",
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("junk", "reason"),
+    [
+        *JUNK,
+        (json.dumps({**MESSAGE, "origin": "<script>"}), "bad_origin"),
+        (json.dumps({**MESSAGE, "labels": {"x": 1}}), "bad_labels"),
+        (json.dumps({**MESSAGE, "startsAt": "yesterday"}), "bad_time"),
+        (json.dumps({**MESSAGE, "extra": 1}), "bad_fields"),
+    ],
+    ids=lambda value: value if isinstance(value, str) and len(value) < 20 else None,
+)
+def test_junk_on_the_alerts_channel_is_rejected_counted_and_never_shown(redis_server, worker, junk, reason):
+    publish(redis_server, junk, json.dumps(MESSAGE), channel="alerts")
+    eventually(lambda: worker.json("/api/alerts")["alerts"], message="the valid message after the junk")
+    assert worker.json("/api/alerts")["alerts"] == [MESSAGE]
+    assert worker.metric("numcast_rejected_total", f'path="alerts",reason="{reason}"') == 1
+
+
+def test_the_alerter_runs_in_threading_mode_and_reloads_on_sighup_there(redis_server, services, rules_file):
+    path = rules_file(HIGH_RULES.format(for_="0s"))
+    alerter = start_alerter(services, redis_server, path, ASYNC_MODE="threading")
+    publish(redis_server, envelope(1, value=99.0))
+    eventually(lambda: alerter.json("/api/alerts")["rules"][0]["state"] == "firing")
+    path.write_text("rules:\n  - {alert: Other, below: 1}\n")
+    alerter.signal(signal.SIGHUP)
+    eventually(lambda: [rule["alert"] for rule in alerter.json("/api/alerts")["rules"]] == ["Other"])
+    client = redis_server.client()
+    eventually(lambda: client.hlen(alerts.key("alerts")) == 0, message="the removed rule's alert resolved")
+    client.close()
+    assert "async_mode=threading" in alerter.logs()
+    assert alerter.stop() == 0
+
+
+def test_a_restarted_alerter_keeps_its_firing_alert_and_resolves_one_it_no_longer_has(
+    redis_server, services, rules_file
+):
+    path = rules_file(HIGH_RULES.format(for_="0s"))
+    client = redis_server.client()
+    first = start_alerter(services, redis_server, path)
+    publish(redis_server, envelope(1, value=99.0))
+    eventually(lambda: client.hlen(alerts.key("alerts")) == 1)
+    assert first.stop() == 0
+    second = start_alerter(services, redis_server, path)
+    eventually(lambda: second.json("/api/alerts")["rules"][0]["state"] == "firing", message="adopted")
+    assert client.hlen(alerts.key("alerts")) == 1
+    assert second.stop() == 0
+    path.write_text("rules:\n  - {alert: Other, below: 1}\n")
+    start_alerter(services, redis_server, path)
+    eventually(lambda: client.hlen(alerts.key("alerts")) == 0, message="no rule of ours: resolved")
+    client.close()

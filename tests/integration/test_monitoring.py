@@ -1,0 +1,172 @@
+"""Prometheus and Alertmanager beside the pipeline, real servers configured from the files infra/monitoring ships."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import NUMCAST, eventually, http
+
+from numcast import monitoring
+from numcast.local import free_port
+
+CONFIG = Path(__file__).resolve().parents[2] / "infra" / "monitoring" / "config"
+
+
+@pytest.fixture
+def servers_on_path():
+    """Prometheus and Alertmanager must be installed: a failure in CI, a skip with the apt hint elsewhere."""
+    if len(monitoring.binaries()) < 2:
+        hint = f"Prometheus and Alertmanager not found: {monitoring.INSTALL_HINT}"
+        if os.environ.get("CI"):
+            pytest.fail(hint)
+        pytest.skip(hint)
+
+
+def shipped() -> dict[str, str]:
+    return {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in CONFIG.iterdir()}
+
+
+def banner_url(output: str, what: str) -> str:
+    (line,) = [line for line in output.splitlines() if line.strip().startswith(what + " ")]
+    return line.split()[-1].rstrip("/")
+
+
+def test_up_with_monitoring_scrapes_every_process_with_the_shipped_rules(tmp_path, servers_on_path):
+    before = shipped()
+    control, worker, tcp = free_port(), free_port(), free_port()
+    ports = ["--control-port", str(control), "--worker-port", str(worker), "--tcp-port", str(tcp), "--workers", "1"]
+    options = ["--data-dir", str(tmp_path / "data"), "--monitoring", "--monitoring-config", str(CONFIG)]
+    log = tmp_path / "up.log"
+    with open(log, "wb") as out:
+        up = subprocess.Popen(
+            [NUMCAST, "up", *ports, *options],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=tmp_path,
+        )
+    try:
+        eventually(lambda: "numcast is up" in log.read_text(), timeout=60, message="the banner")
+        output = log.read_text()
+        prometheus = banner_url(output, "prometheus").removesuffix("/alerts")
+        alertmanager = banner_url(output, "alertmanager")
+
+        def targets():
+            active = http("GET", prometheus + "/api/v1/targets")[1]["data"]["activeTargets"]
+            return active if active and all(t["health"] == "up" for t in active) else None
+
+        labels = sorted((t["labels"] for t in eventually(targets, timeout=60)), key=lambda labels: labels["pod"])
+        assert [(t["component"], t["pod"], t.get("worker")) for t in labels] == [
+            ("alerter", "alerter", None),
+            ("control-plane", "control-plane", None),
+            ("worker", "machine-1", "machine-1"),
+        ]
+        assert {t["job"] for t in labels} == {"numcast"}
+        groups = http("GET", prometheus + "/api/v1/rules")[1]["data"]["groups"]
+        rules = [rule["name"] for group in groups for rule in group["rules"]]
+        assert "NumcastWorkerDown" in rules and len(rules) == len(set(rules)) >= 10
+        sent_to = http("GET", prometheus + "/api/v1/alertmanagers")[1]["data"]["activeAlertmanagers"]
+        assert [a["url"] for a in sent_to] == [alertmanager + "/api/v2/alerts"]
+        status, body = http("GET", alertmanager + "/api/v2/status")
+        alerter = banner_url(output, "alerter").removesuffix("/api/alerts")
+        assert status == 200 and f"url: {alerter}/api/alertmanager" in body["config"]["original"]
+        assert "send_resolved: true" in body["config"]["original"]
+        # The alerter sends its stream alerts to the same Alertmanager.
+        assert http("GET", alerter + "/api/alerts")[1]["alertmanager"]["url"] == alertmanager + "/api/v2/alerts"
+    finally:
+        up.send_signal(signal.SIGINT)
+        assert up.wait(60) == 0, log.read_text()
+    output = log.read_text()
+    assert "stopped prometheus (exit code 0)" in output and "stopped alertmanager (exit code 0)" in output
+    assert shipped() == before, "the shipped files are read, never written"
+
+
+def test_up_with_monitoring_says_how_to_get_the_servers(tmp_path):
+    env = {**os.environ, "PATH": str(tmp_path)}  # neither server on it
+    result = subprocess.run(
+        [NUMCAST, "up", "--monitoring", "--monitoring-config", str(CONFIG)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "apt-get install prometheus prometheus-alertmanager" in result.stderr
+    assert "numcast is up" not in result.stdout, "nothing starts"
+
+
+def test_up_with_monitoring_needs_the_shipped_files(tmp_path, servers_on_path):
+    result = subprocess.run(
+        [NUMCAST, "up", "--monitoring"], cwd=tmp_path, capture_output=True, text=True, timeout=30, check=False
+    )
+    assert result.returncode == 2
+    assert "infra/monitoring/config/prometheus.yml" in result.stderr and "--monitoring-config" in result.stderr
+
+
+def firing_in_prometheus(url: str, alertname: str) -> list[dict]:
+    alerts = http("GET", url + "/api/v1/alerts")[1]["data"]["alerts"]
+    return [a for a in alerts if a["labels"]["alertname"] == alertname and a["state"] == "firing"]
+
+
+def active_in_alertmanager(url: str, alertname: str) -> list[dict]:
+    alerts = http("GET", url + "/api/v2/alerts")[1]
+    return [a for a in alerts if a["labels"]["alertname"] == alertname and a["status"]["state"] == "active"]
+
+
+@pytest.mark.timeout(300)
+def test_a_killed_worker_fires_in_prometheus_and_reaches_the_other_workers_browser_through_alertmanager(
+    servers_on_path,
+):
+    from test_alerter import AlertsBrowser  # the alerter's tests' Socket.IO client for `alerts` events
+
+    from numcast.local import service
+    from numcast.stack import Stack
+
+    stack = Stack(2)
+    # The shipped rules and routes, with every scrape, evaluation and grouping interval at 1 s.
+    watch = monitoring.for_stack(stack, CONFIG, intervals="1s")
+    stack.alerter_env["ALERTMANAGER_URL"] = watch.alertmanager_url
+    with stack:
+        watch.start()
+        try:
+            prometheus, alertmanager = watch.prometheus_url, watch.alertmanager_url
+            browser = AlertsBrowser(stack.worker_urls[1])
+
+            def all_up():
+                active = http("GET", prometheus + "/api/v1/targets")[1]["data"]["activeTargets"]
+                return len(active) == 4 and all(t["health"] == "up" for t in active)
+
+            eventually(all_up, timeout=60, message="every process scraped")
+            name, process, port = next(entry for entry in stack.processes if entry[0] == "machine-1")
+            process.kill()
+            process.wait()
+
+            # NumcastWorkerDown waits its `for: 1m`, then fires in Prometheus...
+            (fired,) = eventually(lambda: firing_in_prometheus(prometheus, "NumcastWorkerDown"), timeout=150)
+            assert fired["labels"] == {"alertname": "NumcastWorkerDown", "severity": "critical", "worker": name}
+            # ... reaches Alertmanager ...
+            eventually(lambda: active_in_alertmanager(alertmanager, "NumcastWorkerDown"), timeout=30)
+            # ... and through the alerter's webhook and the `alerts` channel, the other worker's browser.
+
+            def shown():
+                return [a for a in browser.active() if a["alertname"] == "NumcastWorkerDown"]
+
+            (alert,) = eventually(shown, timeout=30, message="the alert in machine-2's browser")
+            assert (alert["status"], alert["origin"]) == ("firing", "alertmanager")
+            assert alert["labels"] == {"severity": "critical", "worker": name}
+            assert alert["annotations"]["summary"] == f"Worker {name} is down"
+            assert alert["annotations"]["runbook_url"] == "docs/monitoring.md#numcastworkerdown"
+
+            # The worker comes back on its port: the alert resolves and leaves the browser's list.
+            env = {"REDIS_URL": stack.redis_url, "HOST": "127.0.0.1", "WORKER_NAME": name, "PORT": str(port)}
+            env |= {"TCP_PORT": str(stack.workers[0][2]), "SINK_FILE": f"{stack.data_dir}/{name}.jsonl"}
+            stack.processes = [(n, service("worker", env) if n == name else p, h) for n, p, h in stack.processes]
+            eventually(lambda: not shown(), timeout=60, message="the resolved alert leaves the list")
+            assert not firing_in_prometheus(prometheus, "NumcastWorkerDown")
+        finally:
+            watch.stop()
