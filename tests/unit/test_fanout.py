@@ -134,19 +134,20 @@ def test_states_go_on_connect_and_after_each_change_newest_only_and_disconnect_f
     assert fanout.clients == 1
 
 
-def test_a_lone_value_goes_at_once_and_rounds_are_held_back_only_under_load():
-    fanout = Fanout_(limit=100, interval=0.05)
+def test_a_lone_value_goes_at_once_not_at_the_next_tick():
+    fanout = Fanout_(limit=100, interval=2.0)  # a tick this long would show
     fanout.connect("a")
     runner = threading.Thread(target=fanout.run)
     runner.start()
     try:
+        time.sleep(0.1)  # the round for the connect (its states) is over: the worker is idle
+        pushed = time.monotonic()
         fanout.push(envelope(1))
-        deadline = threading.Event()
-        for _ in range(100):
-            if fanout.sockets["a"].events("numbers"):
-                break
-            deadline.wait(0.005)
-        assert fanout.sockets["a"].events("numbers") == [[envelope(1)]], "sent within half a second, not a tick"
+        while not fanout.sockets["a"].events("numbers") and time.monotonic() - pushed < 2.0:
+            time.sleep(0.002)
+        waited = time.monotonic() - pushed
+        assert fanout.sockets["a"].events("numbers") == [[envelope(1)]]
+        assert waited < 0.5, f"sent after {waited:.3f}s: it waited for a tick"
     finally:
         fanout.stopping.set()
         runner.join(5)
