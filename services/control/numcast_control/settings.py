@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 
+from numcast.envelope import SOURCE_RULE, valid_source
 from numcast.settings import Common, check, env, parse_float, parse_int, parse_targets
 
 MAX_RATE_HZ = 5000.0
 MAX_ABS_VALUE = 1e12
+SOURCE_SUFFIX = "-xxxxxx"  # what new_source adds to SOURCE_PREFIX: a dash and six hex digits
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,10 +45,8 @@ class ControlSettings(Common):
         check(self.value_min <= self.value_max, "VALUE_MIN", self.value_min, "must be <= VALUE_MAX")
         check(1 <= self.mirror_queue <= 1_000_000, "MIRROR_QUEUE", self.mirror_queue, "must be 1-1000000")
         check(
-            bool(self.source_prefix)
-            and len(self.source_prefix) <= 40
-            and self.source_prefix.replace("-", "").isalnum(),
+            valid_source(self.source_prefix + SOURCE_SUFFIX),
             "SOURCE_PREFIX",
             self.source_prefix,
-            "1-40 of A-Z a-z 0-9 -",
+            f"with the {len(SOURCE_SUFFIX)} characters of a run's suffix, the source must be {SOURCE_RULE}",
         )
