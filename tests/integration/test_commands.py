@@ -2,9 +2,9 @@
 
 import os
 import re
+import select
 import signal
 import subprocess
-import time
 
 import pytest
 from conftest import NUMCAST, envelope, eventually, http, publish
@@ -122,13 +122,11 @@ def test_tail_prints_the_channel_decoded(redis_server):
         stderr=subprocess.PIPE,
         text=True,
     )
-    time.sleep(1.0)  # let it subscribe
-
-    def send():
-        publish(redis_server, envelope(7, value=42.5, source="control-abc123"), "<b>junk</b>", envelope(8))
-        return True
-
-    eventually(send)
+    # The line comes once Redis has confirmed the subscription, so what is published after it is printed.
+    assert select.select([tail.stderr], [], [], 10)[0], "tail says it is subscribed"
+    assert tail.stderr.readline() == "# subscribed to 'numbers'; Ctrl-C to stop\n"
+    assert redis_server.client().pubsub_numsub("numbers") == [(b"numbers", 1)]
+    publish(redis_server, envelope(7, value=42.5, source="control-abc123"), "<b>junk</b>", envelope(8))
     out, _ = tail.communicate(timeout=10)
     lines = out.splitlines()
     assert re.match(r"control-abc123 seq=7 value=42.5 ts=\d\d:\d\d:\d\d\.\d{3} latency=[\d.]+ms", lines[0])
