@@ -20,6 +20,7 @@ import redis
 from numcast.local import Redis, free_port, stop, wait_http
 
 NUMCAST = shutil.which("numcast", path=os.path.dirname(sys.executable)) or "numcast"
+LOG_LINES_ON_FAILURE = 200  # of each service's log, in the report of a failed test
 
 
 def eventually(check: Callable[[], object], timeout: float = 10.0, interval: float = 0.05, message: str = ""):
@@ -123,9 +124,10 @@ class Service:
 
 
 @pytest.fixture
-def services(tmp_path: Path) -> Iterator[Callable[..., Service]]:
+def services(tmp_path: Path, request) -> Iterator[Callable[..., Service]]:
     """A factory of started services; every one is stopped after the test, and its log shown on failure."""
     started: list[Service] = []
+    request.node.numcast_services = started  # for pytest_runtest_makereport, below
 
     def start(command: str, redis_url: str, wait: str = "/healthz", **env: str) -> Service:
         env = {"REDIS_URL": redis_url, "HOST": "127.0.0.1", "PORT": str(free_port()), **env}
@@ -142,6 +144,20 @@ def services(tmp_path: Path) -> Iterator[Callable[..., Service]]:
         service.stop()
         if os.environ.get("NUMCAST_TEST_LOGS"):
             print(f"--- {service.command} log ---\n{service.logs()}")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failed test's report ends with the last lines of each service it started: CI shows why."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed:
+        for n, service in enumerate(getattr(item, "numcast_services", ())):
+            try:
+                lines = service.logs().splitlines()[-LOG_LINES_ON_FAILURE:]
+            except OSError as exc:
+                lines = [f"(no log: {exc})"]
+            report.sections.append((f"numcast {service.command} #{n} log, last lines", "\n".join(lines)))
 
 
 def publish(server: RedisServer, *messages: str | bytes, channel: str = "numbers") -> None:
