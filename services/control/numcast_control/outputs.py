@@ -1,4 +1,5 @@
-"""Where envelopes go: the Redis channel, and the TCP mirror to each worker. Each has its own bounded queue."""
+"""Where envelopes go: the Redis channel (and its replay log), and the TCP mirror to each worker. Each has its
+own bounded queue."""
 
 from __future__ import annotations
 
@@ -6,6 +7,10 @@ import logging
 import socket
 import threading
 
+import redis
+
+from numcast import replay_log
+from numcast.logs import Throttled
 from numcast.redis_conn import CONNECTION_ERRORS, Backoff, client, describe, redact
 from numcast_control.outbox import Outbox
 
@@ -105,19 +110,39 @@ class Output:
 
 
 class RedisOutput(Output):
-    """PUBLISHes each envelope on the channel, pipelined."""
+    """PUBLISHes each envelope on the channel and, with a `writer`, adds it to the replay log in the same step."""
 
     path = "redis"
 
-    def __init__(self, url: str, password: str, channel: str, queue_limit: int, metrics: dict) -> None:
+    def __init__(
+        self, url: str, password: str, channel: str, queue_limit: int, metrics: dict, writer: dict | None = None
+    ) -> None:
+        """`writer`: the replay log's {"maxlen", "source", "run"}; None publishes only."""
         super().__init__(redact(url), queue_limit, metrics)
         self.channel = channel
         self._client = client(url, password)
+        self.writer = replay_log.Writer(self._client, channel, **writer) if writer else None
+        self._log_errors = metrics["log_errors"]
+        self._warn = Throttled(log)
 
     def send(self, batch: list[str]) -> None:
         if not batch:
             self._client.ping()
             return
+        if self.writer is not None:
+            try:
+                failed = self.writer.publish(batch)
+            except redis.ResponseError as exc:  # the script refused (an ACL without EVALSHA...): publish only
+                failed = len(batch)
+                self._publish(batch)
+                self._warn.warning("script", "replay log script failed key=%s error=%s", self.writer.key, describe(exc))
+            if failed:
+                self._log_errors.inc(failed)
+                self._warn.warning("log", "envelopes published but not logged key=%s count=%d", self.writer.key, failed)
+            return
+        self._publish(batch)
+
+    def _publish(self, batch: list[str]) -> None:
         pipe = self._client.pipeline(transaction=False)
         for line in batch:
             pipe.publish(self.channel, line)

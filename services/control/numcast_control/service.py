@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 import redis
 
-from numcast import presence
+from numcast import presence, replay_log
 from numcast.redis_conn import CONNECTION_ERRORS, client, reachable, redact
 from numcast.tasks import Tasks
 from numcast_control.config import Config, apply_patch
@@ -28,12 +29,23 @@ class ControlService:
             "errors": metrics.counter("publish_errors", "Failed deliveries (then retried), by path.", ("path",)),
             "dropped": metrics.counter("dropped", "Envelopes dropped from a full output queue.", ("path",)),
             "reconnects": metrics.counter("reconnects", "Connections re-established after a failure.", ("path",)),
+            "log_errors": metrics.counter("log_errors", "Envelopes published but not added to the replay log."),
         }
         limit = settings.mirror_queue
-        self.redis = RedisOutput(settings.redis_url, settings.redis_password, settings.channel, limit, counters)
+        source = new_source(settings.source_prefix)
+        # The run's first id part: this start's Unix millisecond, so a restarted control-plane logs above the last.
+        writer = {"maxlen": settings.stream_maxlen, "source": source, "run": int(time.time() * 1000)}
+        self.redis = RedisOutput(
+            settings.redis_url,
+            settings.redis_password,
+            settings.channel,
+            limit,
+            counters,
+            writer if settings.stream_maxlen else None,
+        )
         self.mirrors = [TcpMirror(host, port, limit, counters) for host, port in settings.tcp_mirror_targets]
         config = Config(settings.rate_hz, settings.value_min, settings.value_max)
-        self.generator = Generator(config, new_source(settings.source_prefix), [self.redis, *self.mirrors], metrics)
+        self.generator = Generator(config, source, [self.redis, *self.mirrors], metrics)
         self._lock = threading.Lock()
         self.tasks = Tasks()
 
@@ -45,10 +57,11 @@ class ControlService:
     def start(self, socketio) -> None:
         """Start the generator and one sender per output as background tasks."""
         log.info(
-            "control-plane starting source=%s redis=%s channel=%s rate_hz=%g mirrors=%s",
+            "control-plane starting source=%s redis=%s channel=%s log=%s rate_hz=%g mirrors=%s",
             self.generator.source,
             redact(self.settings.redis_url),
             self.settings.channel,
+            self.redis.writer.key if self.redis.writer else "off",
             self.generator.config.rate_hz,
             ",".join(m.name for m in self.mirrors) or "none",
         )
@@ -84,6 +97,7 @@ class ControlService:
             "seq": self.generator.seq,
             "channel": self.settings.channel,
             "config": self.generator.config.to_dict(),
+            "log": {"key": replay_log.key(self.settings.channel), "maxlen": self.settings.stream_maxlen},
             "outputs": [output.status() for output in self.outputs],
         }
 

@@ -10,6 +10,7 @@ from numcast.settings import Common, check, env, parse_float, parse_int, parse_t
 MAX_RATE_HZ = 5000.0
 MAX_ABS_VALUE = 1e12
 SOURCE_SUFFIX = "-xxxxxx"  # what new_source adds to SOURCE_PREFIX: a dash and six hex digits
+MAX_STREAM_MAXLEN = 10_000_000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,6 +36,12 @@ class ControlSettings(Common):
     source_prefix: str = env(
         "SOURCE_PREFIX", "control", "Start of the envelope's `source`; a random suffix names each run.", str
     )
+    stream_maxlen: int = env(
+        "STREAM_MAXLEN",
+        100_000,
+        "Envelopes kept in the replay log `<CHANNEL>:log` (trimmed with `MAXLEN ~`: a few more); 0: no log.",
+        parse_int,
+    )
 
     def validate(self) -> None:
         """Raise SettingsError for the first setting that is out of range."""
@@ -49,4 +56,10 @@ class ControlSettings(Common):
             "SOURCE_PREFIX",
             self.source_prefix,
             f"with the {len(SOURCE_SUFFIX)} characters of a run's suffix, the source must be {SOURCE_RULE}",
+        )
+        check(
+            0 <= self.stream_maxlen <= MAX_STREAM_MAXLEN,
+            "STREAM_MAXLEN",
+            self.stream_maxlen,
+            f"must be 0-{MAX_STREAM_MAXLEN}",
         )
