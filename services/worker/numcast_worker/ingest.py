@@ -14,14 +14,18 @@ log = logging.getLogger(__name__)
 
 
 class Ingest:
-    """Treats what arrives from Redis and from the TCP mirror exactly alike."""
+    """Treats what arrives from Redis and from the TCP mirror exactly alike.
+
+    One lock guards everything the paths share (sequences, sink, history, fan-out): in threading mode the
+    subscriber, every TCP connection and housekeeping run in threads of their own.
+    """
 
     def __init__(self, sequences, sink, fanout, stats, latency, history_size: int) -> None:
         self.sequences, self.sink, self.fanout, self.stats = sequences, sink, fanout, stats
         self.latency = latency
         self.history: deque[dict] = deque(maxlen=history_size)
         self.last_value_at = 0.0
-        self._lock = threading.Lock()  # both paths may call at once in threading mode
+        self._lock = threading.Lock()
         self._warn = Throttled(log)
 
     def accept_batch(self, batch, path: str) -> int:
@@ -30,8 +34,8 @@ class Ingest:
         observe_latency = self.latency.observe
         invalid = accepted = 0
         now, clock = time.time(), time.monotonic()  # once per batch: a batch is read in well under a millisecond
-        stats.received[path] += len(batch)
         with self._lock:
+            stats.received[path] += len(batch)
             for raw in batch:
                 try:
                     envelope = decode(raw)
@@ -54,6 +58,21 @@ class Ingest:
                 self.last_value_at = now
         return invalid
 
+    def expire(self) -> int:
+        """Count as gaps the seqs missing past the grace period."""
+        with self._lock:
+            return self.sequences.expire(time.monotonic())
+
+    def flush(self) -> bool:
+        """Write the sink's queued lines; False while the file fails."""
+        with self._lock:
+            return self.sink.flush()
+
+    def close(self) -> None:
+        """Flush and close the sink."""
+        with self._lock:
+            self.sink.close()
+
     def _reject(self, raw: bytes, path: str, exc: EnvelopeError) -> None:
         self.stats.rejected[path, exc.reason] += 1
         self._warn.warning(
@@ -67,5 +86,6 @@ class Ingest:
 
     def recent(self, limit: int) -> list[dict]:
         """The last `limit` accepted envelopes, oldest first."""
-        items = list(self.history)
+        with self._lock:
+            items = list(self.history)
         return items[-limit:] if limit < len(items) else items

@@ -19,7 +19,10 @@ class _Source:
 
 
 class Sequences:
-    """Decides whether an envelope is new, and counts the seqs that never came."""
+    """Decides whether an envelope is new, and counts the seqs that never came.
+
+    Not thread-safe: its owner (Ingest) calls every method under one lock.
+    """
 
     def __init__(self, window: int = WINDOW, grace: float = GRACE_SECONDS, max_sources: int = MAX_SOURCES):
         self.window, self.grace, self.max_sources = window, grace, max_sources

@@ -34,7 +34,9 @@ class WorkerService:
         self.stats = stats = Stats()
         metrics.registry.register(stats)
         self.sequences = Sequences()
-        self.sink = FileSink(settings.sink_file, settings.sink_max_bytes, settings.sink_backups)
+        self.sink = FileSink(
+            settings.sink_file, settings.sink_max_bytes, settings.sink_backups, settings.sink_buffer_bytes
+        )
         self.fanout = Fanout(socketio, settings.client_queue, settings.batch_ms / 1000, {"status": self.status})
         latency = metrics.histogram("latency_seconds", "From the envelope's ts to its acceptance by the worker.")
         self.ingest = Ingest(self.sequences, self.sink, self.fanout, stats, latency, settings.history_size)
@@ -57,9 +59,10 @@ class WorkerService:
         stats.counters.update(
             {
                 "gaps": ("Seqs received by neither path within the grace period.", lambda: self.sequences.gaps, {}),
-                "sink_lines": ("Lines written to the sink file.", lambda: self.sink.lines, {}),
+                "sink_lines": ("Lines that reached the sink file (written in full).", lambda: self.sink.lines, {}),
                 "sink_rotations": ("Sink file rotations.", lambda: self.sink.rotations, {}),
-                "sink_errors": ("Failed sink writes.", lambda: self.sink.errors, {}),
+                "sink_errors": ("Failed sink opens, writes and rotations (retried).", lambda: self.sink.errors, {}),
+                "sink_dropped": ("Lines given up while the sink failed (buffer full).", lambda: self.sink.dropped, {}),
                 "dropped": ("Values a slow browser missed.", lambda: self.fanout.dropped, {"path": "browser"}),
             }
         )
@@ -84,6 +87,7 @@ class WorkerService:
             s.sink_file,
         )
         self.tcp.bind()
+        self.ingest.flush()  # open the file now, so a sink that cannot be written shows at once
         self.tasks.start(socketio, self.subscriber.run, "subscriber")
         self.tasks.start(socketio, lambda: self.tcp.run(socketio.start_background_task), "tcp listener")
         self.tasks.start(socketio, self.fanout.run, "fan-out")
@@ -95,7 +99,7 @@ class WorkerService:
         self.tcp.stop()
         self.fanout.stopping.set()
         self.tasks.join(timeout=5)
-        self.sink.close()
+        self.ingest.close()
         self._presence(withdraw=True)
         log.info("worker stopped lines_written=%d", self.sink.lines)
 
@@ -105,8 +109,8 @@ class WorkerService:
         for tick in itertools.count():
             if self.tasks.stopping.wait(0.5):
                 return
-            self.sink.flush()
-            self.sequences.expire(time.monotonic())
+            self.ingest.flush()
+            self.ingest.expire()
             if tick % 2:
                 self.fanout.mark("status")  # once a second, as the README promises the dashboard
             if time.monotonic() >= next_presence:
@@ -148,6 +152,7 @@ class WorkerService:
             **self.identity(),
             "channel": self.settings.channel,
             "redis": {"subscribed": self.subscriber.subscribed},
+            "sink": {"path": self.settings.sink_file, "ok": self.sink.opened and not self.sink.failing},
             "tcp": {"port": self.settings.tcp_port, "connections": len(self.tcp.connections)},
             "counters": {
                 **self.stats.to_dict(),
