@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -122,6 +123,11 @@ class Service:
         """Everything the process printed."""
         return self.log_path.read_text(errors="replace")
 
+    def kill(self) -> None:
+        """SIGKILL: no flush, no goodbye."""
+        self.process.kill()
+        self.process.wait()
+
 
 @pytest.fixture
 def services(tmp_path: Path, request) -> Iterator[Callable[..., Service]]:
@@ -158,6 +164,43 @@ def pytest_runtest_makereport(item, call):
             except OSError as exc:
                 lines = [f"(no log: {exc})"]
             report.sections.append((f"numcast {service.command} #{n} log, last lines", "\n".join(lines)))
+
+
+class Browser:
+    """A Socket.IO client, as the dashboard connects (WebSocket only), that keeps every value pushed to it."""
+
+    def __init__(self, url: str) -> None:
+        import socketio
+
+        self.values: list[dict] = []
+        self._lock = threading.Lock()
+        self.client = socketio.Client(reconnection=False)
+        self.client.on("numbers", self._numbers)
+        self.client.connect(url, transports=["websocket"], wait_timeout=10)
+
+    def _numbers(self, batch: list[dict]) -> None:
+        with self._lock:
+            self.values.extend(batch)
+
+    def seqs(self) -> list[int]:
+        """The seqs received so far, in the order they came."""
+        with self._lock:
+            return [envelope["seq"] for envelope in self.values]
+
+    def close(self) -> None:
+        """Disconnect."""
+        self.client.disconnect()
+
+
+def sink_seqs(path: str | Path, backups: int = 0) -> list[int]:
+    """The seqs in a sink file and its rotated backups, oldest file first; fails on a line that is not whole."""
+    seqs = []
+    for name in [f"{path}.{n}" for n in range(backups, 0, -1)] + [str(path)]:
+        if os.path.exists(name):
+            data = Path(name).read_bytes()
+            assert not data or data.endswith(b"\n"), f"{name} ends in half a line"
+            seqs += [json.loads(line)["seq"] for line in data.splitlines()]
+    return seqs
 
 
 def publish(server: RedisServer, *messages: str | bytes, channel: str = "numbers") -> None:

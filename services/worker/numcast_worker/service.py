@@ -15,6 +15,7 @@ from numcast.subscriber import Subscriber
 from numcast.tasks import Tasks
 from numcast_worker.fanout import Fanout
 from numcast_worker.ingest import Ingest
+from numcast_worker.replay import Replay
 from numcast_worker.sequences import Sequences
 from numcast_worker.settings import WorkerSettings
 from numcast_worker.sink import FileSink
@@ -40,6 +41,8 @@ class WorkerService:
         self.fanout = Fanout(socketio, settings.client_queue, settings.batch_ms / 1000, {"status": self.status})
         latency = metrics.histogram("latency_seconds", "From the envelope's ts to its acceptance by the worker.")
         self.ingest = Ingest(self.sequences, self.sink, self.fanout, stats, latency, settings.history_size)
+        self.replay = Replay(settings, self.ingest)
+        self.ingest.on_skip = self.replay.request
         self.subscriber = Subscriber(
             settings.redis_url,
             settings.redis_password,
@@ -63,6 +66,8 @@ class WorkerService:
                 "sink_rotations": ("Sink file rotations.", lambda: self.sink.rotations, {}),
                 "sink_errors": ("Failed sink opens, writes and rotations (retried).", lambda: self.sink.errors, {}),
                 "sink_dropped": ("Lines given up while the sink failed (buffer full).", lambda: self.sink.dropped, {}),
+                "replays": ("Catch-ups from the replay log.", lambda: self.replay.runs, {}),
+                "replay_errors": ("Catch-ups that failed (Redis unreachable...).", lambda: self.replay.errors, {}),
                 "dropped": ("Values a slow browser missed.", lambda: self.fanout.dropped, {"path": "browser"}),
             }
         )
@@ -74,6 +79,7 @@ class WorkerService:
     def _subscribed(self, resumed: bool) -> None:
         if resumed:
             self.stats.reconnects += 1
+        self.replay.request(hold=True)  # what was published while unsubscribed, before the live values
 
     def start(self, socketio) -> None:
         """Bind the TCP port, then start every loop."""
@@ -87,7 +93,10 @@ class WorkerService:
             s.sink_file,
         )
         self.tcp.bind()
+        primed = self.ingest.prime(self.sink.tail(s.history_size))  # the file is the truth: resume after it
+        log.info("sink resumed path=%s lines_read=%d", s.sink_file, primed)
         self.ingest.flush()  # open the file now, so a sink that cannot be written shows at once
+        self.tasks.start(socketio, self.replay.run, "catch-up")
         self.tasks.start(socketio, self.subscriber.run, "subscriber")
         self.tasks.start(socketio, lambda: self.tcp.run(socketio.start_background_task), "tcp listener")
         self.tasks.start(socketio, self.fanout.run, "fan-out")
@@ -97,6 +106,7 @@ class WorkerService:
         """Stop taking values, close sockets, flush the sink, withdraw from presence."""
         self.subscriber.stop()
         self.tcp.stop()
+        self.replay.stop()
         self.fanout.stopping.set()
         self.tasks.join(timeout=5)
         self.ingest.close()
@@ -142,9 +152,9 @@ class WorkerService:
         }
 
     def ready(self) -> tuple[bool, dict]:
-        """Ready while subscribed to the channel."""
-        ok = self.subscriber.subscribed
-        return ok, {"redis": "subscribed" if ok else "down"}
+        """Ready while subscribed to the channel, once caught up from the replay log (the history refilled)."""
+        ok = self.subscriber.subscribed and self.replay.caught_up
+        return ok, {"redis": "subscribed" if self.subscriber.subscribed else "down"}
 
     def status(self) -> dict:
         """Everything the dashboard shows about the worker and its inputs."""
@@ -153,6 +163,7 @@ class WorkerService:
             "channel": self.settings.channel,
             "redis": {"subscribed": self.subscriber.subscribed},
             "sink": {"path": self.settings.sink_file, "ok": self.sink.opened and not self.sink.failing},
+            "replay": {"runs": self.replay.runs, "errors": self.replay.errors, "last_error": self.replay.last_error},
             "tcp": {"port": self.settings.tcp_port, "connections": len(self.tcp.connections)},
             "counters": {
                 **self.stats.to_dict(),
