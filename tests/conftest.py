@@ -77,8 +77,9 @@ def redis_server() -> Iterator[RedisServer]:
 class Service:
     """A `numcast control` or `numcast worker` process started with the user's own command."""
 
-    def __init__(self, command: str, env: dict[str, str], log: Path) -> None:
-        self.command, self.env, self.log_path = command, env, log
+    def __init__(self, command: str, env: dict[str, str], log: Path, prefix: tuple[str, ...] = ()) -> None:
+        """`prefix` runs the command through another (setpriv, to run as another user)."""
+        self.command, self.env, self.log_path, self.prefix = command, env, log, prefix
         self.port = int(env["PORT"])
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen | None = None
@@ -87,7 +88,7 @@ class Service:
         """Run the process and wait until `wait` answers 200."""
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it
         self.process = subprocess.Popen(
-            [NUMCAST, self.command], env={**os.environ, **self.env}, stdout=log, stderr=subprocess.STDOUT
+            [*self.prefix, NUMCAST, self.command], env={**os.environ, **self.env}, stdout=log, stderr=subprocess.STDOUT
         )
         log.close()
         wait_http(self.url + wait, 20, self.process)
@@ -135,13 +136,15 @@ def services(tmp_path: Path, request) -> Iterator[Callable[..., Service]]:
     started: list[Service] = []
     request.node.numcast_services = started  # for pytest_runtest_makereport, below
 
-    def start(command: str, redis_url: str, wait: str = "/healthz", **env: str) -> Service:
+    def start(
+        command: str, redis_url: str, wait: str = "/healthz", prefix: tuple[str, ...] = (), **env: str
+    ) -> Service:
         env = {"REDIS_URL": redis_url, "HOST": "127.0.0.1", "PORT": str(free_port()), **env}
         if command == "worker":
             env.setdefault("TCP_PORT", str(free_port()))
             env.setdefault("WORKER_NAME", f"machine-{len(started) + 1}")
             env.setdefault("SINK_FILE", str(tmp_path / f"{env['WORKER_NAME']}.jsonl"))
-        service = Service(command, env, tmp_path / f"{command}-{len(started)}.log")
+        service = Service(command, env, tmp_path / f"{command}-{len(started)}.log", prefix)
         started.append(service)
         return service.start(wait)
 
@@ -190,6 +193,19 @@ class Browser:
     def close(self) -> None:
         """Disconnect."""
         self.client.disconnect()
+
+
+def as_user(uid: int) -> tuple[str, ...]:
+    """setpriv arguments that run a command as `uid` (group the same), with no groups and no privileges.
+
+    It keeps one capability, read-only: reading and searching any path, because this host may keep the
+    interpreter in a directory only root can enter. It grants no write anywhere.
+    """
+    return (
+        "setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--no-new-privs",
+        "--bounding-set=-all,+dac_read_search", "--inh-caps=-all,+dac_read_search",
+        "--ambient-caps=-all,+dac_read_search",
+    )  # fmt: skip
 
 
 def sink_seqs(path: str | Path, backups: int = 0) -> list[int]:

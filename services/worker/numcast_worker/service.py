@@ -95,7 +95,7 @@ class WorkerService:
         self.tcp.bind()
         primed = self.ingest.prime(self.sink.tail(s.history_size))  # the file is the truth: resume after it
         log.info("sink resumed path=%s lines_read=%d", s.sink_file, primed)
-        self.ingest.flush()  # open the file now, so a sink that cannot be written shows at once
+        self.ingest.flush()  # open the file now: ready needs it
         self.tasks.start(socketio, self.replay.run, "catch-up")
         self.tasks.start(socketio, self.subscriber.run, "subscriber")
         self.tasks.start(socketio, lambda: self.tcp.run(socketio.start_background_task), "tcp listener")
@@ -152,15 +152,23 @@ class WorkerService:
         }
 
     def ready(self) -> tuple[bool, dict]:
-        """Ready while subscribed to the channel, once caught up from the replay log (the history refilled)."""
-        ok = self.subscriber.subscribed and self.replay.caught_up
-        return ok, {"redis": "subscribed" if self.subscriber.subscribed else "down"}
+        """Ready once serving: the sink opened, and caught up after subscribing or fed by the mirror, once.
+
+        Redis is reported, not required: an outage must not take every replica out of its Service at once.
+        """
+        ok = self.sink.opened and (self.replay.caught_up or self.stats.accepted["tcp"] > 0)
+        return ok, {
+            "redis": "subscribed" if self.subscriber.subscribed else "down",
+            "sink": "failing" if self.sink.failing or not self.sink.opened else "ok",
+            "history": "refilled" if self.replay.caught_up else "pending",
+        }
 
     def status(self) -> dict:
         """Everything the dashboard shows about the worker and its inputs."""
         return {
             **self.identity(),
             "channel": self.settings.channel,
+            "ready": self.ready()[0],
             "redis": {"subscribed": self.subscriber.subscribed},
             "sink": {"path": self.settings.sink_file, "ok": self.sink.opened and not self.sink.failing},
             "replay": {"runs": self.replay.runs, "errors": self.replay.errors, "last_error": self.replay.last_error},
