@@ -55,6 +55,7 @@ def test_worker_name_defaults_to_the_host_name():
         (WorkerSettings, {"SINK_MAX_BYTES": "10"}, "SINK_MAX_BYTES"),
         (WorkerSettings, {"CORS_ORIGINS": "*"}, "CORS_ORIGINS"),
         (WorkerSettings, {"CLIENT_QUEUE": "5"}, "CLIENT_QUEUE"),
+        (WorkerSettings, {"SINK_BUFFER_BYTES": "1000"}, "SINK_BUFFER_BYTES"),
         (ControlSettings, {"STREAM_MAXLEN": "-1"}, "STREAM_MAXLEN"),
     ],
 )
