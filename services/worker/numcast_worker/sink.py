@@ -103,6 +103,9 @@ class FileSink:
         self.opened = True
 
     def _write_pending(self) -> None:
+        if self._size + self._pending_bytes <= self.max_bytes:
+            self._append(self._pending)  # the usual case: everything fits, one write
+            return
         while self._pending:
             if self._size and self._size + len(self._pending[0]) > self.max_bytes:
                 self._rotate()
