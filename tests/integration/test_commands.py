@@ -122,12 +122,16 @@ def test_tail_prints_the_channel_decoded(redis_server):
         stderr=subprocess.PIPE,
         text=True,
     )
-    # The line comes once Redis has confirmed the subscription, so what is published after it is printed.
-    assert select.select([tail.stderr], [], [], 10)[0], "tail says it is subscribed"
-    assert tail.stderr.readline() == "# subscribed to 'numbers'; Ctrl-C to stop\n"
-    assert redis_server.client().pubsub_numsub("numbers") == [(b"numbers", 1)]
-    publish(redis_server, envelope(7, value=42.5, source="control-abc123"), "<b>junk</b>", envelope(8))
-    out, _ = tail.communicate(timeout=10)
+    try:
+        # The line comes once Redis has confirmed the subscription, so what is published after it is printed.
+        assert select.select([tail.stderr], [], [], 10)[0], "tail says it is subscribed"
+        assert tail.stderr.readline() == "# subscribed to 'numbers'; Ctrl-C to stop\n"
+        assert redis_server.client().pubsub_numsub("numbers") == [(b"numbers", 1)]
+        publish(redis_server, envelope(7, value=42.5, source="control-abc123"), "<b>junk</b>", envelope(8))
+        out, _ = tail.communicate(timeout=10)
+    finally:
+        tail.kill()
+        tail.wait()
     lines = out.splitlines()
     assert re.match(r"control-abc123 seq=7 value=42.5 ts=\d\d:\d\d:\d\d\.\d{3} latency=[\d.]+ms", lines[0])
     assert lines[1].startswith("REJECTED not_json")
