@@ -21,8 +21,9 @@ MAX_RUNS_WALKED = 100  # runs (control-plane restarts) looked through for a sour
 
 # One atomic step per batch: the PUBLISH of each envelope and its XADD, with no round trip of their own.
 # KEYS[1]: the log. ARGV: channel, MAXLEN, the run's source, the run's start (Unix ms), then the envelopes.
-# A seq at or below the newest entry of this run is a batch sent again after a lost reply: published again
-# (workers drop duplicates), logged once. A log that cannot be written never stops the PUBLISH.
+# A seq at or below the newest entry of this run was published and logged already (a batch sent again after a
+# lost reply, or after a reconnect): it is skipped. Nothing else is: a log that cannot be written never stops
+# the PUBLISH.
 PUBLISH_SCRIPT = """
 local log, channel, maxlen, source = KEYS[1], ARGV[1], ARGV[2], ARGV[3]
 local run, last = tonumber(ARGV[4]), -1
@@ -39,11 +40,12 @@ end
 local failed = 0
 for i = 5, #ARGV do
   local envelope = ARGV[i]
-  redis.call('PUBLISH', channel, envelope)
   local seq = string.match(envelope, '"seq":%s*(%d+)')
   if not usable or not seq then
+    redis.call('PUBLISH', channel, envelope)
     failed = failed + 1
   elseif tonumber(seq) > last then
+    redis.call('PUBLISH', channel, envelope)
     local id = string.format('%d-%s', run, seq)
     local added = redis.pcall('XADD', log, 'MAXLEN', '~', maxlen, id, 'envelope', envelope)
     if added.err then failed = failed + 1 else last = tonumber(seq) end
@@ -67,7 +69,7 @@ class Writer:
         self._script = conn.register_script(PUBLISH_SCRIPT)
 
     def publish(self, lines: list[str]) -> int:
-        """PUBLISH and log every line of one run, atomically; return how many could not be logged."""
+        """PUBLISH and log the lines of one run the log lacks, atomically; return how many could not be logged."""
         return self._script(keys=[self.key], args=[self.channel, self.maxlen, self.source, self.run, *lines])
 
 

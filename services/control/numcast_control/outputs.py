@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+from collections import deque
 
 import redis
 
@@ -17,6 +18,9 @@ from numcast_control.outbox import Outbox
 log = logging.getLogger(__name__)
 
 BATCH = 500  # envelopes sent in one pipeline or one write
+# Sent again after a reconnect: Redis may have acknowledged them and died before they left for any subscriber.
+# The script logs and publishes only those the log lacks, so a Redis that kept its data sees nothing twice.
+RESEND = 2 * BATCH
 
 
 class Output:
@@ -124,14 +128,17 @@ class RedisOutput(Output):
         self.writer = replay_log.Writer(self._client, channel, **writer) if writer else None
         self._log_errors = metrics["log_errors"]
         self._warn = Throttled(log)
+        self._recent: deque[str] = deque(maxlen=RESEND)
+        self._resend = False
 
     def send(self, batch: list[str]) -> None:
         if not batch:
             self._client.ping()
             return
         if self.writer is not None:
+            lines = [*self._recent, *batch] if self._resend else batch
             try:
-                failed = self.writer.publish(batch)
+                failed = self.writer.publish(lines)
             except redis.ResponseError as exc:  # the script refused (an ACL without EVALSHA...): publish only
                 failed = len(batch)
                 self._publish(batch)
@@ -139,6 +146,8 @@ class RedisOutput(Output):
             if failed:
                 self._log_errors.inc(failed)
                 self._warn.warning("log", "envelopes published but not logged key=%s count=%d", self.writer.key, failed)
+            self._recent.extend(batch)
+            self._resend = False
             return
         self._publish(batch)
 
@@ -150,6 +159,7 @@ class RedisOutput(Output):
 
     def close(self) -> None:
         self._client.connection_pool.disconnect()
+        self._resend = True  # what Redis acknowledged last may have died with it
 
 
 class TcpMirror(Output):
