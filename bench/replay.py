@@ -8,6 +8,8 @@ Four parts, each against a Redis of its own on a free port (never one already ru
   `--down` seconds later. The downtime, what the file lacked, the history at ready, the sink file.
 - redis: Redis killed and started again empty after `--down` seconds, with the control-plane's default queue
   and with a queue too small to hold the outage. Lost values, gaps, time to the first new value.
+- flap: Redis killed and started again empty `--flaps` times, 0.3 s down, every 1.5 s, with the default queue:
+  values acknowledged by a Redis that then died must not be lost.
 - cost: the control-plane's Redis output (the real class, in this process) drains `--messages` envelopes
   as fast as Redis takes them: PUBLISH only (as before the log), and PUBLISH + XADD by the one script per
   batch the control-plane uses; for the choice, also one script per envelope and MULTI/EXEC.
@@ -237,6 +239,30 @@ def restart_redis(args) -> None:
             )
 
 
+def flap_redis(args) -> None:
+    with Pipeline(args.rate) as run:
+        run.control.start()
+        for _ in range(args.flaps):
+            time.sleep(1.5)
+            run.redis.process.kill()
+            run.redis.process.wait()
+            time.sleep(0.3)
+            run.redis.start()
+        time.sleep(3)
+        last = run.pause()
+        time.sleep(2.5)  # past the grace period
+        counters = run.counters()
+        run.worker.stop()
+        seqs = run.sink_seqs()
+        lost, twice = lost_and_twice(seqs, 1, last)
+        print(
+            f"flap: Redis killed and started again empty {args.flaps} times at {args.rate:g} values/s: {last} values "
+            f"| sink: lost {lost}, twice {twice}, in order {seqs == sorted(seqs)} | gaps {counters['gaps']}, "
+            f"duplicates dropped {counters['duplicates']}",
+            flush=True,
+        )
+
+
 class Bare:
     """The other ways to write the log, measured for the choice; the control-plane uses one script per batch."""
 
@@ -351,7 +377,7 @@ def cost(args) -> None:
         server.stop()
 
 
-PARTS = {"kill": kill_subscribers, "restart": restart_worker, "redis": restart_redis, "cost": cost}
+PARTS = {"kill": kill_subscribers, "restart": restart_worker, "redis": restart_redis, "flap": flap_redis, "cost": cost}
 
 
 def main() -> int:
@@ -360,6 +386,7 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=200.0, help="values per second (default 200)")
     parser.add_argument("--kills", type=int, default=10)
     parser.add_argument("--down", type=float, default=3.0, help="seconds a worker or Redis stays down (default 3)")
+    parser.add_argument("--flaps", type=int, default=20, help="Redis kills in the flap part")
     parser.add_argument("--messages", type=int, default=100_000, help="envelopes per cost round")
     parser.add_argument("--rounds", type=int, default=3, help="cost rounds")
     args = parser.parse_args()
