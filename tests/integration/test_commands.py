@@ -15,6 +15,8 @@ from numcast.local import free_port
 class Up:
     """`numcast up` on free ports, in `tmp_path`; its log is `up.log` there."""
 
+    command = "up"
+
     def __init__(self, tmp_path, *args: str, env: dict | None = None) -> None:
         self.control, self.worker, tcp = free_port(), free_port(), free_port()
         while abs(self.worker - tcp) < 3 or abs(self.worker - self.control) < 3:
@@ -33,6 +35,10 @@ class Up:
     def output(self) -> str:
         return self.log.read_text()
 
+    def logs(self) -> str:
+        """The log, as conftest's failure report reads a service's."""
+        return self.output()
+
     def history(self, port: int) -> list[dict]:
         return http("GET", f"http://127.0.0.1:{port}/api/history")[1]["envelopes"]
 
@@ -42,9 +48,10 @@ class Up:
 
 
 @pytest.fixture
-def up(tmp_path):
+def up(tmp_path, request):
     """Start `numcast up` with the given arguments and wait for its banner; killed after the test if still up."""
     started: list[Up] = []
+    request.node.numcast_services = started  # a failed test's report shows the log
 
     def start(*args: str, env: dict | None = None) -> Up:
         running = Up(tmp_path, *args, env=env)
