@@ -110,8 +110,12 @@ class Worker:
         return time.monotonic() - started
 
     def wait_subscribed(self, timeout: float = 15.0) -> None:
-        """Wait until /readyz says the worker is subscribed again."""
-        wait_http(self.url + "/readyz", timeout, self.process)
+        """Wait until the worker is subscribed again (/readyz stays 200 without Redis: it reports, not gates)."""
+        deadline = time.monotonic() + timeout
+        while not self.status()["redis"]["subscribed"]:
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the worker did not subscribe again")
+            time.sleep(0.1)
 
     def log_tail(self, lines: int = 20) -> str:
         """The end of the worker's log."""

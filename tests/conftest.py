@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -29,6 +30,7 @@ from numcast.local import (
 )
 
 NUMCAST = shutil.which("numcast", path=os.path.dirname(sys.executable)) or "numcast"
+LOG_LINES_ON_FAILURE = 200  # of each service's log, in the report of a failed test
 
 
 def eventually(check: Callable[[], object], timeout: float = 10.0, interval: float = 0.05, message: str = ""):
@@ -84,8 +86,9 @@ def redis_server() -> Iterator[RedisServer]:
 class Service:
     """A `numcast control` or `numcast worker` process started with the user's own command."""
 
-    def __init__(self, command: str, env: dict[str, str], log: Path) -> None:
-        self.command, self.env, self.log_path = command, env, log
+    def __init__(self, command: str, env: dict[str, str], log: Path, prefix: tuple[str, ...] = ()) -> None:
+        """`prefix` runs the command through another (setpriv, to run as another user)."""
+        self.command, self.env, self.log_path, self.prefix = command, env, log, prefix
         self.port = int(env["PORT"])
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen | None = None
@@ -94,7 +97,7 @@ class Service:
         """Run the process and wait until `wait` answers 200."""
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it
         self.process = subprocess.Popen(
-            [NUMCAST, self.command], env={**os.environ, **self.env}, stdout=log, stderr=subprocess.STDOUT
+            [*self.prefix, NUMCAST, self.command], env={**os.environ, **self.env}, stdout=log, stderr=subprocess.STDOUT
         )
         log.close()
         wait_http(self.url + wait, 20, self.process)
@@ -130,19 +133,27 @@ class Service:
         """Everything the process printed."""
         return self.log_path.read_text(errors="replace")
 
+    def kill(self) -> None:
+        """SIGKILL: no flush, no goodbye."""
+        self.process.kill()
+        self.process.wait()
+
 
 @pytest.fixture
-def services(tmp_path: Path) -> Iterator[Callable[..., Service]]:
+def services(tmp_path: Path, request) -> Iterator[Callable[..., Service]]:
     """A factory of started services; every one is stopped after the test, and its log shown on failure."""
     started: list[Service] = []
+    request.node.numcast_services = started  # for pytest_runtest_makereport, below
 
-    def start(command: str, redis_url: str, wait: str = "/healthz", **env: str) -> Service:
+    def start(
+        command: str, redis_url: str, wait: str = "/healthz", prefix: tuple[str, ...] = (), **env: str
+    ) -> Service:
         env = {"REDIS_URL": redis_url, "HOST": "127.0.0.1", "PORT": str(free_port()), **env}
         if command == "worker":
             env.setdefault("TCP_PORT", str(free_port()))
             env.setdefault("WORKER_NAME", f"machine-{len(started) + 1}")
             env.setdefault("SINK_FILE", str(tmp_path / f"{env['WORKER_NAME']}.jsonl"))
-        service = Service(command, env, tmp_path / f"{command}-{len(started)}.log")
+        service = Service(command, env, tmp_path / f"{command}-{len(started)}.log", prefix)
         started.append(service)
         return service.start(wait)
 
@@ -151,6 +162,70 @@ def services(tmp_path: Path) -> Iterator[Callable[..., Service]]:
         service.stop()
         if os.environ.get("NUMCAST_TEST_LOGS"):
             print(f"--- {service.command} log ---\n{service.logs()}")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failed test's report ends with the last lines of each service it started: CI shows why."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed:
+        for n, service in enumerate(getattr(item, "numcast_services", ())):
+            try:
+                lines = service.logs().splitlines()[-LOG_LINES_ON_FAILURE:]
+            except OSError as exc:
+                lines = [f"(no log: {exc})"]
+            report.sections.append((f"numcast {service.command} #{n} log, last lines", "\n".join(lines)))
+
+
+class Browser:
+    """A Socket.IO client, as the dashboard connects (WebSocket only), that keeps every value pushed to it."""
+
+    def __init__(self, url: str) -> None:
+        import socketio
+
+        self.values: list[dict] = []
+        self._lock = threading.Lock()
+        self.client = socketio.Client(reconnection=False)
+        self.client.on("numbers", self._numbers)
+        self.client.connect(url, transports=["websocket"], wait_timeout=10)
+
+    def _numbers(self, batch: list[dict]) -> None:
+        with self._lock:
+            self.values.extend(batch)
+
+    def seqs(self) -> list[int]:
+        """The seqs received so far, in the order they came."""
+        with self._lock:
+            return [envelope["seq"] for envelope in self.values]
+
+    def close(self) -> None:
+        """Disconnect."""
+        self.client.disconnect()
+
+
+def as_user(uid: int) -> tuple[str, ...]:
+    """setpriv arguments that run a command as `uid` (group the same), with no groups and no privileges.
+
+    It keeps one capability, read-only: reading and searching any path, because this host may keep the
+    interpreter in a directory only root can enter. It grants no write anywhere.
+    """
+    return (
+        "setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--no-new-privs",
+        "--bounding-set=-all,+dac_read_search", "--inh-caps=-all,+dac_read_search",
+        "--ambient-caps=-all,+dac_read_search",
+    )  # fmt: skip
+
+
+def sink_seqs(path: str | Path, backups: int = 0) -> list[int]:
+    """The seqs in a sink file and its rotated backups, oldest file first; fails on a line that is not whole."""
+    seqs = []
+    for name in [f"{path}.{n}" for n in range(backups, 0, -1)] + [str(path)]:
+        if os.path.exists(name):
+            data = Path(name).read_bytes()
+            assert not data or data.endswith(b"\n"), f"{name} ends in half a line"
+            seqs += [json.loads(line)["seq"] for line in data.splitlines()]
+    return seqs
 
 
 def publish(server: RedisServer, *messages: str | bytes, channel: str = "numbers") -> None:

@@ -11,7 +11,8 @@ from typing import NamedTuple
 MAX_BYTES = 1024
 MAX_SEQ = 2**53  # the largest integer a browser's Number holds exactly
 FIELDS = frozenset(("seq", "value", "ts", "source"))
-_SOURCE_RE = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+SOURCE_RULE = "1-64 of A-Z a-z 0-9 . _ : -"  # the one rule for a source, and for what builds one (SOURCE_PREFIX)
+_SOURCE_RE = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 
 
 class EnvelopeError(ValueError):
@@ -62,8 +63,13 @@ def _number(data: dict, key: str) -> float:
     return value
 
 
+def valid_source(source: str) -> bool:
+    """True when `source` follows SOURCE_RULE, as a whole (a trailing newline is not allowed)."""
+    return _SOURCE_RE.fullmatch(source) is not None
+
+
 def _new_source(source: str) -> bool:
-    if not _SOURCE_RE.match(source):
+    if not valid_source(source):
         return False
     if len(_KNOWN_SOURCES) >= 1000:  # a flood of made-up sources only costs the regex again
         _KNOWN_SOURCES.clear()
@@ -97,7 +103,7 @@ def decode(raw: bytes | str) -> Envelope:
         raise EnvelopeError("bad_seq", f"seq must be an integer 0-{MAX_SEQ}")
     source = data["source"]
     if not isinstance(source, str) or (source not in _KNOWN_SOURCES and not _new_source(source)):
-        raise EnvelopeError("bad_source", "source must be 1-64 of A-Z a-z 0-9 . _ : -")
+        raise EnvelopeError("bad_source", f"source must be {SOURCE_RULE}")
     value = _number(data, "value")
     ts = _number(data, "ts")
     if ts <= 0:

@@ -9,10 +9,12 @@ import socket
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from numcast.envelope import SOURCE_RULE, valid_source
+
 ASYNC_MODES = ("eventlet", "threading")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
-_CHANNEL_RE = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
-_NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_NAME_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
+_ORIGIN_RE = re.compile(r"https?://[^/\s]+")
 
 
 class SettingsError(ValueError):
@@ -86,7 +88,7 @@ def parse_origins(raw: str) -> tuple[str, ...]:
     """A comma-separated list of browser origins, such as https://example.org."""
     origins = tuple(filter(None, (part.strip() for part in raw.split(","))))
     for origin in origins:
-        if not re.match(r"^https?://[^/\s]+$", origin):
+        if not _ORIGIN_RE.fullmatch(origin):
             raise ValueError(f"{origin!r} is not an origin like https://host:port")
     return origins
 
@@ -122,12 +124,13 @@ class Common:
             self.redis_url,
             "must start with redis://, rediss:// or unix://",
         )
-        check(bool(_CHANNEL_RE.match(self.channel)), "CHANNEL", self.channel, "1-64 of A-Z a-z 0-9 . _ : -")
+        # A channel name follows the same rule as a source: it is shown in pages and names Redis keys.
+        check(valid_source(self.channel), "CHANNEL", self.channel, SOURCE_RULE)
         check(
-            bool(_CHANNEL_RE.fullmatch(self.alerts_channel)) and self.alerts_channel != self.channel,
+            valid_source(self.alerts_channel) and self.alerts_channel != self.channel,
             "ALERTS_CHANNEL",
             self.alerts_channel,
-            "1-64 of A-Z a-z 0-9 . _ : -, not the same as CHANNEL",
+            f"{SOURCE_RULE}, not the same as CHANNEL",
         )
         check(self.log_level in LOG_LEVELS, "LOG_LEVEL", self.log_level, f"one of {', '.join(LOG_LEVELS)}")
         check(self.async_mode in ASYNC_MODES, "ASYNC_MODE", self.async_mode, f"one of {', '.join(ASYNC_MODES)}")
@@ -139,7 +142,7 @@ class Common:
 
 def check_name(value: str, name: str) -> None:
     """Names shown in pages and Redis keys: short, no markup."""
-    check(bool(_NAME_RE.match(value)), name, value, "1-64 of A-Z a-z 0-9 . _ -")
+    check(bool(_NAME_RE.fullmatch(value)), name, value, "1-64 of A-Z a-z 0-9 . _ -")
 
 
 def markdown_table(cls: type) -> str:

@@ -47,8 +47,15 @@ def main(argv: list[str]) -> int:
             if not subscriber.stopping.is_set():
                 show(data)
 
-    subscriber = Subscriber(args.redis_url, os.environ.get("REDIS_PASSWORD", ""), {args.channel: show_all})
-    print(f"# subscribed to {args.channel!r}; Ctrl-C to stop", file=sys.stderr, flush=True)
+    def subscribed(resumed: bool) -> None:
+        if resumed:
+            print(f"# subscribed to {args.channel!r} again; messages published meanwhile are missing", file=sys.stderr)
+        else:
+            print(f"# subscribed to {args.channel!r}; Ctrl-C to stop", file=sys.stderr, flush=True)
+
+    subscriber = Subscriber(
+        args.redis_url, os.environ.get("REDIS_PASSWORD", ""), {args.channel: show_all}, on_subscribed=subscribed
+    )
     try:
         subscriber.run()
     except KeyboardInterrupt:

@@ -43,6 +43,7 @@ def pipeline(redis_server, services, tmp_path):
     rules.write_text(RULES)
     alerter = services("alerter", redis_server.url, wait="/readyz", ALERT_RULES=str(rules))
     worker = services("worker", redis_server.url, wait="/readyz")
+    eventually(lambda: alerter.json("/api/alerts")["redis"]["subscribed"], message="the alerter subscribed")
     return alerter, worker
 
 

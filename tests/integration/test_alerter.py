@@ -72,7 +72,10 @@ def worker(redis_server, services):
 def start_alerter(services, redis_server, rules_path=None, **env):
     if rules_path is not None:
         env["ALERT_RULES"] = str(rules_path)
-    return services("alerter", redis_server.url, wait="/readyz", **env)
+    alerter = services("alerter", redis_server.url, wait="/readyz", **env)
+    # Ready says "serving", not "subscribed" (Redis is reported, not required): wait for the subscription too.
+    eventually(lambda: alerter.json("/api/alerts")["redis"]["subscribed"], message="the alerter subscribed")
+    return alerter
 
 
 def test_a_stream_alert_fires_in_alertmanager_and_a_browser_then_resolves_in_both(

@@ -3,10 +3,10 @@
 import os
 import random
 import re
+import select
 import signal
 import socket
 import subprocess
-import time
 
 import pytest
 from conftest import NUMCAST, envelope, eventually, http, publish
@@ -40,6 +40,8 @@ def port_free(port: int) -> bool:
 class Up:
     """`numcast up` on free ports, in `tmp_path`; its log is `up.log` there."""
 
+    command = "up"
+
     def __init__(self, tmp_path, *args: str, env: dict | None = None) -> None:
         base = free_block(8)
         self.control, self.worker, tcp, self.alerter = base, base + 2, base + 4, base + 6  # workers take +1 too
@@ -58,6 +60,10 @@ class Up:
     def output(self) -> str:
         return self.log.read_text()
 
+    def logs(self) -> str:
+        """The log, as conftest's failure report reads a service's."""
+        return self.output()
+
     def history(self, port: int) -> list[dict]:
         return http("GET", f"http://127.0.0.1:{port}/api/history")[1]["envelopes"]
 
@@ -67,9 +73,10 @@ class Up:
 
 
 @pytest.fixture
-def up(tmp_path):
+def up(tmp_path, request):
     """Start `numcast up` with the given arguments and wait for its banner; killed after the test if still up."""
     started: list[Up] = []
+    request.node.numcast_services = started  # a failed test's report shows the log
 
     def start(*args: str, env: dict | None = None) -> Up:
         running = Up(tmp_path, *args, env=env)
@@ -150,14 +157,16 @@ def test_tail_prints_the_channel_decoded(redis_server):
         stderr=subprocess.PIPE,
         text=True,
     )
-    time.sleep(1.0)  # let it subscribe
-
-    def send():
+    try:
+        # The line comes once Redis has confirmed the subscription, so what is published after it is printed.
+        assert select.select([tail.stderr], [], [], 10)[0], "tail says it is subscribed"
+        assert tail.stderr.readline() == "# subscribed to 'numbers'; Ctrl-C to stop\n"
+        assert redis_server.client().pubsub_numsub("numbers") == [(b"numbers", 1)]
         publish(redis_server, envelope(7, value=42.5, source="control-abc123"), "<b>junk</b>", envelope(8))
-        return True
-
-    eventually(send)
-    out, _ = tail.communicate(timeout=10)
+        out, _ = tail.communicate(timeout=10)
+    finally:
+        tail.kill()
+        tail.wait()
     lines = out.splitlines()
     assert re.match(r"control-abc123 seq=7 value=42.5 ts=\d\d:\d\d:\d\d\.\d{3} latency=[\d.]+ms", lines[0])
     assert lines[1].startswith("REJECTED not_json")

@@ -17,6 +17,11 @@ def ready(service) -> bool:
     return service.get("/readyz")[0] == 200
 
 
+def redis_state(service) -> str:
+    """What /readyz reports of Redis: the worker says subscribed or down, the control-plane up or down."""
+    return service.get("/readyz")[1]["redis"]
+
+
 def published_then_seen(redis_server, worker, seq: int, timeout: float = 10.0) -> float:
     """Publish `seq` until the worker has it; return how long that took."""
     started = time.monotonic()
@@ -39,12 +44,22 @@ def test_redis_killed_and_restarted(redis_server, services):
     eventually(lambda: 1 in seqs(worker))
 
     redis_server.kill()
-    eventually(lambda: not ready(worker) and not ready(control), timeout=5, message="/readyz tells the truth")
+    eventually(
+        lambda: redis_state(worker) == redis_state(control) == "down", timeout=5, message="/readyz reports the outage"
+    )
+    assert ready(worker) and ready(control), "an outage of Redis takes no replica out of its Service"
+    assert worker.metric("numcast_subscribed") == 0 and control.metric("numcast_connected", 'path="redis"') == 0
+    assert worker.json("/api/status")["redis"]["subscribed"] is False
     assert worker.json("/healthz") == control.json("/healthz") == {"status": "ok"}
     time.sleep(1.5)  # both keep running, backing off
     redis_server.restart()
 
-    eventually(lambda: ready(worker) and ready(control), timeout=6, message="both reconnect within seconds")
+    eventually(
+        lambda: (redis_state(worker), redis_state(control)) == ("subscribed", "up"),
+        timeout=6,
+        message="both reconnect within seconds",
+    )
+    assert worker.metric("numcast_subscribed") == 1 and control.metric("numcast_connected", 'path="redis"') == 1
     took = published_then_seen(redis_server, worker, 2)
     assert took < 5
     assert worker.metric("numcast_reconnects_total", 'path="redis"') >= 1
@@ -79,11 +94,34 @@ def test_a_silent_connection_is_noticed_not_trusted(redis_server, services):
     worker = services("worker", redis_server.url, wait="/readyz")
     redis_server.process.send_signal(signal.SIGSTOP)
     try:
-        eventually(lambda: not ready(worker), timeout=6, message="deafness detected by the missing PONG")
+        eventually(lambda: redis_state(worker) == "down", timeout=6, message="deafness detected by the missing PONG")
     finally:
         redis_server.process.send_signal(signal.SIGCONT)
-    eventually(lambda: ready(worker), timeout=8)
+    eventually(lambda: redis_state(worker) == "subscribed", timeout=8)
     assert published_then_seen(redis_server, worker, 1) < 5
+
+
+def test_started_while_redis_is_down_the_control_page_serves_and_the_mirror_makes_a_worker_ready(services):
+    from numcast.local import free_port
+
+    nowhere = f"redis://127.0.0.1:{free_port()}/0"
+    worker = services("worker", nowhere)
+    control = services(
+        "control", nowhere, RATE_HZ="20", TCP_MIRROR_TARGETS=f"127.0.0.1:{worker.env['TCP_PORT']}", wait="/readyz"
+    )
+    assert control.get("/readyz") == (200, {"status": "ready", "redis": "down"})
+    assert control.get("/")[0] == 200, "the page shows the outage"
+    eventually(lambda: ready(worker), message="a first value over the TCP mirror")
+    assert worker.get("/readyz")[1] == {"status": "ready", "redis": "down", "sink": "ok", "history": "pending"}
+    assert worker.json("/api/status")["counters"]["accepted"]["tcp"] > 0
+
+
+def test_a_worker_is_not_ready_before_it_serves(services):
+    from numcast.local import free_port
+
+    worker = services("worker", f"redis://127.0.0.1:{free_port()}/0")
+    time.sleep(1.5)
+    assert worker.get("/readyz") == (503, {"status": "not ready", "redis": "down", "sink": "ok", "history": "pending"})
 
 
 def test_the_tcp_mirror_keeps_the_worker_complete_while_redis_is_down(redis_server, services):
@@ -96,7 +134,7 @@ def test_the_tcp_mirror_keeps_the_worker_complete_while_redis_is_down(redis_serv
     down_at = max(seqs(worker))
     eventually(lambda: max(seqs(worker)) >= down_at + 40, timeout=6, message="values keep coming over TCP")
     redis_server.restart()
-    eventually(lambda: ready(worker), timeout=6)
+    eventually(lambda: redis_state(worker) == "subscribed", timeout=6)
     time.sleep(3)  # past the gap grace period
     got = seqs(worker)
     assert sorted(got) == list(range(min(got), max(got) + 1)), "every seq exactly once"
@@ -127,13 +165,17 @@ def test_a_signal_is_a_clean_shutdown(redis_server, services, signum):
     assert not redis_server.client().keys("numcast:presence:*"), "a clean stop withdraws from presence"
 
 
-def test_a_wrong_redis_password_is_logged_and_not_ready(redis_server, services):
+def test_a_wrong_redis_password_is_logged_never_shown_and_reported(redis_server, services):
     redis_server.client().config_set("requirepass", "s3cret")
-    worker = services("worker", redis_server.url)
-    control = services("control", redis_server.url, REDIS_PASSWORD="wrong")
-    time.sleep(1.0)
-    assert not ready(worker) and not ready(control)
-    eventually(lambda: "error=AuthenticationError" in worker.logs() or "NOAUTH" in worker.logs())
-    eventually(lambda: "redis output unreachable" in control.logs() and "s3cret" not in control.logs())
+    in_url = redis_server.url.replace("redis://", "redis://:wr0ng-in-url@")
+    worker = services("worker", in_url)
+    control = services("control", redis_server.url, REDIS_PASSWORD="wr0ng-in-env")
+    eventually(lambda: "error=AuthenticationError" in worker.logs(), message="the worker logs why")
+    eventually(lambda: "redis output unreachable" in control.logs() and "AuthenticationError" in control.logs())
+    assert "redis://:***@127.0.0.1" in worker.logs(), "the URL is logged with its password masked"
+    assert "wr0ng-in-url" not in worker.logs() + str(worker.json("/api/status"))
+    assert "wr0ng-in-env" not in control.logs() + str(control.json("/api/status"))
+    assert not ready(worker), "a worker that never subscribed (and has no mirror) serves nothing yet"
+    assert ready(control) and redis_state(control) == "down", "the control page stays up to show the outage"
     good = services("worker", redis_server.url, wait="/readyz", REDIS_PASSWORD="s3cret")
     assert good.json("/readyz")["redis"] == "subscribed"

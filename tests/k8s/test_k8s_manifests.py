@@ -265,6 +265,18 @@ def test_the_tcp_mirror_targets_every_worker_service():
     assert set(targets) == expected and len(targets) == len(expected)
 
 
+def test_the_mirror_reaches_workers_that_are_not_ready_yet():
+    """A worker that starts while Redis is down gets ready only through the TCP mirror (see /readyz)."""
+    workers = [c for c in numcast_containers() if container_command(c) == "worker"]
+    assert workers
+    for worker in workers:
+        name = worker.workload["metadata"]["name"]
+        assert named("Service", name)["spec"].get("publishNotReadyAddresses") is True
+        nodeport = named("Service", f"{name}-nodeport")["spec"]
+        assert not nodeport.get("publishNotReadyAddresses"), "browsers reach only pods that serve"
+        assert [p["targetPort"] for p in nodeport["ports"]] == ["http"]
+
+
 def test_only_numcast_pods_may_reach_redis():
     (policy,) = objects("NetworkPolicy")
     redis = named("Deployment", "redis")

@@ -48,6 +48,8 @@ def test_integer_value_is_a_number():
         (b'{"seq": 1, "value": 1, "ts": 1, "source": ["a"]}', "bad_source"),
         (b'{"seq": 1, "value": 1, "ts": 1, "source": {"a": 1}}', "bad_source"),
         (b'{"seq": 1, "value": 1, "ts": 1, "source": "' + b"a" * 65 + b'"}', "bad_source"),
+        (b'{"seq": 1, "value": 1, "ts": 1, "source": "control-1\\n"}', "bad_source"),
+        (b'{"seq": 1, "value": 1, "ts": 1, "source": "\\ncontrol-1"}', "bad_source"),
         (json.dumps({"seq": 1, "value": 1, "ts": 1, "source": "a", "pad": "x" * MAX_BYTES}).encode(), "too_large"),
         (b"[" * 5000, "too_large"),
     ],

@@ -58,3 +58,19 @@ def test_memory_per_source_and_the_number_of_sources_are_bounded():
     for source in ("b", "c", "d"):
         seqs.observe(source, 1, 0.0)
     assert list(seqs._sources) == ["b", "c", "d"]
+
+
+def test_skips_are_counted_and_resume_before_the_oldest_missing_seq():
+    seqs = Sequences(grace=2.0)
+    for n in (1, 2, 3):
+        seqs.observe("a", n, 0.0)
+    seqs.observe("b", 10, 0.0)
+    assert seqs.skips == 0
+    assert seqs.resume_points() == {"a": 3, "b": 10}
+    seqs.observe("a", 7, 0.0)  # 4, 5 and 6 are missing: the replay log may hold them
+    assert seqs.skips == 1
+    assert seqs.resume_points() == {"a": 3, "b": 10}
+    seqs.observe("a", 4, 0.5)
+    assert seqs.resume_points()["a"] == 4
+    seqs.expire(10.0)  # 5 and 6 are gaps now: no longer waited for
+    assert seqs.resume_points()["a"] == 7

@@ -2,6 +2,7 @@
 
 import dataclasses
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
@@ -69,11 +70,42 @@ def test_worker_name_defaults_to_the_host_name():
         (AlerterSettings, {"EXTERNAL_URL": "javascript:alert(1)"}, "EXTERNAL_URL"),
         (AlerterSettings, {"RESEND_SECONDS": "0"}, "RESEND_SECONDS"),
         (AlerterSettings, {"ALERTMANAGER_QUEUE": "1"}, "ALERTMANAGER_QUEUE"),
+        (WorkerSettings, {"SINK_BUFFER_BYTES": "1000"}, "SINK_BUFFER_BYTES"),
+        (ControlSettings, {"STREAM_MAXLEN": "-1"}, "STREAM_MAXLEN"),
     ],
 )
 def test_bad_values_name_the_variable(cls, environ, variable):
     with pytest.raises(SettingsError, match=rf"^{variable}="):
         from_env(cls, {"WORKER_NAME": "w", **environ})
+
+
+@pytest.mark.parametrize(
+    ("prefix", "ok"),
+    [
+        ("control", True),
+        ("ops.eu-1:blue_2", True),  # every character a source may hold
+        ("x" * 57, True),  # with "-" and six hex digits: 64, the longest source
+        ("x" * 58, False),
+        ("with space", False),
+        ("<b>", False),
+        ("control\n", False),  # the same full-string rule as a source: no trailing newline
+    ],
+)
+def test_source_prefix_follows_the_rule_of_a_source(prefix, ok):
+    from numcast.envelope import decode
+    from numcast_control.generator import new_source
+
+    if ok:
+        source = new_source(from_env(ControlSettings, {}, source_prefix=prefix).source_prefix)
+        assert decode(json.dumps({"seq": 1, "value": 1, "ts": 1, "source": source})).source == source
+    else:
+        with pytest.raises(SettingsError, match=r"^SOURCE_PREFIX="):
+            from_env(ControlSettings, {}, source_prefix=prefix)
+
+
+def test_a_channel_with_a_trailing_newline_is_refused():
+    with pytest.raises(SettingsError, match=r"^CHANNEL="):
+        from_env(ControlSettings, {}, channel="numbers\n")
 
 
 def test_the_readme_tables_are_generated_from_the_settings():

@@ -1,16 +1,20 @@
-"""The file sink: one line per envelope, rotated by size, a bounded number of old files."""
+"""The file sink: one line per envelope, rotated by size, a bounded number of old files, and only whole lines."""
 
+import errno
 import os
 
+from numcast_worker import sink as sink_module
 from numcast_worker.sink import FileSink
 
 
-def test_lines_are_written_and_flushed(tmp_path):
+def test_lines_count_once_they_are_in_the_file(tmp_path):
     sink = FileSink(str(tmp_path / "data" / "numbers.jsonl"), max_bytes=4096, backups=2)
     sink.write('{"seq":1}')
     sink.write('{"seq":2}')
-    sink.flush()
+    assert (sink.lines, sink.pending) == (0, 2), "queued is not written"
+    assert sink.flush()
     assert (tmp_path / "data" / "numbers.jsonl").read_text() == '{"seq":1}\n{"seq":2}\n'
+    assert (sink.lines, sink.pending) == (2, 0)
 
 
 def test_rotation_keeps_at_most_the_configured_backups(tmp_path):
@@ -18,6 +22,7 @@ def test_rotation_keeps_at_most_the_configured_backups(tmp_path):
     sink = FileSink(str(path), max_bytes=100, backups=2)
     for n in range(100):
         sink.write(f'{{"seq":{n:04d}}}')  # 13 bytes a line: rotates every 7 lines
+        sink.flush()
     sink.close()
     files = sorted(os.listdir(tmp_path))
     assert files == ["numbers.jsonl", "numbers.jsonl.1", "numbers.jsonl.2"]
@@ -37,13 +42,100 @@ def test_without_backups_the_file_starts_over(tmp_path):
     assert os.path.getsize(tmp_path / "n.jsonl") <= 50
 
 
-def test_a_write_error_is_counted_and_the_sink_keeps_going(tmp_path):
+def test_a_failing_file_keeps_its_lines_until_it_works_again(tmp_path):
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("")
     sink = FileSink(str(blocker / "numbers.jsonl"), max_bytes=4096, backups=1)
-    sink.write("lost")
-    assert sink.errors == 1
+    sink.write("first")
+    assert not sink.flush()
+    assert (sink.errors, sink.failing, sink.lines, sink.pending) == (1, True, 0, 1)
+    sink.write("second")
     sink.path = str(tmp_path / "numbers.jsonl")  # the disk "recovers"
-    sink.write("kept")
+    assert sink.flush() and not sink.failing
     sink.close()
-    assert (tmp_path / "numbers.jsonl").read_text() == "kept\n"
+    assert (tmp_path / "numbers.jsonl").read_text() == "first\nsecond\n"
+    assert (sink.lines, sink.dropped) == (2, 0)
+
+
+def test_while_failing_the_buffer_is_bounded_and_what_it_drops_is_counted(tmp_path):
+    sink = FileSink(str(tmp_path / "not-a-dir" / "n.jsonl"), max_bytes=4096, backups=1, buffer_bytes=100)
+    (tmp_path / "not-a-dir").write_text("")
+    for n in range(30):
+        sink.write(f"line {n:02d}")  # 8 bytes each
+        sink.flush()
+    assert sink.pending == 12 and sink.dropped == 18
+    sink.path = str(tmp_path / "n.jsonl")
+    sink.close()
+    assert (tmp_path / "n.jsonl").read_text().splitlines() == [f"line {n:02d}" for n in range(18, 30)]
+
+
+def test_a_partial_write_is_cut_back_to_whole_lines(tmp_path, monkeypatch):
+    path = tmp_path / "n.jsonl"
+    sink = FileSink(str(path), max_bytes=4096, backups=1)
+    real_write, room = os.write, [10]
+
+    def disk_fills(fd, data):
+        if not room[0]:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        written, room[0] = real_write(fd, bytes(data[: room[0]])), 0  # "line 00\nli", then the disk is full
+        return written
+
+    for n in range(3):
+        sink.write(f"line {n:02d}")
+    monkeypatch.setattr(sink_module.os, "write", disk_fills)
+    assert not sink.flush()
+    assert path.read_bytes() == b"line 00\n", "no half line left behind"
+    assert (sink.lines, sink.pending) == (1, 2)
+    monkeypatch.setattr(sink_module.os, "write", real_write)
+    assert sink.flush()
+    assert path.read_bytes() == b"line 00\nline 01\nline 02\n"
+
+
+def test_a_line_cut_by_a_crash_is_removed_when_the_file_opens(tmp_path):
+    path = tmp_path / "n.jsonl"
+    path.write_bytes(b'{"seq":1}\n{"seq":2}\n{"seq":3')
+    sink = FileSink(str(path), max_bytes=4096, backups=1)
+    assert sink.tail(10) == [b'{"seq":1}', b'{"seq":2}'], "the file is the truth: only whole lines count"
+    sink.write('{"seq":3}')
+    sink.close()
+    assert path.read_bytes() == b'{"seq":1}\n{"seq":2}\n{"seq":3}\n'
+
+
+def test_the_tail_reads_on_into_the_newest_backup(tmp_path):
+    path = tmp_path / "n.jsonl"
+    (tmp_path / "n.jsonl.1").write_bytes(b"".join(b"%d\n" % n for n in range(1, 50_001)))
+    path.write_bytes(b"50001\n")
+    sink = FileSink(str(path), max_bytes=1 << 20, backups=1)
+    assert sink.tail(3) == [b"49999", b"50000", b"50001"]
+    assert sink.tail(20_000) == [b"%d" % n for n in range(30_002, 50_002)]
+    assert FileSink(str(tmp_path / "none.jsonl"), 4096, 1).tail(5) == []
+
+
+def test_a_rotation_tried_again_keeps_every_backup(tmp_path, monkeypatch):
+    path = tmp_path / "n.jsonl"
+    for n in (1, 2, 3):
+        (tmp_path / f"n.jsonl.{n}").write_text(f"backup {n}\n")
+    path.write_text("x" * 40 + "\n")
+    sink = FileSink(str(path), max_bytes=50, backups=3)
+    real_replace = os.replace
+
+    def last_step_fails(src, dst):
+        if str(src) == str(path):
+            raise OSError(errno.EACCES, "Permission denied")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(sink_module.os, "replace", last_step_fails)
+    sink.write("y" * 20)
+    for _ in range(3):
+        assert not sink.flush()
+    monkeypatch.setattr(sink_module.os, "replace", real_replace)
+    assert sink.flush()
+    sink.close()
+    contents = {name: (tmp_path / name).read_text() for name in sorted(os.listdir(tmp_path))}
+    assert contents == {
+        "n.jsonl": "y" * 20 + "\n",
+        "n.jsonl.1": "x" * 40 + "\n",
+        "n.jsonl.2": "backup 1\n",
+        "n.jsonl.3": "backup 2\n",
+    }, "one rotation: only the oldest backup is gone, however many attempts failed"
+    assert sink.errors == 3

@@ -81,6 +81,7 @@ class AlerterService:
             queued = metrics.gauge("alertmanager_queued", "Alert changes waiting for Alertmanager.")
             queued.set_function(lambda: len(self.alertmanager.backlog))
         self.tasks = Tasks()
+        self._started = False
 
     def start(self, socketio) -> None:
         """Start the subscriber, the clock and the senders."""
@@ -99,6 +100,7 @@ class AlerterService:
         self.tasks.start(socketio, self._clock, "clock")
         if self.alertmanager is not None:
             self.tasks.start(socketio, self.alertmanager.run, "alertmanager")
+        self._started = True
 
     def stop(self) -> None:
         """Stop evaluating; give the senders a moment to deliver what is queued."""
@@ -120,9 +122,8 @@ class AlerterService:
         self._reload.set()
 
     def ready(self) -> tuple[bool, dict]:
-        """Ready while subscribed to the channel."""
-        ok = self.subscriber.subscribed
-        return ok, {"redis": "subscribed" if ok else "down"}
+        """Ready once started, whatever Redis does: its webhook and /api/alerts must stay up to show an outage."""
+        return self._started, {"redis": "subscribed" if self.subscriber.subscribed else "down"}
 
     def webhook(self, payload: object) -> int:
         """Publish every alert of an Alertmanager webhook payload; raise AlertError (publishing nothing) if invalid."""

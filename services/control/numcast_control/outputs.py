@@ -1,17 +1,26 @@
-"""Where envelopes go: the Redis channel, and the TCP mirror to each worker. Each has its own bounded queue."""
+"""Where envelopes go: the Redis channel (and its replay log), and the TCP mirror to each worker. Each has its
+own bounded queue."""
 
 from __future__ import annotations
 
 import logging
 import socket
 import threading
+from collections import deque
 
+import redis
+
+from numcast import replay_log
+from numcast.logs import Throttled
 from numcast.redis_conn import CONNECTION_ERRORS, Backoff, client, describe, redact
 from numcast_control.outbox import Outbox
 
 log = logging.getLogger(__name__)
 
 BATCH = 500  # envelopes sent in one pipeline or one write
+# Sent again after a reconnect: Redis may have acknowledged them and died before they left for any subscriber.
+# The script logs and publishes only those the log lacks, so a Redis that kept its data sees nothing twice.
+RESEND = 2 * BATCH
 
 
 class Output:
@@ -105,19 +114,44 @@ class Output:
 
 
 class RedisOutput(Output):
-    """PUBLISHes each envelope on the channel, pipelined."""
+    """PUBLISHes each envelope on the channel and, with a `writer`, adds it to the replay log in the same step."""
 
     path = "redis"
 
-    def __init__(self, url: str, password: str, channel: str, queue_limit: int, metrics: dict) -> None:
+    def __init__(
+        self, url: str, password: str, channel: str, queue_limit: int, metrics: dict, writer: dict | None = None
+    ) -> None:
+        """`writer`: the replay log's {"maxlen", "source", "run"}; None publishes only."""
         super().__init__(redact(url), queue_limit, metrics)
         self.channel = channel
         self._client = client(url, password)
+        self.writer = replay_log.Writer(self._client, channel, **writer) if writer else None
+        self._log_errors = metrics["log_errors"]
+        self._warn = Throttled(log)
+        self._recent: deque[str] = deque(maxlen=RESEND)
+        self._resend = False
 
     def send(self, batch: list[str]) -> None:
         if not batch:
             self._client.ping()
             return
+        if self.writer is not None:
+            lines = [*self._recent, *batch] if self._resend else batch
+            try:
+                failed = self.writer.publish(lines)
+            except redis.ResponseError as exc:  # the script refused (an ACL without EVALSHA...): publish only
+                failed = len(batch)
+                self._publish(batch)
+                self._warn.warning("script", "replay log script failed key=%s error=%s", self.writer.key, describe(exc))
+            if failed:
+                self._log_errors.inc(failed)
+                self._warn.warning("log", "envelopes published but not logged key=%s count=%d", self.writer.key, failed)
+            self._recent.extend(batch)
+            self._resend = False
+            return
+        self._publish(batch)
+
+    def _publish(self, batch: list[str]) -> None:
         pipe = self._client.pipeline(transaction=False)
         for line in batch:
             pipe.publish(self.channel, line)
@@ -125,6 +159,7 @@ class RedisOutput(Output):
 
     def close(self) -> None:
         self._client.connection_pool.disconnect()
+        self._resend = True  # what Redis acknowledged last may have died with it
 
 
 class TcpMirror(Output):

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 
 import redis
 
-from numcast import alerts, presence
-from numcast.redis_conn import CONNECTION_ERRORS, client, reachable, redact
+from numcast import alerts, presence, replay_log
+from numcast.redis_conn import CONNECTION_ERRORS, client, redact
 from numcast.tasks import Tasks
 from numcast_control.config import Config, apply_patch
 from numcast_control.generator import Generator, new_source
@@ -29,14 +30,29 @@ class ControlService:
             "errors": metrics.counter("publish_errors", "Failed deliveries (then retried), by path.", ("path",)),
             "dropped": metrics.counter("dropped", "Envelopes dropped from a full output queue.", ("path",)),
             "reconnects": metrics.counter("reconnects", "Connections re-established after a failure.", ("path",)),
+            "log_errors": metrics.counter("log_errors", "Envelopes published but not added to the replay log."),
         }
         limit = settings.mirror_queue
-        self.redis = RedisOutput(settings.redis_url, settings.redis_password, settings.channel, limit, counters)
+        source = new_source(settings.source_prefix)
+        # The run's first id part: this start's Unix millisecond, so a restarted control-plane logs above the last.
+        writer = {"maxlen": settings.stream_maxlen, "source": source, "run": int(time.time() * 1000)}
+        self.redis = RedisOutput(
+            settings.redis_url,
+            settings.redis_password,
+            settings.channel,
+            limit,
+            counters,
+            writer if settings.stream_maxlen else None,
+        )
         self.mirrors = [TcpMirror(host, port, limit, counters) for host, port in settings.tcp_mirror_targets]
         config = Config(settings.rate_hz, settings.value_min, settings.value_max)
-        self.generator = Generator(config, new_source(settings.source_prefix), [self.redis, *self.mirrors], metrics)
+        self.generator = Generator(config, source, [self.redis, *self.mirrors], metrics)
+        connected = metrics.gauge("connected", "Outputs connected now (redis: 0 or 1; tcp: targets).", ("path",))
+        connected.labels(path="redis").set_function(lambda: int(self.redis.connected))
+        connected.labels(path="tcp").set_function(lambda: sum(m.connected for m in self.mirrors))
         self._lock = threading.Lock()
         self.tasks = Tasks()
+        self.started = False
 
     @property
     def outputs(self) -> list:
@@ -46,16 +62,18 @@ class ControlService:
     def start(self, socketio) -> None:
         """Start the generator and one sender per output as background tasks."""
         log.info(
-            "control-plane starting source=%s redis=%s channel=%s rate_hz=%g mirrors=%s",
+            "control-plane starting source=%s redis=%s channel=%s log=%s rate_hz=%g mirrors=%s",
             self.generator.source,
             redact(self.settings.redis_url),
             self.settings.channel,
+            self.redis.writer.key if self.redis.writer else "off",
             self.generator.config.rate_hz,
             ",".join(m.name for m in self.mirrors) or "none",
         )
         for output in self.outputs:
             self.tasks.start(socketio, output.run, f"{output.path} {output.name}")
         self.tasks.start(socketio, self.generator.run, "generator")
+        self.started = True
 
     def stop(self) -> None:
         """Stop generating, give the outputs a moment to flush, then close them."""
@@ -74,9 +92,8 @@ class ControlService:
         return config
 
     def ready(self) -> tuple[bool, dict]:
-        """Ready when Redis answers a PING now."""
-        ok = reachable(self.settings.redis_url, self.settings.redis_password)
-        return ok, {"redis": "up" if ok else "down"}
+        """Ready once started, whatever Redis does: the page must stay reachable to show an outage."""
+        return self.started, {"redis": "up" if self.redis.connected else "down"}
 
     def status(self) -> dict:
         """Config, counters and outputs, as GET /api/status shows them."""
@@ -85,6 +102,7 @@ class ControlService:
             "seq": self.generator.seq,
             "channel": self.settings.channel,
             "config": self.generator.config.to_dict(),
+            "log": {"key": replay_log.key(self.settings.channel), "maxlen": self.settings.stream_maxlen},
             "outputs": [output.status() for output in self.outputs],
         }
 

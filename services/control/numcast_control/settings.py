@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 
+from numcast.envelope import SOURCE_RULE, valid_source
 from numcast.settings import Common, check, env, parse_float, parse_int, parse_targets
 
 MAX_RATE_HZ = 5000.0
 MAX_ABS_VALUE = 1e12
+SOURCE_SUFFIX = "-xxxxxx"  # what new_source adds to SOURCE_PREFIX: a dash and six hex digits
+MAX_STREAM_MAXLEN = 10_000_000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,6 +36,12 @@ class ControlSettings(Common):
     source_prefix: str = env(
         "SOURCE_PREFIX", "control", "Start of the envelope's `source`; a random suffix names each run.", str
     )
+    stream_maxlen: int = env(
+        "STREAM_MAXLEN",
+        100_000,
+        "Envelopes kept in the replay log `<CHANNEL>:log` (trimmed with `MAXLEN ~`: a few more); 0: no log.",
+        parse_int,
+    )
 
     def validate(self) -> None:
         """Raise SettingsError for the first setting that is out of range."""
@@ -43,10 +52,14 @@ class ControlSettings(Common):
         check(self.value_min <= self.value_max, "VALUE_MIN", self.value_min, "must be <= VALUE_MAX")
         check(1 <= self.mirror_queue <= 1_000_000, "MIRROR_QUEUE", self.mirror_queue, "must be 1-1000000")
         check(
-            bool(self.source_prefix)
-            and len(self.source_prefix) <= 40
-            and self.source_prefix.replace("-", "").isalnum(),
+            valid_source(self.source_prefix + SOURCE_SUFFIX),
             "SOURCE_PREFIX",
             self.source_prefix,
-            "1-40 of A-Z a-z 0-9 -",
+            f"with the {len(SOURCE_SUFFIX)} characters of a run's suffix, the source must be {SOURCE_RULE}",
+        )
+        check(
+            0 <= self.stream_maxlen <= MAX_STREAM_MAXLEN,
+            "STREAM_MAXLEN",
+            self.stream_maxlen,
+            f"must be 0-{MAX_STREAM_MAXLEN}",
         )

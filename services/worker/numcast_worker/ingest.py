@@ -6,53 +6,143 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 
 from numcast.envelope import EnvelopeError, decode
 from numcast.logs import Throttled
 
 log = logging.getLogger(__name__)
 
+# While a catch-up from the replay log runs, live values wait so that everything goes in in seq order; but
+# never longer than this, nor more of them than this: then they go in at once, and the catch-up fills behind.
+HOLD_SECONDS = 2.0
+HOLD_MAX = 50_000
+
 
 class Ingest:
-    """Treats what arrives from Redis and from the TCP mirror exactly alike."""
+    """Treats what arrives from Redis, the TCP mirror and the replay log exactly alike.
 
-    def __init__(self, sequences, sink, fanout, stats, latency, history_size: int) -> None:
+    One lock guards everything the paths share (sequences, sink, history, fan-out): in threading mode the
+    subscriber, every TCP connection, the catch-up and housekeeping run in threads of their own.
+    """
+
+    def __init__(
+        self, sequences, sink, fanout, stats, latency, history_size: int, on_skip: Callable[[], object] = lambda: None
+    ) -> None:
+        """`on_skip()` is called (under the lock: it must only take note) when a live value skipped seqs."""
         self.sequences, self.sink, self.fanout, self.stats = sequences, sink, fanout, stats
         self.latency = latency
         self.history: deque[dict] = deque(maxlen=history_size)
         self.last_value_at = 0.0
-        self._lock = threading.Lock()  # both paths may call at once in threading mode
+        self.on_skip = on_skip
+        self._lock = threading.Lock()
+        self._holds = 0  # catch-ups that asked live values to wait
+        self._held: list[tuple[list, str]] = []
+        self._held_count = 0
+        self._hold_until = 0.0
         self._warn = Throttled(log)
 
     def accept_batch(self, batch, path: str) -> int:
         """Take messages from `path`, oldest first; return how many were invalid."""
-        stats, sequences, history, fanout = self.stats, self.sequences, self.history, self.fanout
-        observe_latency = self.latency.observe
-        invalid = accepted = 0
-        now, clock = time.time(), time.monotonic()  # once per batch: a batch is read in well under a millisecond
-        stats.received[path] += len(batch)
+        clock = time.monotonic()
         with self._lock:
-            for raw in batch:
+            self.stats.received[path] += len(batch)
+            envelopes = self._valid(batch, path)
+            if self._holds and path != "replay":
+                if clock < self._hold_until and self._held_count + len(envelopes) <= HOLD_MAX:
+                    self._held.append((envelopes, path))
+                    self._held_count += len(envelopes)
+                    return len(batch) - len(envelopes)
+                log.warning("catch-up too long: live values go in now held=%d", self._held_count)
+                self._release()
+            self._take(envelopes, path)
+        return len(batch) - len(envelopes)
+
+    def _valid(self, batch, path: str) -> list:
+        envelopes = []
+        for raw in batch:
+            try:
+                envelopes.append((decode(raw), raw))
+            except EnvelopeError as exc:
+                self._reject(raw, path, exc)
+        return envelopes
+
+    def _take(self, envelopes: list, path: str) -> None:
+        stats, sequences, history, fanout, sink = self.stats, self.sequences, self.history, self.fanout, self.sink
+        observe_latency = self.latency.observe
+        now, clock = time.time(), time.monotonic()  # once per batch: a batch is read in well under a millisecond
+        skips = sequences.skips
+        accepted = 0
+        for envelope, raw in envelopes:
+            if not sequences.observe(envelope.source, envelope.seq, clock):
+                stats.duplicates += 1
+                continue
+            accepted += 1
+            item = {"seq": envelope.seq, "value": envelope.value, "ts": envelope.ts, "source": envelope.source}
+            # The message as it came is a valid envelope; only one spread over lines needs re-encoding.
+            sink.write(raw if b"\n" not in raw else envelope.to_json())
+            history.append(item)
+            fanout.push(item)
+            observe_latency(max(0.0, now - envelope.ts))
+        if accepted:
+            stats.accepted[path] += accepted
+            self.last_value_at = now
+        if sequences.skips != skips and path != "replay":  # the log may hold what was skipped
+            self.on_skip()
+
+    def hold(self) -> None:
+        """Keep live values back until `release()` (or HOLD_SECONDS), so a catch-up goes in first."""
+        with self._lock:
+            if not self._holds:
+                self._hold_until = time.monotonic() + HOLD_SECONDS
+            self._holds += 1
+
+    def release(self) -> None:
+        """End one `hold()`; the last one lets the held values in, in the order they came."""
+        with self._lock:
+            self._holds = max(0, self._holds - 1)
+            if not self._holds:
+                self._release()
+
+    def _release(self) -> None:
+        held, self._held, self._held_count, self._holds = self._held, [], 0, 0
+        for envelopes, path in held:
+            self._take(envelopes, path)
+
+    def prime(self, lines: list[bytes]) -> int:
+        """Remember lines already in the file (at start): into history and sequences, not the file again."""
+        primed = 0
+        with self._lock:
+            clock = time.monotonic()
+            for raw in lines:
                 try:
                     envelope = decode(raw)
-                except EnvelopeError as exc:
-                    invalid += 1
-                    self._reject(raw, path, exc)
-                    continue
-                if not sequences.observe(envelope.source, envelope.seq, clock):
-                    stats.duplicates += 1
-                    continue
-                accepted += 1
-                item = {"seq": envelope.seq, "value": envelope.value, "ts": envelope.ts, "source": envelope.source}
-                # The message as it came is a valid envelope; only one spread over lines needs re-encoding.
-                self.sink.write(raw if b"\n" not in raw else envelope.to_json())
-                history.append(item)
-                fanout.push(item)
-                observe_latency(max(0.0, now - envelope.ts))
-            if accepted:
-                stats.accepted[path] += accepted
-                self.last_value_at = now
-        return invalid
+                except EnvelopeError:
+                    continue  # the file holds only what was accepted; a bad line is someone else's edit
+                if self.sequences.observe(envelope.source, envelope.seq, clock):
+                    self.history.append(envelope.to_dict())
+                    primed += 1
+        return primed
+
+    def resume_points(self) -> dict[str, int]:
+        """{source: the seq after which the replay log may hold something this worker lacks}."""
+        with self._lock:
+            return self.sequences.resume_points()
+
+    def expire(self) -> int:
+        """Count as gaps the seqs missing past the grace period."""
+        with self._lock:
+            return self.sequences.expire(time.monotonic())
+
+    def flush(self) -> bool:
+        """Write the sink's queued lines; False while the file fails."""
+        with self._lock:
+            return self.sink.flush()
+
+    def close(self) -> None:
+        """Flush and close the sink."""
+        with self._lock:
+            self.sink.close()
 
     def _reject(self, raw: bytes, path: str, exc: EnvelopeError) -> None:
         self.stats.rejected[path, exc.reason] += 1
@@ -67,5 +157,6 @@ class Ingest:
 
     def recent(self, limit: int) -> list[dict]:
         """The last `limit` accepted envelopes, oldest first."""
-        items = list(self.history)
+        with self._lock:
+            items = list(self.history)
         return items[-limit:] if limit < len(items) else items

@@ -19,12 +19,16 @@ class _Source:
 
 
 class Sequences:
-    """Decides whether an envelope is new, and counts the seqs that never came."""
+    """Decides whether an envelope is new, and counts the seqs that never came.
+
+    Not thread-safe: its owner (Ingest) calls every method under one lock.
+    """
 
     def __init__(self, window: int = WINDOW, grace: float = GRACE_SECONDS, max_sources: int = MAX_SOURCES):
         self.window, self.grace, self.max_sources = window, grace, max_sources
         self._sources: OrderedDict[str, _Source] = OrderedDict()
         self.gaps = 0
+        self.skips = 0  # times a seq came with seqs missing before it: each is a reason to read the replay log
 
     def observe(self, source: str, seq: int, now: float) -> bool:
         """True if (source, seq) is new; False for a duplicate."""
@@ -39,6 +43,7 @@ class Sequences:
         if seq > state.highest:
             skipped = seq - state.highest - 1
             if skipped:
+                self.skips += 1
                 remembered = min(skipped, self.window)
                 self.gaps += skipped - remembered  # too many to wait for: gaps now
                 for missing in range(seq - remembered, seq):
@@ -68,6 +73,13 @@ class Sequences:
                     del state.missing[seq]
                 self.gaps += len(late)
         return self.gaps - before
+
+    def resume_points(self) -> dict[str, int]:
+        """{source: the seq after which everything is wanted}: before the oldest missing seq, else the highest."""
+        return {
+            source: min(state.missing) - 1 if state.missing else state.highest
+            for source, state in self._sources.items()
+        }
 
     def _trim_missing(self, state: _Source) -> None:
         excess = sorted(state.missing)[: len(state.missing) - self.window]

@@ -17,6 +17,7 @@ from numcast.tasks import Tasks
 from numcast_worker.alerts import ActiveAlerts
 from numcast_worker.fanout import Fanout
 from numcast_worker.ingest import Ingest
+from numcast_worker.replay import Replay
 from numcast_worker.sequences import Sequences
 from numcast_worker.settings import WorkerSettings
 from numcast_worker.sink import FileSink
@@ -36,7 +37,9 @@ class WorkerService:
         self.stats = stats = Stats()
         metrics.registry.register(stats)
         self.sequences = Sequences()
-        self.sink = FileSink(settings.sink_file, settings.sink_max_bytes, settings.sink_backups)
+        self.sink = FileSink(
+            settings.sink_file, settings.sink_max_bytes, settings.sink_backups, settings.sink_buffer_bytes
+        )
         self.alerts = ActiveAlerts(
             settings.redis_url,
             settings.redis_password,
@@ -49,6 +52,8 @@ class WorkerService:
         self.gate = Gate(settings.max_browsers)
         latency = metrics.histogram("latency_seconds", "From the envelope's ts to its acceptance by the worker.")
         self.ingest = Ingest(self.sequences, self.sink, self.fanout, stats, latency, settings.history_size)
+        self.replay = Replay(settings, self.ingest)
+        self.ingest.on_skip = self.replay.request
         self.subscriber = Subscriber(
             settings.redis_url,
             settings.redis_password,
@@ -69,9 +74,12 @@ class WorkerService:
         stats.counters.update(
             {
                 "gaps": ("Seqs received by neither path within the grace period.", lambda: self.sequences.gaps, {}),
-                "sink_lines": ("Lines written to the sink file.", lambda: self.sink.lines, {}),
+                "sink_lines": ("Lines that reached the sink file (written in full).", lambda: self.sink.lines, {}),
                 "sink_rotations": ("Sink file rotations.", lambda: self.sink.rotations, {}),
-                "sink_errors": ("Failed sink writes.", lambda: self.sink.errors, {}),
+                "sink_errors": ("Failed sink opens, writes and rotations (retried).", lambda: self.sink.errors, {}),
+                "sink_dropped": ("Lines given up while the sink failed (buffer full).", lambda: self.sink.dropped, {}),
+                "replays": ("Catch-ups from the replay log.", lambda: self.replay.runs, {}),
+                "replay_errors": ("Catch-ups that failed (Redis unreachable...).", lambda: self.replay.errors, {}),
                 "dropped": ("Values a slow browser missed.", lambda: self.fanout.dropped, {"path": "browser"}),
                 "browsers_refused": ("Browsers refused (over MAX_BROWSERS).", lambda: self.gate.refused, {}),
             }
@@ -84,6 +92,7 @@ class WorkerService:
     def _subscribed(self, resumed: bool) -> None:
         if resumed:
             self.stats.reconnects += 1
+        self.replay.request(hold=True)  # what was published while unsubscribed, before the live values
         self.alerts.sync()  # subscribed first, then read: no change can fall between the two
 
     def start(self, socketio) -> None:
@@ -98,6 +107,10 @@ class WorkerService:
             s.sink_file,
         )
         self.tcp.bind()
+        primed = self.ingest.prime(self.sink.tail(s.history_size))  # the file is the truth: resume after it
+        log.info("sink resumed path=%s lines_read=%d", s.sink_file, primed)
+        self.ingest.flush()  # open the file now: ready needs it
+        self.tasks.start(socketio, self.replay.run, "catch-up")
         self.tasks.start(socketio, self.subscriber.run, "subscriber")
         self.tasks.start(socketio, lambda: self.tcp.run(socketio.start_background_task), "tcp listener")
         self.tasks.start(socketio, self.fanout.run, "fan-out")
@@ -107,9 +120,10 @@ class WorkerService:
         """Stop taking values, close sockets, flush the sink, withdraw from presence."""
         self.subscriber.stop()
         self.tcp.stop()
+        self.replay.stop()
         self.fanout.stopping.set()
         self.tasks.join(timeout=5)
-        self.sink.close()
+        self.ingest.close()
         self._presence(withdraw=True)
         log.info("worker stopped lines_written=%d", self.sink.lines)
 
@@ -119,8 +133,8 @@ class WorkerService:
         for tick in itertools.count():
             if self.tasks.stopping.wait(0.5):
                 return
-            self.sink.flush()
-            self.sequences.expire(time.monotonic())
+            self.ingest.flush()
+            self.ingest.expire()
             if tick % 2:
                 self.fanout.mark("status")  # once a second, as the README promises the dashboard
             if tick % 4 == 0 and self.alerts.failed and self.subscriber.subscribed:
@@ -154,16 +168,26 @@ class WorkerService:
         }
 
     def ready(self) -> tuple[bool, dict]:
-        """Ready while subscribed to the channel."""
-        ok = self.subscriber.subscribed
-        return ok, {"redis": "subscribed" if ok else "down"}
+        """Ready once serving: the sink opened, and caught up after subscribing or fed by the mirror, once.
+
+        Redis is reported, not required: an outage must not take every replica out of its Service at once.
+        """
+        ok = self.sink.opened and (self.replay.caught_up or self.stats.accepted["tcp"] > 0)
+        return ok, {
+            "redis": "subscribed" if self.subscriber.subscribed else "down",
+            "sink": "failing" if self.sink.failing or not self.sink.opened else "ok",
+            "history": "refilled" if self.replay.caught_up else "pending",
+        }
 
     def status(self) -> dict:
         """Everything the dashboard shows about the worker and its inputs."""
         return {
             **self.identity(),
             "channel": self.settings.channel,
+            "ready": self.ready()[0],
             "redis": {"subscribed": self.subscriber.subscribed},
+            "sink": {"path": self.settings.sink_file, "ok": self.sink.opened and not self.sink.failing},
+            "replay": {"runs": self.replay.runs, "errors": self.replay.errors, "last_error": self.replay.last_error},
             "tcp": {"port": self.settings.tcp_port, "connections": len(self.tcp.connections)},
             "counters": {
                 **self.stats.to_dict(),

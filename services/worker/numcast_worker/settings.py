@@ -27,6 +27,12 @@ class WorkerSettings(Common):
         "SINK_MAX_BYTES", 10 * 1024 * 1024, "Size at which the sink file rotates to `.1`, `.2`...", parse_int
     )
     sink_backups: int = env("SINK_BACKUPS", 3, "Rotated sink files kept; older ones are deleted.", parse_int)
+    sink_buffer_bytes: int = env(
+        "SINK_BUFFER_BYTES",
+        8 * 1024 * 1024,
+        "Lines kept in memory while the sink file fails (full disk...), written once it works; the oldest go beyond.",
+        parse_int,
+    )
     history_size: int = env("HISTORY_SIZE", 1000, "Recent envelopes kept in memory for `/api/history`.", parse_int)
     cors_origins: tuple = env(
         "CORS_ORIGINS",
@@ -65,6 +71,12 @@ class WorkerSettings(Common):
         check(bool(self.sink_file), "SINK_FILE", self.sink_file, "must name a file")
         check(self.sink_max_bytes >= 4096, "SINK_MAX_BYTES", self.sink_max_bytes, "must be >= 4096")
         check(0 <= self.sink_backups <= 100, "SINK_BACKUPS", self.sink_backups, "must be 0-100")
+        check(
+            1 << 20 <= self.sink_buffer_bytes <= 1 << 30,
+            "SINK_BUFFER_BYTES",
+            self.sink_buffer_bytes,
+            "must be 1048576-1073741824 (1 MiB-1 GiB)",
+        )
         check(1 <= self.history_size <= 100_000, "HISTORY_SIZE", self.history_size, "must be 1-100000")
         check(10 <= self.client_queue <= 100_000, "CLIENT_QUEUE", self.client_queue, "must be 10-100000")
         check(10 <= self.batch_ms <= 1000, "BATCH_MS", self.batch_ms, "must be 10-1000")

@@ -8,7 +8,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from numcast.metrics import PREFIX
 
-PATHS = ("redis", "tcp")
+PATHS = ("redis", "tcp", "replay")  # replay: read back from the replay log
 
 
 class Stats:

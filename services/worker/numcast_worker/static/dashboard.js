@@ -107,6 +107,7 @@ function renderStatus() {
   text("tcp-port", status ? `port ${status.tcp.port}` : "");
   text("via-redis", c ? formatCount(c.accepted.redis) : "–");
   text("via-tcp", c ? formatCount(c.accepted.tcp) : "–");
+  text("via-replay", c ? formatCount(c.accepted.replay) : "–");
   text("received", c ? `${formatCount(c.received.redis)} / ${formatCount(c.received.tcp)}` : "–");
   text("rejected", c ? formatCount(Object.values(c.rejected).reduce((a, b) => a + b, 0)) : "–");
   text("worker-duplicates", c ? formatCount(c.duplicates) : "–");
