@@ -277,22 +277,6 @@ def test_the_mirror_reaches_workers_that_are_not_ready_yet():
         assert [p["targetPort"] for p in nodeport["ports"]] == ["http"]
 
 
-def test_only_numcast_pods_may_reach_redis():
-    (policy,) = objects("NetworkPolicy")
-    redis = named("Deployment", "redis")
-    assert (
-        policy["spec"]["podSelector"]["matchLabels"].items() <= redis["spec"]["template"]["metadata"]["labels"].items()
-    )
-    assert policy["spec"]["policyTypes"] == ["Ingress"]
-    (rule,) = policy["spec"]["ingress"]
-    (peer,) = rule["from"]
-    assert set(peer) == {"podSelector"}, "no namespaceSelector: pods of this namespace only"
-    assert peer["podSelector"]["matchLabels"] == {"app.kubernetes.io/part-of": "numcast"}
-    assert [p["port"] for p in rule["ports"]] == ["redis"]
-    for container in numcast_containers():
-        assert container.labels["app.kubernetes.io/part-of"] == "numcast"
-
-
 def test_machine_2_is_machine_1_renamed():
     import yaml
 
