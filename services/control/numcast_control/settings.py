@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from numcast import auth
 from numcast.settings import Common, check, env, parse_float, parse_int, parse_targets
 
 MAX_RATE_HZ = 5000.0
@@ -33,6 +34,15 @@ class ControlSettings(Common):
     source_prefix: str = env(
         "SOURCE_PREFIX", "control", "Start of the envelope's `source`; a random suffix names each run.", str
     )
+    control_token: str = env(
+        "CONTROL_TOKEN",
+        "",
+        "Bearer token every change (`PATCH /api/config`) must send; empty: changes from loopback clients only.",
+        secret=True,
+    )
+    control_token_file: str = env(
+        "CONTROL_TOKEN_FILE", "", "File holding that token (a mounted Secret), instead of `CONTROL_TOKEN`.", secret=True
+    )
 
     def validate(self) -> None:
         """Raise SettingsError for the first setting that is out of range."""
@@ -50,3 +60,4 @@ class ControlSettings(Common):
             self.source_prefix,
             "1-40 of A-Z a-z 0-9 -",
         )
+        auth.check_settings(self.control_token, self.control_token_file)
