@@ -7,7 +7,7 @@ from collections.abc import Callable
 from flask import Flask
 from flask_socketio import SocketIO
 
-from numcast import web
+from numcast import auth, web
 from numcast.metrics import Metrics
 
 
@@ -23,7 +23,8 @@ def create_app(
     """A Flask app whose service (`app.extensions["numcast"]`) has `ready`, `start` and `stop`; nothing runs yet.
 
     The page's own origin may always open the Socket.IO connection; `cors_origins` adds others (never '*').
-    Request bodies over `max_body` bytes get 413.
+    Request bodies over `max_body` bytes get 413. With settings that declare `CONTROL_TOKEN`, every change
+    (POST, PUT, PATCH, DELETE) needs that token, or comes from loopback when none is set (`numcast.auth`).
     """
     app = Flask(import_name)
     metrics = Metrics()
@@ -31,6 +32,8 @@ def create_app(
     app.extensions["numcast"] = service
     metrics.init_app(app)
     web.init_app(app, service.ready, max_body)
+    if hasattr(settings, "control_token"):  # a service that takes changes: each needs the token (numcast.auth)
+        auth.init_app(app, settings, metrics)
     init_api(app)
     socketio.init_app(app, async_mode=settings.async_mode, cors_allowed_origins=web.allowed_origins(cors_origins))
     return app

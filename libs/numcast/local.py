@@ -151,26 +151,37 @@ def alertmanager_binary() -> str | None:
     return shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
 
 
-def webhook_alertmanager(url: str) -> str:
-    """An Alertmanager config that sends every notification to the webhook at `url` at once (tests, `up`)."""
+def webhook_alertmanager(url: str, credentials_file: str = "") -> str:
+    """An Alertmanager config that sends every notification to the webhook at `url` at once (tests, `up`).
+
+    With `credentials_file`, each call carries `Authorization: Bearer <the file's content>`.
+    """
+    auth = f", http_config: {{authorization: {{type: Bearer, credentials_file: {json.dumps(credentials_file)}}}}}"
     return f"""\
 route: {{receiver: numcast, group_by: [alertname], group_wait: 0s, group_interval: 1s, repeat_interval: 1h}}
 receivers:
   - name: numcast
-    webhook_configs: [{{url: "{url}", send_resolved: true}}]
+    webhook_configs: [{{url: "{url}", send_resolved: true{auth if credentials_file else ""}}}]
 """
 
 
 class Alertmanager:
     """A throwaway Alertmanager: a free port on 127.0.0.1, no cluster peers, storage in a temp dir."""
 
-    def __init__(self, config: str = QUIET_ALERTMANAGER, port: int | None = None) -> None:
+    def __init__(
+        self, config: str = QUIET_ALERTMANAGER, port: int | None = None, files: dict[str, str] | None = None
+    ) -> None:
+        """`files` ({name: text}) are written beside the config, where a relative path in it finds them."""
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.dir = tempfile.mkdtemp(prefix="numcast-alertmanager-")
         self.config = os.path.join(self.dir, "alertmanager.yml")
         with open(self.config, "w") as file:
             file.write(config)
+        for name, text in (files or {}).items():
+            # Only this user may read them: a webhook's credentials_file holds a token.
+            with open(os.open(os.path.join(self.dir, name), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as file:
+                file.write(text)
         self.log = os.path.join(self.dir, "alertmanager.log")
         self.process: subprocess.Popen | None = None
 

@@ -3,7 +3,7 @@
 The shipped files are read, never changed: the local configuration is derived from them in a temporary folder.
 Prometheus gets the same rules, intervals and job, with static targets labelled as prometheus.yml's Kubernetes
 relabelling labels the pods; Alertmanager gets the same routes, with the alerter's webhook pointed at the local
-alerter. Tests shorten the intervals (`intervals=`) and nothing else.
+alerter and its token in a file beside the config. Tests shorten the intervals (`intervals=`) and nothing else.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from numcast.local import Alertmanager, _die_with_parent, alertmanager_binary, f
 CONFIG_DIR = Path("infra/monitoring/config")
 INSTALL_HINT = "apt-get install prometheus prometheus-alertmanager"
 ALERTER_HOST = "alerter"  # the Service alertmanager.yml's webhook names
+ALERTER_TOKEN_FILE = "alerter-token"  # beside the local alertmanager.yml, which names it by this relative path
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,8 +76,13 @@ def prometheus_config(
     return config
 
 
-def alertmanager_config(shipped: dict, alerter: str | None, intervals: str | None = None) -> dict:
-    """The shipped alertmanager.yml with the webhooks that name the alerter's Service sent to `alerter`."""
+def alertmanager_config(
+    shipped: dict, alerter: str | None, intervals: str | None = None, credentials_file: str | None = None
+) -> dict:
+    """The shipped alertmanager.yml with the webhooks that name the alerter's Service sent to `alerter`.
+
+    Their bearer token comes from `credentials_file`; without one (an alerter with no token) they send none.
+    """
     config = copy.deepcopy(shipped)
     local = urllib.parse.urlsplit(alerter or "")
     for receiver in config.get("receivers", []) if alerter else []:
@@ -84,6 +90,12 @@ def alertmanager_config(shipped: dict, alerter: str | None, intervals: str | Non
             url = urllib.parse.urlsplit(webhook["url"])
             if url.hostname == ALERTER_HOST:
                 webhook["url"] = urllib.parse.urlunsplit(url._replace(scheme=local.scheme, netloc=local.netloc))
+                http_config = webhook.setdefault("http_config", {})
+                http_config.pop("authorization", None)
+                if credentials_file:
+                    http_config["authorization"] = {"type": "Bearer", "credentials_file": credentials_file}
+                if not http_config:
+                    webhook.pop("http_config")
     if intervals:
         config["route"].update(group_wait=intervals, group_interval=intervals)
     return config
@@ -95,7 +107,9 @@ def for_stack(stack, config_dir: Path = CONFIG_DIR, **options) -> Monitoring:
     targets += [Target("worker", name, port) for name, port, _ in stack.workers]
     if stack.alerter:
         targets.append(Target("alerter", "alerter", stack.alerter_port))
-    return Monitoring(targets, stack.alerter_url if stack.alerter else None, config_dir, **options)
+    alerter = stack.alerter_url if stack.alerter else None
+    token = stack.alerter_token if stack.alerter else ""
+    return Monitoring(targets, alerter, config_dir, alerter_token=token, **options)
 
 
 class Monitoring:
@@ -108,9 +122,12 @@ class Monitoring:
         config_dir: Path = CONFIG_DIR,
         *,
         intervals: str | None = None,
+        alerter_token: str = "",
     ) -> None:
-        """`alerter` is the local alerter's base URL; `intervals` replaces every scrape/evaluation/group interval."""
+        """`alerter` is the local alerter's base URL, `alerter_token` the token its webhook needs (if any);
+        `intervals` replaces every scrape/evaluation/group interval."""
         self.targets, self.alerter, self.config_dir, self.intervals = targets, alerter, Path(config_dir), intervals
+        self.alerter_token = alerter_token
         self.prometheus_port, self.alertmanager_port = free_port(), free_port()
         self.dir: Path | None = None
         self.alertmanager: Alertmanager | None = None
@@ -134,7 +151,8 @@ class Monitoring:
         address = f"127.0.0.1:{self.alertmanager_port}"
         prometheus = prometheus_config(shipped, self.config_dir, self.targets, address, self.intervals)
         shipped = yaml.safe_load((self.config_dir / "alertmanager.yml").read_text())
-        alertmanager = alertmanager_config(shipped, self.alerter, self.intervals)
+        credentials = ALERTER_TOKEN_FILE if self.alerter_token else None
+        alertmanager = alertmanager_config(shipped, self.alerter, self.intervals, credentials)
         return yaml.safe_dump(prometheus, sort_keys=False), yaml.safe_dump(alertmanager, sort_keys=False)
 
     def start(self, timeout: float = 60.0) -> Monitoring:
@@ -144,7 +162,8 @@ class Monitoring:
             raise RuntimeError(problem)
         try:
             prometheus_yml, alertmanager_yml = self.configs()
-            self.alertmanager = Alertmanager(alertmanager_yml, self.alertmanager_port).start(timeout)
+            files = {ALERTER_TOKEN_FILE: self.alerter_token} if self.alerter_token else None
+            self.alertmanager = Alertmanager(alertmanager_yml, self.alertmanager_port, files).start(timeout)
             self.dir = Path(tempfile.mkdtemp(prefix="numcast-prometheus-"))
             (self.dir / "prometheus.yml").write_text(prometheus_yml)
             command = [

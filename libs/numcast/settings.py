@@ -21,9 +21,13 @@ class SettingsError(ValueError):
     """An env var holds a value the service cannot run with; the message names the variable."""
 
 
-def env(name: str, default: Any, doc: str, parse: Callable[[str], Any] = str) -> Any:
-    """Declare a dataclass field read from env var `name`, parsed with `parse`."""
-    return dataclasses.field(default=default, metadata={"env": name, "doc": doc, "parse": parse})
+def env(name: str, default: Any, doc: str, parse: Callable[[str], Any] = str, secret: bool = False) -> Any:
+    """Declare a dataclass field read from env var `name`, parsed with `parse`.
+
+    `secret`: the value is a credential, or (`*_FILE`) names a file holding one; it is left out of the repr.
+    """
+    metadata = {"env": name, "doc": doc, "parse": parse, "secret": secret}
+    return dataclasses.field(default=default, repr=not secret, metadata=metadata)
 
 
 def from_env(cls: type, environ: Mapping[str, str] | None = None, **overrides: Any) -> Any:

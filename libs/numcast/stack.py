@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -36,8 +37,13 @@ class Stack:
         alerter: bool = True,
         alerter_port: int = 0,
         alerter_env: dict[str, str] | None = None,
+        tokens: bool = False,
     ) -> None:
-        """Ports of 0 are picked free; worker i gets `worker_port + i` and `tcp_port + i` otherwise."""
+        """Ports of 0 are picked free; worker i gets `worker_port + i` and `tcp_port + i` otherwise.
+
+        `tokens`: the control-plane and the alerter each require a token of their own, new at each start
+        (`control_token`, `alerter_token`); without, they take changes from loopback clients only.
+        """
         self.mirror = mirror  # False: values reach the workers through Redis only
         self.redis_url, self.embedded = redis_url, None
         self.data_dir = data_dir or tempfile.mkdtemp(prefix="numcast-data-")
@@ -55,6 +61,8 @@ class Stack:
         self.alerter = alerter  # False: no alerter (its default rules would alert on a quiet stream)
         self.alerter_port = alerter_port or free_port()
         self.alerter_env = alerter_env or {}
+        self.control_token = secrets.token_urlsafe(24) if tokens else ""
+        self.alerter_token = secrets.token_urlsafe(24) if tokens else ""
         self.processes: list[tuple[str, subprocess.Popen, int]] = []  # control-plane first
 
     @property
@@ -84,10 +92,11 @@ class Stack:
                 env = {**common, "WORKER_NAME": name, "PORT": str(port), "TCP_PORT": str(tcp_port), "SINK_FILE": sink}
                 self.processes.append((name, service("worker", env), port))
             if self.alerter:
-                env = {**common, "PORT": str(self.alerter_port), **self.alerter_env}
+                env = {**common, "PORT": str(self.alerter_port), **_token(self.alerter_token), **self.alerter_env}
                 self.processes.append(("alerter", service("alerter", env), self.alerter_port))
             targets = ",".join(f"127.0.0.1:{tcp_port}" for _, _, tcp_port in self.workers) if self.mirror else ""
-            env = {**common, "PORT": str(self.control_port), "TCP_MIRROR_TARGETS": targets, **self.control_env}
+            env = {**common, "PORT": str(self.control_port), "TCP_MIRROR_TARGETS": targets}
+            env |= {**_token(self.control_token), **self.control_env}
             self.processes.insert(0, ("control-plane", service("control", env), self.control_port))
             for _, process, port in self.processes:
                 wait_http(f"http://127.0.0.1:{port}/healthz", timeout, process)
@@ -120,6 +129,11 @@ class Stack:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def _token(token: str) -> dict[str, str]:
+    """The env of a service that requires `token` (an inherited CONTROL_TOKEN_FILE would clash with it)."""
+    return {"CONTROL_TOKEN": token, "CONTROL_TOKEN_FILE": ""} if token else {}
 
 
 def _interrupt(signum, frame):
@@ -162,6 +176,7 @@ def main(argv: list[str]) -> int:
         tcp_port=args.tcp_port,
         data_dir=args.data_dir,
         alerter_port=args.alerter_port,
+        tokens=True,
     )
     code, watch = 0, None
     if args.monitoring:
@@ -205,6 +220,8 @@ def banner(stack: Stack, extra: list[tuple[str, str]] = ()) -> str:
     for name, _, http_port in stack.processes:
         kind = {"control-plane": "control page", "alerter": "alerter (built-in rules)"}.get(name, f"{name} dashboard")
         path = "api/alerts" if name == "alerter" else ""
+        if name == "control-plane" and stack.control_token:
+            path = f"#token={stack.control_token}"  # the page keeps it for the tab; a fragment never leaves it
         lines.append(f"  {kind:<26} http://127.0.0.1:{http_port}/{path}")
     lines += [f"  {what:<26} {where}" for what, where in extra]
     lines += [
@@ -216,6 +233,15 @@ def banner(stack: Stack, extra: list[tuple[str, str]] = ()) -> str:
         " subscribe numbers alerts",
         f"  REDIS_URL={redact(stack.redis_url)} {_here('numcast')} tail",
         "",
+    ]
+    if stack.control_token:
+        lines += [
+            "Change the stream (the control-plane's token is new at each run):",
+            f"  curl -X PATCH {stack.control_url}/api/config -H 'Authorization: Bearer {stack.control_token}'"
+            """ -H 'Content-Type: application/json' -d '{"rate_hz": 5}'""",
+            "",
+        ]
+    lines += [
         "Ctrl-C stops everything.",
         "",
     ]

@@ -80,6 +80,7 @@ def test_a_refused_change_shows_the_error_by_its_field_and_changes_nothing(
     apply(page, rate_hz="6", min="0", max="100")  # a good change clears the error
     expect(error).to_have_text("")
     expect(page.locator(f"#{field}")).not_to_have_attribute("aria-invalid", "true")
+    expect(page.locator("#form-message")).to_have_text("Applied: rate_hz = 6.")  # the errors go before the PATCH
     assert control.json("/api/status")["config"]["rate_hz"] == 6
 
 

@@ -15,6 +15,7 @@ from conftest import NUMCAST, envelope, eventually, http, publish
 from numcast import alerts
 from numcast.local import webhook_alertmanager
 
+WEBHOOK_TOKEN = "alertmanager-to-alerter-0123456789"
 HIGH_RULES = """\
 rules:
   - alert: NumcastValueHigh
@@ -113,10 +114,12 @@ def test_a_stream_alert_fires_in_alertmanager_and_a_browser_then_resolves_in_bot
 
 
 def test_an_alert_posted_to_alertmanager_reaches_a_browser_through_the_webhook(
-    redis_server, services, alertmanager, worker
+    redis_server, services, alertmanager, worker, tmp_path
 ):
-    alerter = start_alerter(services, redis_server)
-    manager = alertmanager(webhook_alertmanager(alerter.url + "/api/alertmanager"))
+    alerter = start_alerter(services, redis_server, CONTROL_TOKEN=WEBHOOK_TOKEN)
+    # Alertmanager sends the alerter's token from a file, as in the cluster (a mounted Secret, with its newline).
+    (tmp_path / "alerter-token").write_text(WEBHOOK_TOKEN + "\n")
+    manager = alertmanager(webhook_alertmanager(alerter.url + "/api/alertmanager", str(tmp_path / "alerter-token")))
     browser = AlertsBrowser(worker.url)
     labels = {"alertname": "NumcastWorkerDown", "severity": "critical", "pod": "<img src=x onerror=alert(1)>"}
     manager.post([{"labels": labels, "annotations": {"summary": "<b>machine-2</b> is down"}}])
@@ -132,6 +135,8 @@ def test_an_alert_posted_to_alertmanager_reaches_a_browser_through_the_webhook(
     manager.post([{"labels": labels, "endsAt": alerts.rfc3339(time.time())}])
     eventually(lambda: browser.active() == [], timeout=15, message="resolved through the webhook")
     assert alerter.metric("numcast_received_total", 'path="webhook"') >= 2
+    assert alerter.metric("numcast_auth_refused_total", 'reason="missing"') == 0
+    assert alerter.metric("numcast_auth_refused_total", 'reason="wrong"') == 0
 
 
 def test_alertmanager_down_then_back_gets_the_firing_alert(redis_server, services, alertmanager, rules_file, worker):

@@ -1,5 +1,6 @@
 """The commands a user types: `numcast up`, `numcast tail`, and configuration errors."""
 
+import json
 import os
 import random
 import re
@@ -119,6 +120,15 @@ def test_up_runs_the_pipeline_and_stops_every_process(up, tmp_path, signum):
         assert f"http://127.0.0.1:{port}/" in text
     assert f"alerter (built-in rules)   http://127.0.0.1:{running.alerter}/api/alerts" in text
     assert re.search(r"redis-cli -h 127\.0\.0\.1 -p \d+ subscribe numbers alerts", text)
+    # A token of its own for each run: in the control page's link and in a curl command that works as printed.
+    (token,) = re.findall(rf"http://127\.0\.0\.1:{running.control}/#token=([\w-]+)", text)
+    curl = re.search(r"curl -X PATCH (\S+) -H 'Authorization: Bearer ([\w-]+)' .* -d '(.+)'", text)
+    assert curl and curl.group(2) == token and len(token) >= 32
+    assert http("PATCH", curl.group(1), json.loads(curl.group(3)))[0] == 401, "no change without the token"
+    status, body = http("PATCH", curl.group(1), json.loads(curl.group(3)), {"Authorization": f"Bearer {token}"})
+    assert status == 200 and body["config"]["rate_hz"] == 5
+    webhook = f"http://127.0.0.1:{running.alerter}/api/alertmanager"
+    assert http("POST", webhook, {"version": "4", "alerts": []}, {"Authorization": f"Bearer {token}"})[0] == 401
     tail = re.search(r"REDIS_URL=(\S+) (\S+) tail", text)
     assert tail and os.access(tail.group(2), os.X_OK), "the printed tail command runs as printed"
     children = children_of(running.process.pid)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import re
 import signal
 import subprocess
 from pathlib import Path
@@ -29,6 +31,14 @@ def servers_on_path():
 
 def shipped() -> dict[str, str]:
     return {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in CONFIG.iterdir()}
+
+
+def metric(url: str, sample: str) -> float:
+    """The value of one sample in `url`/metrics (0 when absent)."""
+    for line in http("GET", url + "/metrics")[1].splitlines():
+        if line.startswith(sample + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
 
 
 def banner_url(output: str, what: str) -> str:
@@ -75,6 +85,16 @@ def test_up_with_monitoring_scrapes_every_process_with_the_shipped_rules(tmp_pat
         alerter = banner_url(output, "alerter").removesuffix("/api/alerts")
         assert status == 200 and f"url: {alerter}/api/alertmanager" in body["config"]["original"]
         assert "send_resolved: true" in body["config"]["original"]
+        # The alerter's token, new for this run, reaches Alertmanager as a file beside its configuration.
+        (credentials,) = re.findall(r"credentials_file: (\S+)", body["config"]["original"])
+        assert credentials.endswith("/alerter-token") and os.path.isfile(credentials), "a file beside its config"
+        assert http("GET", alerter + "/api/alerts")[1]["auth"] == "token"
+        alert = json.dumps([{"labels": {"alertname": "ByHand"}}]).encode()
+        assert http("POST", alertmanager + "/api/v2/alerts", alert, {"Content-Type": "application/json"})[0] == 200
+        # ... and Alertmanager calls the webhook with it (the shipped route waits 10 s before a new group).
+        eventually(lambda: metric(alerter, 'numcast_received_total{path="webhook"}') >= 1, timeout=60)
+        assert metric(alerter, 'numcast_auth_refused_total{reason="missing"}') == 0
+        assert metric(alerter, 'numcast_auth_refused_total{reason="wrong"}') == 0
         # The alerter sends its stream alerts to the same Alertmanager.
         assert http("GET", alerter + "/api/alerts")[1]["alertmanager"]["url"] == alertmanager + "/api/v2/alerts"
     finally:
@@ -127,7 +147,7 @@ def test_a_killed_worker_fires_in_prometheus_and_reaches_the_other_workers_brows
     from numcast.local import service
     from numcast.stack import Stack
 
-    stack = Stack(2)
+    stack = Stack(2, tokens=True)  # the alerter takes the webhook only with its token, from Alertmanager's file
     # The shipped rules and routes, with every scrape, evaluation and grouping interval at 1 s.
     watch = monitoring.for_stack(stack, CONFIG, intervals="1s")
     stack.alerter_env["ALERTMANAGER_URL"] = watch.alertmanager_url

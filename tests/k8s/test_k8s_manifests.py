@@ -161,8 +161,8 @@ def test_every_writable_path_is_an_emptydir(container):
     mounts = container.mounts()
     assert "emptyDir" in mounts.get("/tmp", {}), "/tmp is writable on a read-only root"
     for path, volume in mounts.items():
-        if "configMap" in volume:
-            assert volume["readOnly"], f"{path}: a ConfigMap is mounted read-only"
+        if "configMap" in volume or "secret" in volume:
+            assert volume["readOnly"], f"{path}: a ConfigMap or a Secret is mounted read-only"
             continue
         assert "emptyDir" in volume, f"{path} mounts {volume}"
         assert volume["emptyDir"].get("sizeLimit"), f"{path}: bound the emptyDir, it fills the node's disk"

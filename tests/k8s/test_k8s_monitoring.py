@@ -168,7 +168,11 @@ def test_alertmanager_and_the_alerter_find_each_other_by_their_services():
 def test_the_alerter_webhook_gets_resolved_alerts_too():
     receivers = {r["name"]: r for r in load(CONFIG / "alertmanager.yml")["receivers"]}
     (webhook,) = receivers["numcast-alerter"]["webhook_configs"]
-    assert webhook == {"url": "http://alerter:8090/api/alertmanager", "send_resolved": True}
+    assert {key: webhook[key] for key in ("url", "send_resolved")} == {
+        "url": "http://alerter:8090/api/alertmanager",
+        "send_resolved": True,
+    }
+    assert set(webhook) == {"url", "send_resolved", "http_config"}, "http_config: its token (test_k8s_tokens)"
     assert set(receivers["null"]) == {"name"}
 
 

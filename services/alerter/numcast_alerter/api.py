@@ -6,6 +6,7 @@ import json
 
 from flask import Flask, Response, current_app, jsonify, request
 
+from numcast import auth
 from numcast.alerts import AlertError
 
 
@@ -25,7 +26,7 @@ def init_app(app: Flask) -> None:
 
     @app.get("/api/alerts")
     def alerts() -> Response:
-        return jsonify(_service().status())
+        return jsonify({**_service().status(), "auth": auth.mode()})
 
     @app.post("/api/alertmanager")
     def alertmanager() -> tuple[Response, int]:

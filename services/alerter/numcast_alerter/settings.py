@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import re
 
+from numcast import auth
 from numcast.settings import Common, check, env, parse_float, parse_int
 
 MAX_RESEND_SECONDS = 3600.0
@@ -46,6 +47,15 @@ class AlerterSettings(Common):
     alertmanager_queue: int = env(
         "ALERTMANAGER_QUEUE", 1000, "Alert changes held while Alertmanager is unreachable; the oldest drop.", parse_int
     )
+    control_token: str = env(
+        "CONTROL_TOKEN",
+        "",
+        "Bearer token Alertmanager's webhook (`POST /api/alertmanager`) must send; empty: loopback clients only.",
+        secret=True,
+    )
+    control_token_file: str = env(
+        "CONTROL_TOKEN_FILE", "", "File holding that token (a mounted Secret), instead of `CONTROL_TOKEN`.", secret=True
+    )
 
     def validate(self) -> None:
         """Raise SettingsError for the first setting that is out of range."""
@@ -59,3 +69,4 @@ class AlerterSettings(Common):
         check(
             10 <= self.alertmanager_queue <= 100_000, "ALERTMANAGER_QUEUE", self.alertmanager_queue, "must be 10-100000"
         )
+        auth.check_settings(self.control_token, self.control_token_file)

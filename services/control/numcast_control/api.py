@@ -6,6 +6,7 @@ import json
 
 from flask import Flask, Response, current_app, jsonify, render_template, request
 
+from numcast import auth
 from numcast_control.config import ConfigError
 
 
@@ -13,16 +14,21 @@ def _service():
     return current_app.extensions["numcast"]
 
 
+def _status() -> dict:
+    # `auth` tells the page whether to ask for the token before the first change.
+    return {**_service().status(), "auth": auth.mode()}
+
+
 def init_app(app: Flask) -> None:
     """Register the routes on `app`."""
 
     @app.get("/")
     def index() -> str:
-        return render_template("index.html", status=_service().status())
+        return render_template("index.html", status=_status())
 
     @app.get("/api/status")
     def status() -> Response:
-        return jsonify(_service().status())
+        return jsonify(_status())
 
     @app.get("/api/workers")
     def workers() -> Response:

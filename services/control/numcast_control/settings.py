@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from numcast import auth
 from numcast.envelope import SOURCE_RULE, valid_source
 from numcast.settings import Common, check, env, parse_float, parse_int, parse_targets
 
@@ -42,6 +43,15 @@ class ControlSettings(Common):
         "Envelopes kept in the replay log `<CHANNEL>:log` (trimmed with `MAXLEN ~`: a few more); 0: no log.",
         parse_int,
     )
+    control_token: str = env(
+        "CONTROL_TOKEN",
+        "",
+        "Bearer token every change (`PATCH /api/config`) must send; empty: changes from loopback clients only.",
+        secret=True,
+    )
+    control_token_file: str = env(
+        "CONTROL_TOKEN_FILE", "", "File holding that token (a mounted Secret), instead of `CONTROL_TOKEN`.", secret=True
+    )
 
     def validate(self) -> None:
         """Raise SettingsError for the first setting that is out of range."""
@@ -63,3 +73,4 @@ class ControlSettings(Common):
             self.stream_maxlen,
             f"must be 0-{MAX_STREAM_MAXLEN}",
         )
+        auth.check_settings(self.control_token, self.control_token_file)

@@ -6,20 +6,19 @@ export async function getJson(url) {
   return response.json();
 }
 
-/** PATCH /api/config; resolve to {ok, body}, where a refused change has body {error, field}. */
-export async function patchConfig(changes) {
-  const response = await fetch("/api/config", {
-    method: "PATCH",
-    headers: { "Content-Type": "application/json" },
-    body: JSON.stringify(changes),
-  });
+/** PATCH /api/config, with the control token when there is one; resolve to {ok, status, body}, where a refused
+ * change has body {error, field} (an invalid value) or {error, reason} (no token, or the wrong one). */
+export async function patchConfig(changes, token = "") {
+  const headers = { "Content-Type": "application/json" };
+  if (token) headers.Authorization = `Bearer ${token}`;
+  const response = await fetch("/api/config", { method: "PATCH", headers, body: JSON.stringify(changes) });
   let body;
   try {
     body = await response.json();
   } catch {
     body = { error: `HTTP ${response.status}`, field: null };
   }
-  return { ok: response.ok, body };
+  return { ok: response.ok, status: response.status, body };
 }
 
 /** A table cell holding `value` as text: whatever another process wrote cannot become markup. */

@@ -2,10 +2,12 @@
 import { AlertList } from "../numcast/alerts.js";
 import { cell, formatAgo, formatCount, formatNumber, getJson } from "./api.js";
 import { ConfigForm } from "./form.js";
+import { takeTokenFromAddress } from "./token.js";
 
 const POLL_MS = 1000;
 const $ = (id) => document.getElementById(id);
-const form = new ConfigForm($("config-form"), $("pause"), showConfig);
+takeTokenFromAddress();
+const form = new ConfigForm($("config-form"), $("pause"), showConfig, $("token-form"));
 const alertList = new AlertList($("alerts"), $("alert-count"), $("alerts-note"));
 let lastSeq = null; // [seq, ms] of the previous poll, for the measured rate
 let failingSince = null; // ms of the first failed poll in a row
@@ -35,6 +37,7 @@ function showStatus(status) {
   lastSeq = [status.seq, now];
   showConfig(status.config);
   form.update(status.config);
+  form.needToken(status.auth);
   $("outputs").replaceChildren(
     ...status.outputs.map((o) => {
       const tr = document.createElement("tr");

@@ -1,13 +1,21 @@
 // The config form and the pause button: PATCH /api/config, and a refused change shown next to its field.
+// A change refused for want of the token (401) asks for it in the page, then is sent again with it.
 import { patchConfig } from "./api.js";
+import { TokenPrompt, token } from "./token.js";
 
 const FIELDS = ["rate_hz", "min", "max"];
+const describe = (changes) => Object.keys(changes).map((k) => `${k} = ${changes[k]}`).join(", ");
 
 export class ConfigForm {
-  constructor(form, pauseButton, onApplied) {
+  constructor(form, pauseButton, onApplied, tokenForm) {
     this.form = form;
     this.pause = pauseButton;
     this.onApplied = onApplied;
+    this.pending = null; // the change a 401 held back, sent again once a token is entered
+    this.prompt = new TokenPrompt(tokenForm, () => {
+      if (this.pending) this.send(this.pending);
+      else this.message("Token kept for this tab.");
+    });
     this.config = null; // the server's config, as last seen
     this.shown = {}; // what this page last wrote into each input, so a user's edit is never overwritten
     for (const name of FIELDS) this.shown[name] = form.elements[name].value;
@@ -16,6 +24,13 @@ export class ConfigForm {
       this.submit();
     });
     pauseButton.addEventListener("click", () => this.togglePause());
+  }
+
+  /** Ask for the token before any change when the control-plane needs one and this tab has none. */
+  needToken(auth) {
+    if (auth === "token" && !token.get() && !this.prompt.shown) {
+      this.prompt.ask("Changes need this control-plane's token (its CONTROL_TOKEN). Enter it once: this tab keeps it.");
+    }
   }
 
   /** Follow the server's config; inputs the user is editing are left alone. */
@@ -62,11 +77,20 @@ export class ConfigForm {
   async send(changes) {
     let result;
     try {
-      result = await patchConfig(changes);
+      result = await patchConfig(changes, token.get());
     } catch (error) {
       this.showError(null, `The control-plane did not answer: ${error.message}`);
       return;
     }
+    if (result.status === 401) {
+      token.clear(); // refused: never send it again
+      this.pending = changes;
+      this.message("");
+      const why = result.body.reason === "wrong" ? "The control-plane refused that token." : "Changes need a token.";
+      this.prompt.ask(`${why} Enter this control-plane's token to apply: ${describe(changes)}.`, true);
+      return;
+    }
+    this.pending = null;
     if (!result.ok) {
       this.showError(result.body.field, result.body.error || "refused");
       return;
@@ -77,7 +101,7 @@ export class ConfigForm {
       this.shown[name] = this.form.elements[name].value;
     }
     this.update(config);
-    this.message(`Applied: ${Object.keys(changes).map((k) => `${k} = ${changes[k]}`).join(", ")}.`);
+    this.message(`Applied: ${describe(changes)}.`);
     this.onApplied(config);
   }
 
