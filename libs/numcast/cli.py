@@ -10,9 +10,9 @@ import sys
 
 USAGE = """usage: numcast {control,worker,alerter,up,tail} [options]
 
-  control   run the control-plane (configured by env vars; see README)
-  worker    run a worker (configured by env vars; see README)
-  alerter   run the alerter: rules on the stream, alerts to Alertmanager and the dashboards (see README)
+  control   run the control-plane (configured by env vars; see docs/configuration.md)
+  worker    run a worker (configured by env vars; see docs/configuration.md)
+  alerter   run the alerter: rules on the stream, alerts to Alertmanager and the dashboards (see docs/monitoring.md)
   up        run the whole pipeline locally: Redis, the control-plane, two workers and the alerter
   tail      print the channel's messages, decoded (like `redis-cli subscribe numbers`)
 
@@ -30,14 +30,14 @@ def main(argv: list[str] | None = None) -> int:
     if command in SERVICES:
         if len(argv) > 1:
             print(
-                f"numcast {command} takes no arguments; it is configured by env vars (see README)",
+                f"numcast {command} takes no arguments; it is configured by env vars (see docs/configuration.md)",
                 file=sys.stderr,
             )
             return 2
         if os.environ.get("ASYNC_MODE", "eventlet").strip().lower() in ("eventlet", ""):
             import warnings
 
-            # Eventlet warns on import that it is in maintenance mode; the README says so and why we stay.
+            # Eventlet warns on import that it is in maintenance mode; docs/configuration.md says so and why we stay.
             warnings.filterwarnings("ignore", message="\nEventlet is deprecated")
             import eventlet
 

@@ -113,7 +113,7 @@ class Common:
         "Redis password; overrides one in `REDIS_URL` (Kubernetes takes it from a Secret).",
     )
     channel: str = env("CHANNEL", "numbers", "Pub/sub channel the values travel on.")
-    alerts_channel: str = env("ALERTS_CHANNEL", "alerts", "Pub/sub channel alerts travel on (see Alerts).")
+    alerts_channel: str = env("ALERTS_CHANNEL", "alerts", "Pub/sub channel alerts travel on (see docs/contract.md).")
     host: str = env("HOST", "0.0.0.0", "Address the HTTP server binds to.")
     log_level: str = env("LOG_LEVEL", "INFO", f"One of {', '.join(LOG_LEVELS)}.", str.upper)
     async_mode: str = env(
@@ -149,10 +149,13 @@ def check_name(value: str, name: str) -> None:
     check(bool(_NAME_RE.fullmatch(value)), name, value, "1-64 of A-Z a-z 0-9 . _ -")
 
 
-def markdown_table(cls: type) -> str:
-    """The README's table of env vars for `cls`, generated so it is never written twice by hand."""
+def markdown_table(cls: type, without: type | None = None) -> str:
+    """docs/configuration.md's table of env vars for `cls`, leaving out the fields of `without` (a base class)."""
+    skip = {f.name for f in dataclasses.fields(without)} if without else set()
     rows = ["| Variable | Default | Meaning |", "| --- | --- | --- |"]
     for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
         default = f.default
         if isinstance(default, tuple):
             default = ",".join(str(item) for item in default)

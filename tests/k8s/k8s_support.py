@@ -25,8 +25,8 @@ MANIFESTS = ROOT / "infra" / "k8s"
 # Applied after infra/k8s; its subfolders (config/, operator/) are not read by `kubectl apply -f infra/monitoring`.
 MONITORING = ROOT / "infra" / "monitoring"
 NAMESPACE = "numcast"
-# The README's Minikube section holds the build and load commands the images must match.
-READMES = (ROOT / "README.md",)
+# The README's six commands build the images the manifests must name.
+READMES = (ROOT / "README.md", ROOT / "docs" / "kubernetes.md")
 LABELS = (
     "app.kubernetes.io/name",
     "app.kubernetes.io/instance",
@@ -148,22 +148,13 @@ def project_version() -> str:
 
 
 def build_commands() -> dict[str, str]:
-    """{Dockerfile path: image} from every `docker build -f ... -t ... .` line of the README texts."""
+    """{Dockerfile path: image} from every `minikube image build -t ... -f ... .` line of the README texts."""
     built: dict[str, str] = {}
     for readme in READMES:
         if readme.exists():
-            for dockerfile, image in re.findall(r"docker build -f (\S+)\s+-t (\S+) \.", readme.read_text()):
+            for image, dockerfile in re.findall(r"minikube image build -t (\S+)\s+-f (\S+) \.", readme.read_text()):
                 assert built.setdefault(dockerfile, image) == image, f"{readme.name}: {dockerfile} built twice"
     return built
-
-
-def loaded_images() -> set[str]:
-    """Every image the README texts `minikube image load`."""
-    loaded = set()
-    for readme in READMES:
-        if readme.exists():
-            loaded.update(re.findall(r"minikube image load (\S+)", readme.read_text()))
-    return loaded
 
 
 @dataclasses.dataclass(frozen=True)

@@ -20,7 +20,6 @@ from k8s_support import (
     containers,
     documents,
     every_container,
-    loaded_images,
     manifest_files,
     named,
     numcast_containers,
@@ -94,7 +93,6 @@ def test_numcast_images_are_the_readme_builds_at_the_project_version():
         "services/control/Dockerfile": f"control-plane:{version}",
         "services/worker/Dockerfile": f"worker-node:{version}",
     }
-    assert loaded_images() == set(built.values()), "every built image is loaded into Minikube, and no other"
     used = {c.spec["image"] for c in numcast_containers()}
     assert used == set(built.values())
     for container in numcast_containers():

@@ -385,26 +385,26 @@ def test_dns_goes_to_kube_dns_in_kube_system_only_and_redis_resolves_nothing():
     assert not world.allows(Flow("control-plane", f"{ELSEWHERE}/kube-dns", 53, "UDP")), "a look-alike elsewhere"
 
 
-def test_the_api_server_is_allowed_by_one_address_and_the_readme_says_how_to_find_yours():
+def test_the_api_server_is_allowed_by_one_address_and_the_docs_say_how_to_find_yours():
     (policy,) = [p for p in cluster().policies if p["metadata"]["name"] == "prometheus-to-kube-apiserver-egress"]
     for rule in policy["spec"]["egress"]:
         for peer in rule["to"]:
             assert ipaddress.ip_network(peer["ipBlock"]["cidr"]).num_addresses == 1, "one address, no range"
     peers = [peer for p in cluster().policies for rule in p["spec"].get("egress", []) for peer in rule.get("to", [])]
     assert [peer for peer in peers if "ipBlock" in peer] == policy["spec"]["egress"][0]["to"], "the only ipBlock"
-    readme = (ROOT / "README.md").read_text()
-    assert "kubectl get endpointslices -n default -l kubernetes.io/service-name=kubernetes" in readme
+    page = (ROOT / "docs" / "security.md").read_text()
+    assert "kubectl get endpointslices -n default -l kubernetes.io/service-name=kubernetes" in page
 
 
 def readme_flows() -> set[str]:
-    """The flow names in the README's table of network policies."""
-    text = (ROOT / "README.md").read_text()
-    section = text[text.index("### Network policies") :]
+    """The flow names in docs/security.md's table of network policies."""
+    text = (ROOT / "docs" / "security.md").read_text()
+    section = text[text.index("## Network policies") :]
     section = section[: section.index("\n##")]
     return set(re.findall(r"^\| `([a-z0-9-]+)` \|", section, re.MULTILINE))
 
 
-def test_the_readme_lists_every_flow():
+def test_the_docs_list_every_flow():
     assert readme_flows() == {flow_name(p["metadata"]["name"]) for p in cluster().policies}
 
 

@@ -102,10 +102,10 @@ def test_alertmanager_calls_the_webhook_with_the_alerter_s_token():
     assert sent == mounted_secret(alerter, container_env(alerter)[auth.FILE_VAR])
 
 
-def test_the_development_tokens_are_marked_and_the_readme_says_how_to_replace_each():
+def test_the_development_tokens_are_marked_and_the_docs_say_how_to_replace_each():
     assert (MANIFESTS / "07-tokens.yaml").read_text().startswith("# DEVELOPMENT TOKENS ONLY.")
     names = {doc["metadata"]["name"] for file, doc in documents() if file == "07-tokens.yaml"}
     assert names == {"control-token", "alerter-token"}
-    readme = (ROOT / "README.md").read_text()
+    page = (ROOT / "docs" / "security.md").read_text()
     for name in names:
-        assert f"kubectl -n numcast create secret generic {name} " in readme, f"README: how to replace {name}"
+        assert f"kubectl -n numcast create secret generic {name} " in page, f"docs/security.md: how to replace {name}"

@@ -67,9 +67,9 @@ def test_a_missing_or_huge_file_is_refused(tmp_path):
         rules.load(str(big))
 
 
-def test_the_readme_shows_the_built_in_rules_as_they_are():
+def test_the_docs_show_the_built_in_rules_as_they_are():
     from pathlib import Path
 
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    block = readme.split("<!-- rules:default -->\n```yaml\n", 1)[1].split("```\n<!-- /rules:default -->", 1)[0]
+    page = (Path(__file__).resolve().parents[2] / "docs" / "monitoring.md").read_text()
+    block = page.split("<!-- rules:default -->\n```yaml\n", 1)[1].split("```\n<!-- /rules:default -->", 1)[0]
     assert block == rules.default_text()

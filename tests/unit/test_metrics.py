@@ -1,4 +1,4 @@
-"""/metrics: valid Prometheus text, and exactly the metrics the README documents, no more and no fewer."""
+"""/metrics: valid Prometheus text, and exactly the metrics docs/monitoring.md documents, each once."""
 
 import re
 from pathlib import Path
@@ -14,7 +14,7 @@ from numcast_control.settings import ControlSettings
 from numcast_worker import create_app as worker_app
 from numcast_worker.settings import WorkerSettings
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+PAGE = Path(__file__).resolve().parents[2] / "docs" / "monitoring.md"
 # threading: the same routes and metrics, and no eventlet imported into the test process (which forks servers).
 APPS = {
     "control": lambda: control_app(from_env(ControlSettings, {}, async_mode="threading")),
@@ -28,8 +28,8 @@ GROUPS = {"both": ("control", "worker"), "all": tuple(APPS)}
 
 
 def documented() -> dict[str, set[str]]:
-    """{service: metric names} from the README's metrics table, `_total` removed as the parser does."""
-    table = README.read_text().split("Metrics, all prefixed `numcast_`:", 1)[1].split("\n\n", 2)[1]
+    """{service: metric names} from the metrics table, `_total` removed as the parser does."""
+    table = PAGE.read_text().split("Metrics, all prefixed `numcast_`:", 1)[1].split("\n\n", 2)[1]
     found: dict[str, set[str]] = {service: set() for service in APPS}
     for row in table.splitlines()[2:]:
         names, services = row.split("|")[1:3]
@@ -41,7 +41,7 @@ def documented() -> dict[str, set[str]]:
 
 
 @pytest.mark.parametrize("service", APPS)
-def test_metrics_are_valid_text_and_match_the_readme(service):
+def test_metrics_are_valid_text_and_match_the_docs(service):
     response = APPS[service]().test_client().get("/metrics")
     assert response.status_code == 200
     assert response.mimetype == "text/plain"
@@ -49,3 +49,11 @@ def test_metrics_are_valid_text_and_match_the_readme(service):
     served = {name for name in families if name.startswith("numcast_")}
     assert served == documented()[service]
     assert not any(name.endswith("_created") for name in families)
+
+
+def test_every_metric_has_one_row():
+    table = PAGE.read_text().split("Metrics, all prefixed `numcast_`:", 1)[1].split("\n\n", 2)[1]
+    names = [
+        name for row in table.splitlines()[2:] for name in re.findall(r"`([a-z_]+)(?:\{[a-z,]+\})?`", row.split("|")[1])
+    ]
+    assert len(names) == len(set(names)), sorted({name for name in names if names.count(name) > 1})

@@ -108,13 +108,13 @@ def test_a_channel_with_a_trailing_newline_is_refused():
         from_env(ControlSettings, {}, channel="numbers\n")
 
 
-def test_the_readme_tables_are_generated_from_the_settings():
+def test_the_configuration_tables_are_generated_from_the_settings():
     script = Path(__file__).resolve().parents[2] / "scripts" / "settings_tables.py"
     spec = importlib.util.spec_from_file_location("settings_tables", script)
     tables = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tables)
-    readme = tables.README.read_text()
-    assert tables.render(readme) == readme, "run: python scripts/settings_tables.py"
+    page = tables.PAGE.read_text()
+    assert tables.render(page) == page, "run: python scripts/settings_tables.py"
     for cls in (ControlSettings, WorkerSettings, AlerterSettings):
         for f in dataclasses.fields(cls):
-            assert f"| `{f.metadata['env']}` |" in readme
+            assert f"| `{f.metadata['env']}` |" in page

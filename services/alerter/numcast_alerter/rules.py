@@ -95,7 +95,7 @@ class RulesFile:
 
 
 def default_text() -> str:
-    """The built-in rules, used when ALERT_RULES is unset (the README shows the same file)."""
+    """The built-in rules, used when ALERT_RULES is unset (docs/monitoring.md shows the same file)."""
     return resources.files("numcast_alerter").joinpath("default_rules.yaml").read_text()
 
 

@@ -136,7 +136,7 @@ class WorkerService:
             self.ingest.flush()
             self.ingest.expire()
             if tick % 2:
-                self.fanout.mark("status")  # once a second, as the README promises the dashboard
+                self.fanout.mark("status")  # once a second, as docs/contract.md promises the dashboard
             if tick % 4 == 0 and self.alerts.failed and self.subscriber.subscribed:
                 self.alerts.sync()  # the read after the last subscription failed: try again
             if time.monotonic() >= next_presence:
