@@ -36,7 +36,7 @@ class WorkerService:
         self.started_at = time.time()
         self.stats = stats = Stats()
         metrics.registry.register(stats)
-        self.sequences = Sequences()
+        self.sequences = Sequences(max_skip=settings.seq_max_skip)
         self.sink = FileSink(
             settings.sink_file, settings.sink_max_bytes, settings.sink_backups, settings.sink_buffer_bytes
         )

@@ -43,6 +43,13 @@ class WorkerSettings(Common):
         "Lines kept in memory while the sink file fails (full disk...), written once it works; the oldest go beyond.",
         parse_int,
     )
+    seq_max_skip: int = env(
+        "SEQ_MAX_SKIP",
+        64,
+        "Seqs a live value may skip past its source's settled position; one that skips more is held apart until "
+        "the replay log (or continuity) confirms it.",
+        parse_int,
+    )
     history_size: int = env("HISTORY_SIZE", 1000, "Recent envelopes kept in memory for `/api/history`.", parse_int)
     cors_origins: tuple = env(
         "CORS_ORIGINS",
@@ -92,6 +99,7 @@ class WorkerSettings(Common):
             self.sink_buffer_bytes,
             "must be 1048576-1073741824 (1 MiB-1 GiB)",
         )
+        check(0 <= self.seq_max_skip <= 4000, "SEQ_MAX_SKIP", self.seq_max_skip, "must be 0-4000 (below the window)")
         check(1 <= self.history_size <= 100_000, "HISTORY_SIZE", self.history_size, "must be 1-100000")
         check(10 <= self.client_queue <= 100_000, "CLIENT_QUEUE", self.client_queue, "must be 10-100000")
         check(10 <= self.batch_ms <= 1000, "BATCH_MS", self.batch_ms, "must be 10-1000")
