@@ -93,7 +93,7 @@ class TcpListener:
                 return False
             victim = min(unproven)[2]
             self.connections.pop(victim).closed_by = "evicted"
-        self.stats.tcp_closed["evicted"] += 1
+            self.stats.tcp_closed["evicted"] += 1
         try:
             victim.shutdown(socket.SHUT_RDWR)  # its handler wakes up, closes it, logs the reason and returns
         except OSError:
@@ -150,7 +150,8 @@ class TcpListener:
 
     def _closed(self, state: _Connection, reason: str) -> None:
         if reason and reason != "evicted":  # an eviction is counted where it is decided
-            self.stats.tcp_closed[reason] += 1
+            with self._lock:  # handlers run in threads of their own in threading mode
+                self.stats.tcp_closed[reason] += 1
         if not reason or self.stopping.is_set():
             log.info("tcp connection closed peer=%s reason=%s", state.name, reason or "closed by peer")
             return
