@@ -12,7 +12,7 @@ import redis
 
 from numcast import replay_log
 from numcast.logs import Throttled
-from numcast.redis_conn import CONNECTION_ERRORS, Backoff, client, describe, redact
+from numcast.redis_conn import CONNECTION_ERRORS, CREDENTIAL_ERRORS, Backoff, Endpoint, client, describe, redact
 from numcast_control.outbox import Outbox
 
 log = logging.getLogger(__name__)
@@ -35,6 +35,7 @@ class Output:
         self._errors = metrics["errors"].labels(path=self.path)
         self._reconnects = metrics["reconnects"].labels(path=self.path)
         self.connected = False
+        self.refused = ""  # why the destination refused our credentials or a command; empty once it works
         self.sent = 0
         self.stopping = threading.Event()
 
@@ -55,6 +56,7 @@ class Output:
             "sent": self.sent,
             "queued": len(self.outbox),
             "dropped": self.outbox.dropped,
+            **({"refused": self.refused} if self.refused else {}),
         }
 
     def run(self) -> None:
@@ -67,6 +69,7 @@ class Output:
             except CONNECTION_ERRORS as exc:
                 self.outbox.requeue(batch)
                 self._errors.inc()
+                self.refused = describe(exc) if isinstance(exc, CREDENTIAL_ERRORS) else ""
                 if self.connected or backoff.attempt % 10 == 0:  # the first failure, then every tenth retry
                     log.warning(
                         "%s output %s name=%s attempt=%d error=%s",
@@ -85,6 +88,7 @@ class Output:
                 if backoff.attempt:
                     self._reconnects.inc()
             self.connected = True
+            self.refused = ""
             backoff.reset()
             self._count(batch)
         self._flush()
@@ -119,12 +123,12 @@ class RedisOutput(Output):
     path = "redis"
 
     def __init__(
-        self, url: str, password: str, channel: str, queue_limit: int, metrics: dict, writer: dict | None = None
+        self, url: Endpoint, channel: str, queue_limit: int, metrics: dict, writer: dict | None = None
     ) -> None:
         """`writer`: the replay log's {"maxlen", "source", "run"}; None publishes only."""
         super().__init__(redact(url), queue_limit, metrics)
         self.channel = channel
-        self._client = client(url, password)
+        self._client = client(url)
         self.writer = replay_log.Writer(self._client, channel, **writer) if writer else None
         self._log_errors = metrics["log_errors"]
         self._warn = Throttled(log)
