@@ -12,7 +12,16 @@ import redis
 
 from numcast import replay_log
 from numcast.logs import Throttled
-from numcast.redis_conn import CONNECTION_ERRORS, CREDENTIAL_ERRORS, Backoff, Endpoint, client, describe, redact
+from numcast.redis_conn import (
+    CONNECTION_ERRORS,
+    CREDENTIAL_ERRORS,
+    CREDENTIALS_HINT,
+    Backoff,
+    Endpoint,
+    client,
+    describe,
+    redact,
+)
 from numcast_control.outbox import Outbox
 
 log = logging.getLogger(__name__)
@@ -72,12 +81,13 @@ class Output:
                 self.refused = describe(exc) if isinstance(exc, CREDENTIAL_ERRORS) else ""
                 if self.connected or backoff.attempt % 10 == 0:  # the first failure, then every tenth retry
                     log.warning(
-                        "%s output %s name=%s attempt=%d error=%s",
+                        "%s output %s name=%s attempt=%d error=%s%s",
                         self.path,
                         "lost" if self.connected else "unreachable",
                         self.name,
                         backoff.attempt + 1,
                         describe(exc),
+                        f" ({CREDENTIALS_HINT})" if self.refused else "",
                     )
                 self.connected = False
                 self.close()
