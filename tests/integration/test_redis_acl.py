@@ -226,3 +226,13 @@ def test_the_roles_that_subscribe_reach_exactly_their_channels(acl_server, role,
     confirmed = [pubsub.get_message(timeout=2) for _ in subscribes]
     assert [m["channel"].decode() for m in confirmed] == list(subscribes)
     assert redis_acl.BY_NAME[role].subscribes
+
+
+def test_a_missing_permission_is_logged_reported_and_retried_never_a_crash(acl_server, services):
+    server = acl_server()  # users for `numcast`; this worker asks for another channel, as a misconfigured one would
+    worker = services("worker", server.url, CHANNEL="elsewhere", **user_env(server, "worker"))
+    eventually(lambda: "redis refused this user url=redis://worker@" in worker.logs(), message="it says who")
+    assert "NoPermissionError" in worker.logs()
+    eventually(lambda: "NoPermissionError" in worker.get("/readyz")[1].get("redis_refused", ""))
+    eventually(lambda: "attempt=10 " in worker.logs(), timeout=20, message="it keeps retrying")
+    assert worker.process.poll() is None and worker.get("/healthz")[0] == 200
