@@ -10,6 +10,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.credentials import CredentialProvider
 from redis.exceptions import NoPermissionError
+from redis.maint_notifications import MaintNotificationsConfig
 from redis.retry import Retry
 
 MAX_PASSWORD_BYTES = 4096  # a password file longer than this is not a password
@@ -82,7 +83,8 @@ class Endpoint(CredentialProvider):
 def client(target: Endpoint | str, timeout: float = 2.0) -> redis.Redis:
     """A client that fails fast: no hidden retries, so callers own reconnects and can count them.
 
-    No CLIENT SETINFO on connect (driver_info=None): a least-privilege user has no need of it.
+    No CLIENT command on connecting (no SETINFO, no MAINT_NOTIFICATIONS): a least-privilege user may not run it,
+    and each refusal would fill Redis's ACL LOG.
     """
     endpoint = target if isinstance(target, Endpoint) else Endpoint.parse(target)
     return redis.Redis.from_url(
@@ -93,6 +95,7 @@ def client(target: Endpoint | str, timeout: float = 2.0) -> redis.Redis:
         health_check_interval=0,
         credential_provider=endpoint,
         driver_info=None,
+        maint_notifications_config=MaintNotificationsConfig(enabled=False),
     )
 
 
