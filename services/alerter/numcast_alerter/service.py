@@ -155,7 +155,11 @@ class AlerterService:
             "loaded_at": self.rules.loaded_at,
             "reload_error": self.rules.error or None,
             "alertmanager": self.alertmanager.status() if self.alertmanager is not None else None,
-            "redis": {"subscribed": self.subscriber.subscribed, "synced": self.broadcaster.synced},
+            "redis": {
+                "subscribed": self.subscriber.subscribed,
+                "synced": self.broadcaster.synced,
+                "refused": self.subscriber.refused or None,
+            },
             "time": time.time(),
         }
 
