@@ -63,9 +63,9 @@ class Endpoint(CredentialProvider):
             secret = read_password(self.password_file) if self.password_file else self.password
         except (OSError, ValueError) as exc:  # the file went missing after start-up: retried like a refusal
             raise redis.AuthenticationError(f"password file {self.password_file}: {exc}") from None
-        if not secret:
-            return ()
-        return (self.username, secret) if self.username else (secret,)
+        if self.username:
+            return (self.username, secret)  # an empty password gets a clear WRONGPASS, not a NOAUTH as `default`
+        return (secret,) if secret else ()
 
     @property
     def label(self) -> str:
