@@ -133,7 +133,7 @@ class RedisOutput(Output):
     path = "redis"
 
     def __init__(
-        self, url: Endpoint, channel: str, queue_limit: int, metrics: dict, writer: dict | None = None
+        self, url: Endpoint | str, channel: str, queue_limit: int, metrics: dict, writer: dict | None = None
     ) -> None:
         """`writer`: the replay log's {"maxlen", "source", "run"}; None publishes only."""
         super().__init__(redact(url), queue_limit, metrics)
