@@ -308,7 +308,7 @@ def drain(server: Redis, how: str, lines: list[str]) -> tuple[float, float, floa
     counters["log_errors"] = metrics.counter("log_errors", "log_errors")
     source, run = "control-bench0", int(time.time() * 1000)
     writer = {"maxlen": 100_000, "source": source, "run": run} if how == "script per batch" else None
-    output = RedisOutput(url, "", "numbers", len(lines) + 1, counters, writer)
+    output = RedisOutput(url, "numbers", len(lines) + 1, counters, writer)
     if how in ("script per envelope", "MULTI/EXEC"):
         output.writer = Bare(redis.Redis.from_url(url), how, 100_000, source, run)
     conn = redis.Redis.from_url(url)

@@ -14,7 +14,8 @@ import tempfile
 import time
 import urllib.request
 
-from numcast.redis_conn import reachable
+from numcast import redis_acl
+from numcast.redis_conn import Endpoint, reachable
 
 STOP_GRACE_SECONDS = 10
 
@@ -50,26 +51,72 @@ def _die_with_parent() -> None:
         pass
 
 
-class Redis:
-    """A throwaway redis-server on a free port that keeps nothing on disk."""
+def redis_version(binary: str) -> int:
+    """The major version of a redis-server binary."""
+    found = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10, check=True)
+    return redis_acl.server_version(found.stdout)
 
-    def __init__(self, port: int | None = None) -> None:
+
+def write_private(path: str, text: str) -> None:
+    """Write a file only this user may read (a password, an ACL file)."""
+    with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as file:
+        file.write(text)
+
+
+class Redis:
+    """A throwaway redis-server on a free port that keeps nothing on disk.
+
+    With `acl`, it has the users of `numcast.redis_acl` (the default user off), each with a new random password,
+    kept in a file of its own (`password_file(role)`) for REDIS_PASSWORD_FILE.
+    """
+
+    def __init__(
+        self,
+        port: int | None = None,
+        *,
+        acl: bool = False,
+        channel: str = "numbers",
+        alerts_channel: str = "alerts",
+        binary: str = "",
+    ) -> None:
         self.port = port or free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.dir = tempfile.mkdtemp(prefix="numcast-redis-")
+        self.binary = binary or redis_binary()
+        self.passwords = redis_acl.new_passwords() if acl else {}
+        self.channel, self.alerts_channel = channel, alerts_channel
         self.process: subprocess.Popen | None = None
+
+    def endpoint(self, role: str) -> Endpoint:
+        """This server as `role` sees it (the plain URL when it has no users)."""
+        if not self.passwords:
+            return Endpoint(self.url)
+        return Endpoint(self.url, role, self.passwords[role])
+
+    def password_file(self, role: str) -> str:
+        """The file holding `role`'s password."""
+        return os.path.join(self.dir, f"{role}.password")
 
     def start(self, timeout: float = 10.0) -> Redis:
         """Start the server and wait until it answers."""
         command = [
-            redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
             "--dir", self.dir, "--loglevel", "warning",
         ]  # fmt: skip
+        if self.passwords:
+            acl_file = os.path.join(self.dir, "users.acl")
+            version = redis_version(self.binary)
+            write_private(
+                acl_file, redis_acl.render(self.passwords, self.channel, self.alerts_channel, version=version)
+            )
+            for role, password in self.passwords.items():
+                write_private(self.password_file(role), password + "\n")
+            command += ["--aclfile", acl_file]
         self.process = subprocess.Popen(
             command, stdout=subprocess.DEVNULL, start_new_session=True, preexec_fn=_die_with_parent
         )
         deadline = time.monotonic() + timeout
-        while not reachable(self.url):
+        while not reachable(self.endpoint("probe")):
             if self.process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"redis-server did not start on port {self.port}")
             time.sleep(0.05)

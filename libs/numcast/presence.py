@@ -16,6 +16,11 @@ def key(channel: str, worker: str, host: str) -> str:
     return f"numcast:presence:{channel}:{worker}:{host}"
 
 
+def pattern(channel: str) -> str:
+    """The keys of every worker of `channel` (SCAN's MATCH, and the key pattern of the Redis ACL)."""
+    return f"numcast:presence:{channel}:*"
+
+
 def announce(conn: redis.Redis, channel: str, info: dict) -> None:
     """Renew this worker's key with its current `info` (name, host, clients, received...)."""
     conn.set(key(channel, info["name"], info["host"]), json.dumps(info), ex=TTL_SECONDS)
@@ -29,7 +34,7 @@ def withdraw(conn: redis.Redis, channel: str, info: dict) -> None:
 def workers(conn: redis.Redis, channel: str) -> list[dict]:
     """The workers alive now, sorted by name then host."""
     keys = []
-    for found in conn.scan_iter(match=f"numcast:presence:{channel}:*", count=100):
+    for found in conn.scan_iter(match=pattern(channel), count=100):
         keys.append(found)
         if len(keys) >= MAX_WORKERS_LISTED:
             break

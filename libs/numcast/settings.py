@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from numcast.envelope import SOURCE_RULE, valid_source
+from numcast.redis_conn import Endpoint, read_password
 
 ASYNC_MODES = ("eventlet", "threading")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -107,10 +108,15 @@ class Common:
     """Settings every service reads."""
 
     redis_url: str = env("REDIS_URL", "redis://127.0.0.1:6379/0", "Redis server (redis:// or rediss://).")
-    redis_password: str = env(
-        "REDIS_PASSWORD",
+    redis_username: str = env(
+        "REDIS_USERNAME", "", "Redis ACL user (see docs/security.md); overrides one in `REDIS_URL`. Empty: `default`."
+    )
+    redis_password: str = env("REDIS_PASSWORD", "", "Redis password; overrides one in `REDIS_URL`.", secret=True)
+    redis_password_file: str = env(
+        "REDIS_PASSWORD_FILE",
         "",
-        "Redis password; overrides one in `REDIS_URL` (Kubernetes takes it from a Secret).",
+        "File holding the Redis password (a mounted Secret); wins over `REDIS_PASSWORD`. Read at each connection.",
+        secret=True,
     )
     channel: str = env("CHANNEL", "numbers", "Pub/sub channel the values travel on.")
     alerts_channel: str = env("ALERTS_CHANNEL", "alerts", "Pub/sub channel alerts travel on (see docs/contract.md).")
@@ -120,6 +126,11 @@ class Common:
         "ASYNC_MODE", "eventlet", f"Flask-SocketIO async mode: {' or '.join(ASYNC_MODES)}.", str.lower
     )
 
+    @property
+    def redis(self) -> Endpoint:
+        """Redis and the credentials to use there: REDIS_PASSWORD_FILE, then REDIS_PASSWORD, then the URL's."""
+        return Endpoint.parse(self.redis_url, self.redis_username, self.redis_password, self.redis_password_file)
+
     def validate(self) -> None:
         """Raise SettingsError for the first setting that is out of range."""
         check(
@@ -128,6 +139,13 @@ class Common:
             self.redis_url,
             "must start with redis://, rediss:// or unix://",
         )
+        check(not any(c.isspace() for c in self.redis_username), "REDIS_USERNAME", self.redis_username, "no whitespace")
+        if self.redis_password_file:
+            try:
+                read_password(self.redis_password_file)
+            except (OSError, ValueError) as exc:
+                why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+                raise SettingsError(f"REDIS_PASSWORD_FILE={self.redis_password_file!r}: cannot use it: {why}") from None
         # A channel name follows the same rule as a source: it is shown in pages and names Redis keys.
         check(valid_source(self.channel), "CHANNEL", self.channel, SOURCE_RULE)
         check(

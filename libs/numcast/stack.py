@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
+import shlex
 import shutil
 import signal
 import subprocess
@@ -16,7 +17,7 @@ from pathlib import Path
 
 from numcast import monitoring
 from numcast.local import Redis, free_port, redis_binary, service, stop, wait_http
-from numcast.redis_conn import reachable, redact
+from numcast.redis_conn import Endpoint, reachable, redact
 
 
 class Stack:
@@ -38,12 +39,16 @@ class Stack:
         alerter_port: int = 0,
         alerter_env: dict[str, str] | None = None,
         tokens: bool = False,
+        acl: bool = False,
     ) -> None:
         """Ports of 0 are picked free; worker i gets `worker_port + i` and `tcp_port + i` otherwise.
 
         `tokens`: the control-plane and the alerter each require a token of their own, new at each start
         (`control_token`, `alerter_token`); without, they take changes from loopback clients only.
+        `acl`: an embedded Redis has a user per role (numcast.redis_acl), new passwords at each start, and
+        each process connects as its own.
         """
+        self.acl = acl
         self.mirror = mirror  # False: values reach the workers through Redis only
         self.redis_url, self.embedded = redis_url, None
         self.data_dir = data_dir or tempfile.mkdtemp(prefix="numcast-data-")
@@ -84,18 +89,23 @@ class Stack:
         """Start everything and wait until each process answers /healthz; on failure stop what started."""
         try:
             if not self.redis_url:
-                self.embedded = Redis().start()
+                channels = {**os.environ, **self.env}
+                self.embedded = Redis(
+                    acl=self.acl,
+                    channel=channels.get("CHANNEL") or "numbers",
+                    alerts_channel=channels.get("ALERTS_CHANNEL") or "alerts",
+                ).start()
                 self.redis_url = self.embedded.url
             common = {"REDIS_URL": self.redis_url, "HOST": "127.0.0.1", **self.env}
             for name, port, tcp_port in self.workers:
                 sink = os.path.join(self.data_dir, f"{name}.jsonl")
                 env = {**common, "WORKER_NAME": name, "PORT": str(port), "TCP_PORT": str(tcp_port), "SINK_FILE": sink}
-                self.processes.append((name, service("worker", env), port))
+                self.processes.append((name, service("worker", env | self._user("worker")), port))
             if self.alerter:
                 env = {**common, "PORT": str(self.alerter_port), **_token(self.alerter_token), **self.alerter_env}
-                self.processes.append(("alerter", service("alerter", env), self.alerter_port))
+                self.processes.append(("alerter", service("alerter", env | self._user("alerter")), self.alerter_port))
             targets = ",".join(f"127.0.0.1:{tcp_port}" for _, _, tcp_port in self.workers) if self.mirror else ""
-            env = {**common, "PORT": str(self.control_port), "TCP_MIRROR_TARGETS": targets}
+            env = {**common, "PORT": str(self.control_port), "TCP_MIRROR_TARGETS": targets, **self._user("control")}
             env |= {**_token(self.control_token), **self.control_env}
             self.processes.insert(0, ("control-plane", service("control", env), self.control_port))
             for _, process, port in self.processes:
@@ -104,6 +114,12 @@ class Stack:
             self.stop()
             raise
         return self
+
+    def _user(self, role: str) -> dict[str, str]:
+        """The env that makes a process connect as `role` to an embedded Redis with users; else nothing."""
+        if self.embedded is None or not self.embedded.passwords:
+            return {}
+        return {"REDIS_USERNAME": role, "REDIS_PASSWORD_FILE": self.embedded.password_file(role), "REDIS_PASSWORD": ""}
 
     def exited(self) -> tuple[str, int] | None:
         """(name, exit code) of a process that has ended, if any."""
@@ -162,7 +178,13 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
 
     redis_url = os.environ.get("REDIS_URL", "")
-    if redis_url and reachable(redis_url, os.environ.get("REDIS_PASSWORD", ""), timeout=2):
+    given = Endpoint.parse(
+        redis_url,
+        os.environ.get("REDIS_USERNAME", ""),
+        os.environ.get("REDIS_PASSWORD", ""),
+        os.environ.get("REDIS_PASSWORD_FILE", ""),
+    )
+    if redis_url and reachable(given, timeout=2):
         print(f"numcast up: using Redis at {redact(redis_url)}", flush=True)
     else:
         if redis_url:
@@ -177,6 +199,7 @@ def main(argv: list[str]) -> int:
         data_dir=args.data_dir,
         alerter_port=args.alerter_port,
         tokens=True,
+        acl=True,
     )
     code, watch = 0, None
     if args.monitoring:
@@ -224,14 +247,27 @@ def banner(stack: Stack, extra: list[tuple[str, str]] = ()) -> str:
             path = f"#token={stack.control_token}"  # the page keeps it for the tab; a fragment never leaves it
         lines.append(f"  {kind:<26} http://127.0.0.1:{http_port}/{path}")
     lines += [f"  {what:<26} {where}" for what, where in extra]
+    host = f"-h {address.hostname} -p {address.port or 6379}"
+    channels = f"{os.environ.get('CHANNEL') or 'numbers'} {os.environ.get('ALERTS_CHANNEL') or 'alerts'}"
+    if stack.embedded is not None and stack.embedded.passwords:
+        viewer = shlex.quote(stack.embedded.passwords["viewer"])
+        title = "Watch the channel, as the Redis user `viewer` (it may only subscribe; new password each run):"
+        watch = [
+            f"  REDISCLI_AUTH={viewer} {cli} --user viewer {host} subscribe {channels}",
+            f"  REDIS_USERNAME=viewer REDIS_PASSWORD={viewer} REDIS_URL={stack.redis_url} {_here('numcast')} tail",
+        ]
+    else:
+        title = "Watch the channel:"
+        watch = [
+            f"  {cli} {host}{' -a PASSWORD' if address.password else ''} subscribe {channels}",
+            f"  REDIS_URL={redact(stack.redis_url)} {_here('numcast')} tail",
+        ]
     lines += [
         f"  {'redis' + (' (embedded)' if stack.embedded else ''):<26} {redact(stack.redis_url)}",
         f"  {'sink files':<26} {os.path.abspath(stack.data_dir)}",
         "",
-        "Watch the channel:",
-        f"  {cli} -h {address.hostname} -p {address.port or 6379}{' -a PASSWORD' if address.password else ''}"
-        " subscribe numbers alerts",
-        f"  REDIS_URL={redact(stack.redis_url)} {_here('numcast')} tail",
+        title,
+        *watch,
         "",
     ]
     if stack.control_token:

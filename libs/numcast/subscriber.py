@@ -7,7 +7,16 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 
-from numcast.redis_conn import CONNECTION_ERRORS, Backoff, client, describe, redact
+from numcast.redis_conn import (
+    CONNECTION_ERRORS,
+    CREDENTIAL_ERRORS,
+    CREDENTIALS_HINT,
+    Backoff,
+    Endpoint,
+    client,
+    describe,
+    redact,
+)
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +37,7 @@ class Subscriber:
 
     def __init__(
         self,
-        url: str,
-        password: str,
+        url: Endpoint | str,
         handlers: Mapping[str, Callable[[list[bytes]], object]],
         *,
         ping_interval: float = 1.0,
@@ -37,12 +45,13 @@ class Subscriber:
         on_subscribed: Callable[[bool], object] = lambda resumed: None,
     ) -> None:
         """`on_subscribed(resumed)` runs each time every channel is subscribed; `resumed` after a loss."""
-        self.url, self.password = url, password
+        self.url = url
         self.handlers = {channel.encode(): handler for channel, handler in handlers.items()}
         self.channels = ",".join(handlers)
         self.on_subscribed = on_subscribed
         self.ping_interval, self.deaf_after = ping_interval, deaf_after
         self.subscribed = False
+        self.refused = ""  # why Redis refused the credentials or a command (AUTH, NOPERM); empty once subscribed
         self._lost = False
         self.stopping = threading.Event()
 
@@ -57,7 +66,7 @@ class Subscriber:
         while not self.stopping.is_set():
             pubsub = None
             try:
-                pubsub = client(self.url, self.password, timeout=self.deaf_after).pubsub()
+                pubsub = client(self.url, timeout=self.deaf_after).pubsub()
                 pubsub.subscribe(*self.handlers)
                 self._listen(pubsub, backoff)
             except (*CONNECTION_ERRORS, Deaf) as exc:
@@ -68,9 +77,19 @@ class Subscriber:
                     )
                 self.subscribed = False
                 self._lost = True
+                self.refused = describe(exc) if isinstance(exc, CREDENTIAL_ERRORS) else ""
                 delay = backoff.next()
                 attempt += 1
-                if attempt == 1 or attempt % 10 == 0:
+                if self.refused and (attempt == 1 or attempt % 10 == 0):
+                    log.error(
+                        "redis refused this user url=%s attempt=%d retry_in=%.2fs error=%s (%s)",
+                        redact(self.url),
+                        attempt,
+                        delay,
+                        self.refused,
+                        CREDENTIALS_HINT,
+                    )
+                elif attempt == 1 or attempt % 10 == 0:
                     log.info(
                         "reconnecting url=%s attempt=%d retry_in=%.2fs error=%s",
                         redact(self.url),
@@ -124,6 +143,7 @@ class Subscriber:
 
     def _subscribed(self, backoff: Backoff) -> None:
         self.subscribed = True
+        self.refused = ""
         backoff.reset()
         log.info("subscribed url=%s channels=%s", redact(self.url), self.channels)
         resumed, self._lost = self._lost, False

@@ -1,4 +1,7 @@
-"""`numcast tail`: the channel's messages, decoded, one line each, like `redis-cli subscribe numbers`."""
+"""`numcast tail`: the channel's messages, decoded, one line each, like `redis-cli subscribe numbers`.
+
+It needs only to subscribe: the Redis user `viewer` will do (REDIS_USERNAME, REDIS_PASSWORD or REDIS_PASSWORD_FILE).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ import sys
 import time
 
 from numcast.envelope import EnvelopeError, decode
+from numcast.redis_conn import Endpoint
 from numcast.subscriber import Subscriber
 
 
@@ -53,9 +57,13 @@ def main(argv: list[str]) -> int:
         else:
             print(f"# subscribed to {args.channel!r}; Ctrl-C to stop", file=sys.stderr, flush=True)
 
-    subscriber = Subscriber(
-        args.redis_url, os.environ.get("REDIS_PASSWORD", ""), {args.channel: show_all}, on_subscribed=subscribed
+    endpoint = Endpoint.parse(
+        args.redis_url,
+        os.environ.get("REDIS_USERNAME", ""),
+        os.environ.get("REDIS_PASSWORD", ""),
+        os.environ.get("REDIS_PASSWORD_FILE", ""),
     )
+    subscriber = Subscriber(endpoint, {args.channel: show_all}, on_subscribed=subscribed)
     try:
         subscriber.run()
     except KeyboardInterrupt:

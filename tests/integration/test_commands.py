@@ -91,6 +91,25 @@ def up(tmp_path, request):
             running.process.kill()
 
 
+def watch_as_viewer(password: str, cli: str, port: int) -> None:
+    """Run the banner's redis-cli command: it gets a value; the viewer's PUBLISH and FLUSHALL get NOPERM."""
+    env = {**os.environ, "REDISCLI_AUTH": password}
+    command = [cli, "--user", "viewer", "-h", "127.0.0.1", "-p", str(port)]
+    watching = subprocess.Popen(
+        [*command, "subscribe", "numbers", "alerts"], env=env, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        # subscribe, numbers, 1, subscribe, alerts, 2, then message, numbers, <envelope>
+        lines = [watching.stdout.readline().strip() for _ in range(9)]
+    finally:
+        watching.kill()
+        watching.wait()
+    assert lines[6:8] == ["message", "numbers"] and json.loads(lines[8])["seq"] >= 1, lines
+    for refused in (["publish", "numbers", "forged"], ["flushall"]):
+        result = subprocess.run([*command, *refused], env=env, capture_output=True, text=True, timeout=10)
+        assert "NOPERM" in result.stdout + result.stderr, (refused, result)
+
+
 def children_of(pid: int) -> list[int]:
     found = []
     for entry in os.listdir("/proc"):
@@ -119,7 +138,12 @@ def test_up_runs_the_pipeline_and_stops_every_process(up, tmp_path, signum):
     for port in (running.control, running.worker, running.worker + 1):
         assert f"http://127.0.0.1:{port}/" in text
     assert f"alerter (built-in rules)   http://127.0.0.1:{running.alerter}/api/alerts" in text
-    assert re.search(r"redis-cli -h 127\.0\.0\.1 -p \d+ subscribe numbers alerts", text)
+    # The embedded Redis has a user per role: what the banner prints runs as the viewer, who may only subscribe.
+    viewer = re.search(
+        r"REDISCLI_AUTH=(\w+) (\S+) --user viewer -h 127\.0\.0\.1 -p (\d+) subscribe numbers alerts", text
+    )
+    assert viewer, "the viewer's redis-cli command"
+    watch_as_viewer(viewer.group(1), viewer.group(2), int(viewer.group(3)))
     # A token of its own for each run: in the control page's link and in a curl command that works as printed.
     (token,) = re.findall(rf"http://127\.0\.0\.1:{running.control}/#token=([\w-]+)", text)
     curl = re.search(r"curl -X PATCH (\S+) -H 'Authorization: Bearer ([\w-]+)' .* -d '(.+)'", text)
@@ -129,8 +153,13 @@ def test_up_runs_the_pipeline_and_stops_every_process(up, tmp_path, signum):
     assert status == 200 and body["config"]["rate_hz"] == 5
     webhook = f"http://127.0.0.1:{running.alerter}/api/alertmanager"
     assert http("POST", webhook, {"version": "4", "alerts": []}, {"Authorization": f"Bearer {token}"})[0] == 401
-    tail = re.search(r"REDIS_URL=(\S+) (\S+) tail", text)
-    assert tail and os.access(tail.group(2), os.X_OK), "the printed tail command runs as printed"
+    tail = re.search(r"REDIS_USERNAME=viewer REDIS_PASSWORD=(\w+) REDIS_URL=(\S+) (\S+) tail", text)
+    assert tail and os.access(tail.group(3), os.X_OK), "the printed tail command runs as printed"
+    env = {**os.environ, "REDIS_USERNAME": "viewer", "REDIS_PASSWORD": tail.group(1), "REDIS_URL": tail.group(2)}
+    tailed = subprocess.run(
+        [tail.group(3), "tail", "--count", "1"], env=env, capture_output=True, text=True, timeout=20
+    )
+    assert tailed.returncode == 0 and " seq=" in tailed.stdout, tailed.stderr
     children = children_of(running.process.pid)
     assert len(children) == 5, "Redis, the control-plane, two workers and the alerter"
     rules = http("GET", f"http://127.0.0.1:{running.alerter}/api/alerts")[1]["rules"]

@@ -172,7 +172,7 @@ def test_a_wrong_redis_password_is_logged_never_shown_and_reported(redis_server,
     control = services("control", redis_server.url, REDIS_PASSWORD="wr0ng-in-env")
     eventually(lambda: "error=AuthenticationError" in worker.logs(), message="the worker logs why")
     eventually(lambda: "redis output unreachable" in control.logs() and "AuthenticationError" in control.logs())
-    assert "redis://:***@127.0.0.1" in worker.logs(), "the URL is logged with its password masked"
+    assert f"url={redis_server.url} " in worker.logs(), "the URL is logged without its password"
     assert "wr0ng-in-url" not in worker.logs() + str(worker.json("/api/status"))
     assert "wr0ng-in-env" not in control.logs() + str(control.json("/api/status"))
     assert not ready(worker), "a worker that never subscribed (and has no mirror) serves nothing yet"

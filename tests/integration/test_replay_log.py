@@ -44,7 +44,7 @@ def test_after_a_reconnect_the_control_plane_sends_again_what_a_restarted_redis_
     metrics = Metrics()
     counters = {name: metrics.counter(name, "", ("path",)) for name in ("published", "errors", "dropped", "reconnects")}
     counters["log_errors"] = metrics.counter("log_errors", "")
-    output = RedisOutput(redis_server.url, "", "numbers", 100, counters, {"maxlen": 1000, "source": A, "run": 5_000})
+    output = RedisOutput(redis_server.url, "numbers", 100, counters, {"maxlen": 1000, "source": A, "run": 5_000})
     conn = redis_server.client()
     pubsub = conn.pubsub(ignore_subscribe_messages=True)
     pubsub.subscribe("numbers")

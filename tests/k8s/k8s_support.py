@@ -308,3 +308,18 @@ def numcast_containers() -> list[Container]:
     """The containers that run a numcast image (the ones the README builds)."""
     built = set(build_commands().values())
     return [c for c in containers() if c.spec["image"] in built]
+
+
+def mounted_file(container: Container, path: str) -> str | None:
+    """The content of the file at `path` when it is a key of a Secret or ConfigMap mounted as a folder; else None."""
+    folder, _, file = path.rpartition("/")
+    for mount in container.spec.get("volumeMounts", []):
+        if mount["mountPath"] != folder:
+            continue
+        volume = next(v for v in container.pod["volumes"] if v["name"] == mount["name"])
+        for kind, source, field in (("Secret", "secret", "secretName"), ("ConfigMap", "configMap", "name")):
+            if source in volume:
+                keys = {item["path"]: item["key"] for item in volume[source].get("items", [])}
+                data = named(kind, volume[source][field])
+                return {**data.get("data", {}), **data.get("stringData", {})}.get(keys.get(file, file))
+    return None

@@ -1,5 +1,6 @@
 """What the images rely on, tested on real processes (no Docker engine here): numcast as the image's non-root
-uid, with a password-protected Redis, writing only to its data dir and TMPDIR, and exiting 0 soon after SIGTERM."""
+uid, with a Redis that has a user per role (its password a root-owned file, as a mounted Secret is), writing only
+to its data dir and TMPDIR, and exiting 0 soon after SIGTERM."""
 
 from __future__ import annotations
 
@@ -17,10 +18,10 @@ import pytest
 import redis
 from conftest import NUMCAST, as_user, envelope, eventually, http
 
-from numcast.local import free_port, wait_http
+from numcast.local import Redis, free_port, wait_http
+from numcast.redis_conn import client
 
 UID = GID = 10001  # the Dockerfiles' USER; test_k8s_images checks that the manifests run as the same
-PASSWORD = "container-contract-password"
 STOP_SECONDS = 5.0  # well inside the manifests' terminationGracePeriodSeconds
 CAP_DAC_READ_SEARCH = 1 << 2
 
@@ -70,12 +71,28 @@ def layout() -> Iterator[Layout]:
 
 
 @pytest.fixture
-def protected_redis(redis_server):
-    """The test Redis, requiring a password as the cluster's does."""
-    client = redis_server.client()
-    client.config_set("requirepass", PASSWORD)
-    client.close()
-    return redis_server
+def protected_redis() -> Iterator[Redis]:
+    """A Redis with the default user off and a user per role, as the cluster's."""
+    server = Redis(acl=True).start()
+    yield server
+    server.stop()
+
+
+def as_user_of(redis_server: Redis, role: str, layout: Layout) -> dict[str, str]:
+    """REDIS_USERNAME and REDIS_PASSWORD_FILE, the file as Kubernetes mounts a Secret: root-owned, 0440, the pod's
+    group (fsGroup), in a folder of its own (`secrets/`, left out of what the tests count as written)."""
+    folder = layout.root / "secrets"
+    folder.mkdir(mode=0o755, exist_ok=True)
+    path = folder / f"redis-{role}-password"
+    path.write_text(redis_server.passwords[role] + "\n")
+    os.chown(path, 0, GID)
+    os.chmod(path, 0o440)
+    return {"REDIS_USERNAME": role, "REDIS_PASSWORD_FILE": str(path)}
+
+
+def publisher_of(redis_server: Redis) -> redis.Redis:
+    """The test's own client, as the control-plane's user: it may publish."""
+    return client(redis_server.endpoint("control"))
 
 
 class ImageProcess:
@@ -145,7 +162,7 @@ def test_worker_runs_as_the_image_user_and_writes_only_its_data_dir(protected_re
         "worker",
         cwd=layout.data,  # the image's WORKDIR
         REDIS_URL=protected_redis.url,
-        REDIS_PASSWORD=PASSWORD,
+        **as_user_of(protected_redis, "worker", layout),
         HOST="127.0.0.1",
         PORT=str(free_port()),
         TCP_PORT=str(free_port()),
@@ -157,7 +174,7 @@ def test_worker_runs_as_the_image_user_and_writes_only_its_data_dir(protected_re
     assert_runs_as_image_user(worker)
     assert http("GET", worker.url + "/healthz") == (200, {"status": "ok"})
 
-    publisher = redis.Redis.from_url(protected_redis.url, password=PASSWORD)
+    publisher = publisher_of(protected_redis)
     for seq in range(1, 4):
         publisher.publish("numbers", envelope(seq, value=seq))
     publisher.close()
@@ -168,20 +185,20 @@ def test_worker_runs_as_the_image_user_and_writes_only_its_data_dir(protected_re
     assert seconds < STOP_SECONDS
     sink = (layout.data / "numbers.jsonl").read_text().splitlines()
     assert [json.loads(line)["seq"] for line in sink] == [1, 2, 3], "the sink is flushed at SIGTERM"
-    written = [path for path in layout.files() if not path.startswith("tmp/")]
+    written = [path for path in layout.files() if not path.startswith(("tmp/", "secrets/"))]
     assert written == ["data/numbers.jsonl"]
     assert owned_by_uid_elsewhere(layout) == before
 
 
 def test_control_plane_runs_as_the_image_user_and_writes_nothing(protected_redis, layout, run_as_image):
     before = owned_by_uid_elsewhere(layout)
-    subscriber = redis.Redis.from_url(protected_redis.url, password=PASSWORD).pubsub(ignore_subscribe_messages=True)
+    subscriber = client(protected_redis.endpoint("viewer")).pubsub(ignore_subscribe_messages=True)
     subscriber.subscribe("numbers")
     control = run_as_image(
         "control",
         cwd=layout.readonly,  # in the cluster the control-plane's WORKDIR is part of the read-only root
         REDIS_URL=protected_redis.url,
-        REDIS_PASSWORD=PASSWORD,
+        **as_user_of(protected_redis, "control", layout),
         HOST="127.0.0.1",
         PORT=str(free_port()),
         RATE_HZ="20",
@@ -197,7 +214,7 @@ def test_control_plane_runs_as_the_image_user_and_writes_nothing(protected_redis
     code, seconds = control.terminate()
     assert code == 0, control.log.read_text(errors="replace")
     assert seconds < STOP_SECONDS
-    assert [path for path in layout.files() if not path.startswith("tmp/")] == []
+    assert [path for path in layout.files() if not path.startswith(("tmp/", "secrets/"))] == []
     assert owned_by_uid_elsewhere(layout) == before
 
 
@@ -209,7 +226,7 @@ def test_alerter_runs_as_the_image_user_reads_its_rules_and_writes_nothing(prote
         "alerter",
         cwd=layout.readonly,
         REDIS_URL=protected_redis.url,
-        REDIS_PASSWORD=PASSWORD,
+        **as_user_of(protected_redis, "alerter", layout),
         HOST="127.0.0.1",
         PORT=str(free_port()),
         ALERT_RULES=str(rules),
@@ -217,13 +234,13 @@ def test_alerter_runs_as_the_image_user_reads_its_rules_and_writes_nothing(prote
         TMPDIR=str(layout.tmp),
     )
     assert_runs_as_image_user(alerter)
-    publisher = redis.Redis.from_url(protected_redis.url, password=PASSWORD)
+    publisher = publisher_of(protected_redis)
     publisher.publish("numbers", envelope(1, value=99.0))
-    eventually(lambda: publisher.hlen("numcast:alerts:alerts") == 1, message="the alert in Redis")
+    eventually(lambda: len(publisher.hgetall("numcast:alerts:alerts")) == 1, message="the alert in Redis")
     publisher.close()
 
     code, seconds = alerter.terminate()
     assert code == 0, alerter.log.read_text(errors="replace")
     assert seconds < STOP_SECONDS
-    assert [path for path in layout.files() if not path.startswith("tmp/")] == ["app/rules.yaml"]
+    assert [path for path in layout.files() if not path.startswith(("tmp/", "secrets/"))] == ["app/rules.yaml"]
     assert owned_by_uid_elsewhere(layout) == before

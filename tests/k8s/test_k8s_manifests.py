@@ -21,6 +21,7 @@ from k8s_support import (
     documents,
     every_container,
     manifest_files,
+    mounted_file,
     named,
     numcast_containers,
     objects,
@@ -197,7 +198,7 @@ def test_every_secret_and_configmap_a_container_reads_exists(container):
 
 
 @pytest.mark.parametrize("container", collected(numcast_containers), ids=lambda c: c.id)
-def test_every_env_var_is_a_setting_the_service_reads_and_is_valid(container):
+def test_every_env_var_is_a_setting_the_service_reads_and_is_valid(container, tmp_path):
     from numcast.settings import from_env
 
     settings_cls = settings_class(container_command(container))
@@ -205,6 +206,12 @@ def test_every_env_var_is_a_setting_the_service_reads_and_is_valid(container):
     env = container_env(container)
     unknown = sorted(set(env) - known)
     assert not unknown, f"{container.id} sets env vars {settings_cls.__name__} does not read: {unknown}"
+    # A password file the settings read at start-up: here, what the mounted Secret would put there.
+    if "REDIS_PASSWORD_FILE" in env:
+        content = mounted_file(container, env["REDIS_PASSWORD_FILE"])
+        assert content is not None, f"{container.id}: REDIS_PASSWORD_FILE is no mounted key"
+        env["REDIS_PASSWORD_FILE"] = str(tmp_path / "redis-password")
+        (tmp_path / "redis-password").write_text(content)
     settings = from_env(settings_cls, env)  # raises SettingsError naming the variable
     assert settings.port == container.port("http")["containerPort"]
     if hasattr(settings, "tcp_port"):
@@ -228,27 +235,22 @@ def test_probes_and_metrics_are_endpoints_the_service_serves(container):
     assert serves(app, annotations["prometheus.io/path"])
 
 
-def test_redis_requires_the_secret_password_and_keeps_nothing():
+def test_redis_keeps_nothing():
     (redis,) = [c for c in containers() if c.workload["metadata"]["name"] == "redis"]
     args = redis.spec["args"]
-    assert args[args.index("--requirepass") + 1] == "$(REDIS_PASSWORD)"
     assert args[args.index("--save") + 1] == "" and args[args.index("--appendonly") + 1] == "no"
-    env = {var["name"]: var for var in redis.spec["env"]}
-    assert env["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "redis-auth", "key": "password"}
     # The official image's redis user; its /data is then writable through the emptyDir.
     assert redis.security("runAsUser") == 999
 
 
-def test_numcast_processes_find_redis_and_the_password_through_the_cluster():
+def test_numcast_processes_find_redis_through_the_cluster():
     services = {s["metadata"]["name"]: s for s in objects("Service")}
     for container in numcast_containers():
         env = container_env(container)
         url = urllib.parse.urlsplit(env["REDIS_URL"])
-        assert url.password is None, "the password comes from the Secret, never inside the URL"
+        assert url.username is None and url.password is None, "credentials come from Secrets, never the URL"
         assert url.hostname in services, f"{container.id}: REDIS_URL names no Service"
         assert url.port in [p["port"] for p in services[url.hostname]["spec"]["ports"]]
-        ref = next(v for v in container.spec["env"] if v["name"] == "REDIS_PASSWORD")["valueFrom"]
-        assert ref == {"secretKeyRef": {"name": "redis-auth", "key": "password"}}
 
 
 def test_the_tcp_mirror_targets_every_worker_service():

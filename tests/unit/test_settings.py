@@ -72,6 +72,10 @@ def test_worker_name_defaults_to_the_host_name():
         (AlerterSettings, {"ALERTMANAGER_QUEUE": "1"}, "ALERTMANAGER_QUEUE"),
         (WorkerSettings, {"SINK_BUFFER_BYTES": "1000"}, "SINK_BUFFER_BYTES"),
         (ControlSettings, {"STREAM_MAXLEN": "-1"}, "STREAM_MAXLEN"),
+        (ControlSettings, {"REDIS_PASSWORD_FILE": "/nonexistent/redis-password"}, "REDIS_PASSWORD_FILE"),
+        (WorkerSettings, {"REDIS_PASSWORD_FILE": "/"}, "REDIS_PASSWORD_FILE"),  # a folder: unreadable as a file
+        (AlerterSettings, {"REDIS_PASSWORD_FILE": "/dev/null"}, "REDIS_PASSWORD_FILE"),  # empty
+        (WorkerSettings, {"REDIS_USERNAME": "two words"}, "REDIS_USERNAME"),
     ],
 )
 def test_bad_values_name_the_variable(cls, environ, variable):
@@ -118,3 +122,30 @@ def test_the_configuration_tables_are_generated_from_the_settings():
     for cls in (ControlSettings, WorkerSettings, AlerterSettings):
         for f in dataclasses.fields(cls):
             assert f"| `{f.metadata['env']}` |" in page
+
+
+def test_redis_credentials_come_from_the_file_then_the_env_then_the_url(tmp_path):
+    password_file = tmp_path / "password"
+    password_file.write_text("from-file\n")  # `kubectl create secret --from-file` keeps a trailing newline
+    url = "redis://url-user:from%40url@redis:6379/0"
+
+    def credentials(**environ):
+        settings = from_env(ControlSettings, {"REDIS_URL": url, **environ})
+        return settings.redis.url, settings.redis.get_credentials()
+
+    assert credentials() == ("redis://redis:6379/0", ("url-user", "from@url"))
+    assert credentials(REDIS_PASSWORD="from-env") == ("redis://redis:6379/0", ("url-user", "from-env"))
+    both = {"REDIS_PASSWORD": "from-env", "REDIS_PASSWORD_FILE": str(password_file), "REDIS_USERNAME": "control"}
+    assert credentials(**both) == ("redis://redis:6379/0", ("control", "from-file"))
+    password_file.write_text("rotated")  # read at each connection: a rotated Secret needs no restart
+    assert credentials(**both)[1] == ("control", "rotated")
+
+
+def test_redis_secrets_stay_out_of_the_repr_and_the_logged_url(tmp_path):
+    password_file = tmp_path / "password"
+    password_file.write_text("s3cret-in-file")
+    environ = {"REDIS_PASSWORD": "s3cret-in-env", "REDIS_PASSWORD_FILE": str(password_file), "REDIS_USERNAME": "worker"}
+    settings = from_env(WorkerSettings, {"WORKER_NAME": "w", **environ})
+    shown = repr(settings) + repr(settings.redis) + str(settings.redis)
+    assert "s3cret" not in shown and str(password_file) not in repr(settings)
+    assert str(settings.redis) == "redis://worker@127.0.0.1:6379/0"

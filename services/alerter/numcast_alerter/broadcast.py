@@ -16,7 +16,7 @@ import redis
 
 from numcast import alerts
 from numcast.logs import Throttled
-from numcast.redis_conn import CONNECTION_ERRORS, Backoff, client, describe, redact
+from numcast.redis_conn import CONNECTION_ERRORS, Backoff, Endpoint, client, describe, redact
 from numcast_alerter.backlog import Backlog
 
 log = logging.getLogger(__name__)
@@ -28,9 +28,9 @@ QUEUE = 1000  # changes held while Redis is down
 class Broadcaster:
     """Delivers alert changes to Redis in order of arrival (newest per alert), reconnecting with capped backoff."""
 
-    def __init__(self, url: str, password: str, alerts_channel: str, counters: dict, on_snapshot: Callable) -> None:
+    def __init__(self, url: Endpoint, alerts_channel: str, counters: dict, on_snapshot: Callable) -> None:
         """`on_snapshot(entries)` gets the hash as found at the first connection: what a previous run left."""
-        self.url, self.password, self.alerts_channel = url, password, alerts_channel
+        self.url, self.alerts_channel = url, alerts_channel
         self.key, self.rules_key = alerts.key(alerts_channel), alerts.rules_key(alerts_channel)
         self.counters, self.on_snapshot = counters, on_snapshot
         self.backlog = Backlog(QUEUE)
@@ -53,7 +53,7 @@ class Broadcaster:
         while not self.stopping.is_set():
             try:
                 if conn is None:
-                    conn = client(self.url, self.password, timeout=2.0)
+                    conn = client(self.url, timeout=2.0)
                 if not self.synced:
                     self._sync(conn)
                 self._deliver(conn)

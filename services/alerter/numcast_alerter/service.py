@@ -59,14 +59,11 @@ class AlerterService:
             lambda: int(self.subscriber.subscribed)
         )
         self.subscriber = Subscriber(
-            settings.redis_url,
-            settings.redis_password,
+            settings.redis,
             {settings.channel: self._values},
             on_subscribed=self._subscribed,
         )
-        self.broadcaster = Broadcaster(
-            settings.redis_url, settings.redis_password, settings.alerts_channel, self.counters, self._adopt
-        )
+        self.broadcaster = Broadcaster(settings.redis, settings.alerts_channel, self.counters, self._adopt)
         self.alertmanager = None
         if settings.alertmanager_url:
             lease = 4 * max(EVAL_INTERVAL, settings.resend_seconds)  # Prometheus: 4 x max(eval interval, resend)
@@ -88,7 +85,7 @@ class AlerterService:
         s = self.settings
         log.info(
             "alerter starting redis=%s channel=%s alerts_channel=%s rules=%s count=%d alertmanager=%s",
-            redact(s.redis_url),
+            redact(s.redis),
             s.channel,
             s.alerts_channel,
             self.rules.source,
@@ -123,7 +120,10 @@ class AlerterService:
 
     def ready(self) -> tuple[bool, dict]:
         """Ready once started, whatever Redis does: its webhook and /api/alerts must stay up to show an outage."""
-        return self._started, {"redis": "subscribed" if self.subscriber.subscribed else "down"}
+        detail = {"redis": "subscribed" if self.subscriber.subscribed else "down"}
+        if self.subscriber.refused:  # credentials or the ACL: only a person can fix that
+            detail["redis_refused"] = self.subscriber.refused
+        return self._started, detail
 
     def webhook(self, payload: object) -> int:
         """Publish every alert of an Alertmanager webhook payload; raise AlertError (publishing nothing) if invalid."""
@@ -155,7 +155,11 @@ class AlerterService:
             "loaded_at": self.rules.loaded_at,
             "reload_error": self.rules.error or None,
             "alertmanager": self.alertmanager.status() if self.alertmanager is not None else None,
-            "redis": {"subscribed": self.subscriber.subscribed, "synced": self.broadcaster.synced},
+            "redis": {
+                "subscribed": self.subscriber.subscribed,
+                "synced": self.broadcaster.synced,
+                "refused": self.subscriber.refused or None,
+            },
             "time": time.time(),
         }
 

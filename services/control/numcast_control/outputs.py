@@ -12,7 +12,16 @@ import redis
 
 from numcast import replay_log
 from numcast.logs import Throttled
-from numcast.redis_conn import CONNECTION_ERRORS, Backoff, client, describe, redact
+from numcast.redis_conn import (
+    CONNECTION_ERRORS,
+    CREDENTIAL_ERRORS,
+    CREDENTIALS_HINT,
+    Backoff,
+    Endpoint,
+    client,
+    describe,
+    redact,
+)
 from numcast_control.outbox import Outbox
 
 log = logging.getLogger(__name__)
@@ -35,6 +44,7 @@ class Output:
         self._errors = metrics["errors"].labels(path=self.path)
         self._reconnects = metrics["reconnects"].labels(path=self.path)
         self.connected = False
+        self.refused = ""  # why the destination refused our credentials or a command; empty once it works
         self.sent = 0
         self.stopping = threading.Event()
 
@@ -55,6 +65,7 @@ class Output:
             "sent": self.sent,
             "queued": len(self.outbox),
             "dropped": self.outbox.dropped,
+            **({"refused": self.refused} if self.refused else {}),
         }
 
     def run(self) -> None:
@@ -67,14 +78,16 @@ class Output:
             except CONNECTION_ERRORS as exc:
                 self.outbox.requeue(batch)
                 self._errors.inc()
+                self.refused = describe(exc) if isinstance(exc, CREDENTIAL_ERRORS) else ""
                 if self.connected or backoff.attempt % 10 == 0:  # the first failure, then every tenth retry
                     log.warning(
-                        "%s output %s name=%s attempt=%d error=%s",
+                        "%s output %s name=%s attempt=%d error=%s%s",
                         self.path,
                         "lost" if self.connected else "unreachable",
                         self.name,
                         backoff.attempt + 1,
                         describe(exc),
+                        f" ({CREDENTIALS_HINT})" if self.refused else "",
                     )
                 self.connected = False
                 self.close()
@@ -85,6 +98,7 @@ class Output:
                 if backoff.attempt:
                     self._reconnects.inc()
             self.connected = True
+            self.refused = ""
             backoff.reset()
             self._count(batch)
         self._flush()
@@ -119,12 +133,12 @@ class RedisOutput(Output):
     path = "redis"
 
     def __init__(
-        self, url: str, password: str, channel: str, queue_limit: int, metrics: dict, writer: dict | None = None
+        self, url: Endpoint | str, channel: str, queue_limit: int, metrics: dict, writer: dict | None = None
     ) -> None:
         """`writer`: the replay log's {"maxlen", "source", "run"}; None publishes only."""
         super().__init__(redact(url), queue_limit, metrics)
         self.channel = channel
-        self._client = client(url, password)
+        self._client = client(url)
         self.writer = replay_log.Writer(self._client, channel, **writer) if writer else None
         self._log_errors = metrics["log_errors"]
         self._warn = Throttled(log)

@@ -37,8 +37,7 @@ class ControlService:
         # The run's first id part: this start's Unix millisecond, so a restarted control-plane logs above the last.
         writer = {"maxlen": settings.stream_maxlen, "source": source, "run": int(time.time() * 1000)}
         self.redis = RedisOutput(
-            settings.redis_url,
-            settings.redis_password,
+            settings.redis,
             settings.channel,
             limit,
             counters,
@@ -64,7 +63,7 @@ class ControlService:
         log.info(
             "control-plane starting source=%s redis=%s channel=%s log=%s rate_hz=%g mirrors=%s",
             self.generator.source,
-            redact(self.settings.redis_url),
+            redact(self.settings.redis),
             self.settings.channel,
             self.redis.writer.key if self.redis.writer else "off",
             self.generator.config.rate_hz,
@@ -93,7 +92,10 @@ class ControlService:
 
     def ready(self) -> tuple[bool, dict]:
         """Ready once started, whatever Redis does: the page must stay reachable to show an outage."""
-        return self.started, {"redis": "up" if self.redis.connected else "down"}
+        detail = {"redis": "up" if self.redis.connected else "down"}
+        if self.redis.refused:  # credentials or the ACL: only a person can fix that
+            detail["redis_refused"] = self.redis.refused
+        return self.started, detail
 
     def status(self) -> dict:
         """Config, counters and outputs, as GET /api/status shows them."""
@@ -109,7 +111,7 @@ class ControlService:
     def alerts(self) -> dict:
         """The active alerts and the alerter's rules, as the alerter keeps them in Redis (None when unknown)."""
         channel = self.settings.alerts_channel
-        conn = client(self.settings.redis_url, self.settings.redis_password, timeout=1.0)
+        conn = client(self.settings.redis, timeout=1.0)
         try:
             entries = conn.hgetall(alerts.key(channel))
             rules = conn.get(alerts.rules_key(channel))
@@ -132,7 +134,7 @@ class ControlService:
 
     def workers(self) -> list[dict]:
         """The workers announcing themselves on this channel; empty when Redis is down."""
-        conn = client(self.settings.redis_url, self.settings.redis_password, timeout=1.0)
+        conn = client(self.settings.redis, timeout=1.0)
         try:
             return presence.workers(conn, self.settings.channel)
         except (*CONNECTION_ERRORS, redis.ResponseError):

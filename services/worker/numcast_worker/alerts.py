@@ -10,7 +10,7 @@ import redis
 
 from numcast import alerts
 from numcast.logs import Throttled
-from numcast.redis_conn import CONNECTION_ERRORS, client, describe
+from numcast.redis_conn import CONNECTION_ERRORS, Endpoint, client, describe
 
 log = logging.getLogger(__name__)
 
@@ -20,8 +20,8 @@ SEVERITY_ORDER = {"critical": 0, "error": 1, "warning": 2, "info": 3}
 class ActiveAlerts:
     """A bounded map fingerprint -> message of the firing alerts; `on_change()` runs after every change."""
 
-    def __init__(self, url: str, password: str, alerts_channel: str, stats, on_change: Callable[[], None]) -> None:
-        self.url, self.password, self.key = url, password, alerts.key(alerts_channel)
+    def __init__(self, url: Endpoint, alerts_channel: str, stats, on_change: Callable[[], None]) -> None:
+        self.url, self.key = url, alerts.key(alerts_channel)
         self.stats, self.on_change = stats, on_change
         self.limit = alerts.MAX_ACTIVE
         self.synced = False  # the full set was read since the last (re)subscription
@@ -56,7 +56,7 @@ class ActiveAlerts:
 
     def sync(self) -> None:
         """Replace the set with the alerter's hash; on failure keep the old one and say it is not synced."""
-        conn = client(self.url, self.password, timeout=1.0)  # short: this runs in the subscribe loop
+        conn = client(self.url, timeout=1.0)  # short: this runs in the subscribe loop
         try:
             entries = conn.hgetall(self.key)
         except (*CONNECTION_ERRORS, redis.ResponseError) as exc:

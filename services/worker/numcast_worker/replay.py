@@ -105,7 +105,7 @@ class Replay:
 
     def _client(self):
         if self._conn is None:
-            self._conn = client(self.settings.redis_url, self.settings.redis_password)
+            self._conn = client(self.settings.redis)
         return self._conn
 
     def _close(self) -> None:

@@ -41,8 +41,7 @@ class WorkerService:
             settings.sink_file, settings.sink_max_bytes, settings.sink_backups, settings.sink_buffer_bytes
         )
         self.alerts = ActiveAlerts(
-            settings.redis_url,
-            settings.redis_password,
+            settings.redis,
             settings.alerts_channel,
             stats,
             lambda: self.fanout.mark("alerts"),
@@ -55,8 +54,7 @@ class WorkerService:
         self.replay = Replay(settings, self.ingest)
         self.ingest.on_skip = self.replay.request
         self.subscriber = Subscriber(
-            settings.redis_url,
-            settings.redis_password,
+            settings.redis,
             {settings.channel: self._from_redis, settings.alerts_channel: self.alerts.accept_batch},
             on_subscribed=self._subscribed,
         )
@@ -111,7 +109,7 @@ class WorkerService:
         log.info(
             "worker starting name=%s redis=%s channel=%s tcp_port=%d sink=%s",
             s.worker_name,
-            redact(s.redis_url),
+            redact(s.redis),
             s.channel,
             s.tcp_port,
             s.sink_file,
@@ -154,7 +152,7 @@ class WorkerService:
                 next_presence = time.monotonic() + presence.HEARTBEAT_SECONDS
 
     def _presence(self, withdraw: bool = False) -> None:
-        conn = client(self.settings.redis_url, self.settings.redis_password, timeout=1.0)
+        conn = client(self.settings.redis, timeout=1.0)
         try:
             if withdraw:
                 presence.withdraw(conn, self.settings.channel, self.identity())
@@ -183,11 +181,14 @@ class WorkerService:
         Redis is reported, not required: an outage must not take every replica out of its Service at once.
         """
         ok = self.sink.opened and (self.replay.caught_up or self.stats.accepted["tcp"] > 0)
-        return ok, {
+        detail = {
             "redis": "subscribed" if self.subscriber.subscribed else "down",
             "sink": "failing" if self.sink.failing or not self.sink.opened else "ok",
             "history": "refilled" if self.replay.caught_up else "pending",
         }
+        if self.subscriber.refused:  # credentials or the ACL: only a person can fix that
+            detail["redis_refused"] = self.subscriber.refused
+        return ok, detail
 
     def status(self) -> dict:
         """Everything the dashboard shows about the worker and its inputs."""
@@ -195,7 +196,7 @@ class WorkerService:
             **self.identity(),
             "channel": self.settings.channel,
             "ready": self.ready()[0],
-            "redis": {"subscribed": self.subscriber.subscribed},
+            "redis": {"subscribed": self.subscriber.subscribed, "refused": self.subscriber.refused or None},
             "sink": {"path": self.settings.sink_file, "ok": self.sink.opened and not self.sink.failing},
             "replay": {"runs": self.replay.runs, "errors": self.replay.errors, "last_error": self.replay.last_error},
             "tcp": {"port": self.settings.tcp_port, "connections": len(self.tcp.connections)},

