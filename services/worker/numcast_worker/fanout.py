@@ -188,7 +188,10 @@ class Fanout:
                 else:
                     for message in self._messages(browser, ring, base, end, version, frames, states):
                         socket.send(message.packet)
-            except (SocketIsClosedError, OSError):  # closed while we sent (a missed pong): its disconnect forgets it
+            except SocketIsClosedError:  # closed while we sent (a missed pong): its disconnect forgets it
+                self._browsers.pop(sid, None)
+            except OSError as exc:  # the connection is gone (reset, broken pipe): engineio sees it too and closes
+                log.info("browser write failed sid=%s error=%r", sid, exc)
                 self._browsers.pop(sid, None)
         self.rounds += 1
         return pending
