@@ -3,6 +3,7 @@
 import socket
 
 import pytest
+
 from numcast_worker import direct
 
 
