@@ -1,12 +1,12 @@
 """Fan-out to browsers: one shared ring of recent envelopes, a cursor per browser, rounds that adapt to the load.
 
 python-socketio's emit queues without limit for a client that stopped reading, and encodes its packet once
-per client. Here a browser gets a new batch only when its previous one has left its Engine.IO queue, so each
-costs at most two batches of memory; a browser that falls more than the ring's length behind loses the oldest
-values, counted and told. Each round encodes every new envelope once and builds one frame per distinct
-cursor (nearly every browser shares one), and hands that same encoded packet to each browser's socket: under
-eventlet it writes the same WebSocket frame bytes to each browser's socket itself (`direct`), elsewhere it
-queues the packet on the browser's Engine.IO socket.
+per client. Here a browser gets a new batch only when its previous one has left the server (its Engine.IO
+queue, or the bytes of a direct write the kernel had not taken), so each costs at most two batches of memory;
+a browser that falls more than the ring's length behind loses the oldest values, counted and told. Each round
+encodes every new envelope once and builds one frame per distinct cursor (nearly every browser shares one):
+under eventlet it writes those same WebSocket frame bytes to each browser's socket itself (`direct`), in
+threading mode it queues the same encoded packet on each browser's Engine.IO socket.
 """
 
 from __future__ import annotations
