@@ -34,7 +34,10 @@ def test_threading_mode_under_load_keeps_every_count_exact(redis_server, service
     connections), a load that keeps every thread busy for seconds.
     """
     sources, per_source, step = 60, 400, 10
-    worker = services("worker", redis_server.url, wait="/readyz", ASYNC_MODE="threading", MAX_TCP_CLIENTS="4")
+    # Skipping at every value, each source would soon be held apart as jumping (SEQ_MAX_SKIP): allow it all.
+    worker = services(
+        "worker", redis_server.url, wait="/readyz", ASYNC_MODE="threading", MAX_TCP_CLIENTS="4", SEQ_MAX_SKIP="4000"
+    )
     lines = [envelope(step * n, source=f"load-{s}") for n in range(1, per_source + 1) for s in range(sources)]
     total, chunk = len(lines), len(lines) // 20
 

@@ -111,16 +111,18 @@ def test_junk_on_the_tcp_port_closes_that_connection_only(worker, junk):
     good.close()
 
 
-def test_tcp_connections_beyond_the_limit_are_refused(redis_server, services):
+def test_tcp_connections_beyond_the_limit_take_the_slot_of_an_idle_one(redis_server, services):
     worker = services("worker", redis_server.url, MAX_TCP_CLIENTS="2")
     port = int(worker.env["TCP_PORT"])
     first, second = tcp_send(port, b""), tcp_send(port, b"")
     eventually(lambda: worker.json("/api/status")["tcp"]["connections"] == 2)
-    third = tcp_send(port, b"")
-    assert closed_by_peer(third)
-    assert worker.metric("numcast_tcp_refused_total") == 1
-    first.close()
-    second.close()
+    third = tcp_send(port, (envelope(1) + "\n").encode())
+    assert closed_by_peer(first), "the oldest one that sent nothing gave up its slot"
+    eventually(lambda: [e["seq"] for e in history(worker)] == [1], message="the newcomer is served")
+    assert worker.metric("numcast_tcp_closed_total", 'reason="evicted"') == 1
+    assert worker.json("/api/status")["tcp"]["connections"] == 2
+    for conn in (first, second, third):
+        conn.close()
 
 
 def test_a_new_control_plane_run_is_neither_a_gap_nor_a_duplicate(redis_server, worker):

@@ -209,6 +209,8 @@ def test_every_env_var_is_a_setting_the_service_reads_and_is_valid(container):
     assert settings.port == container.port("http")["containerPort"]
     if hasattr(settings, "tcp_port"):
         assert settings.tcp_port == container.port("mirror")["containerPort"]
+        # Loopback by default; in a pod the control-plane connects from another pod (the NetworkPolicy admits it alone).
+        assert settings.tcp_host == "0.0.0.0", f"{container.id}: TCP_HOST must be 0.0.0.0 for the mirror to be reached"
 
 
 @pytest.mark.parametrize("container", collected(numcast_containers), ids=lambda c: c.id)

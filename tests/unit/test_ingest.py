@@ -88,6 +88,8 @@ def test_threads_feeding_expiring_and_reading_at_once_keep_every_count(tmp_path,
     """Threading mode: the subscriber, TCP connections and housekeeping each have a thread of their own."""
     ingest = make(tmp_path)
     sources, per_source, step = 40, 300, 5
+    # Every value skips `step - 1` seqs, and they stay awaited: let them all be taken, none held apart as a jump.
+    ingest.sequences.max_skip = per_source * step
     batches = [[line(step * n, f"s{s}") for s in range(sources)] for n in range(1, per_source + 1)]
     errors: list[BaseException] = []
     feeding = threading.Event()

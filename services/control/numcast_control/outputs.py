@@ -180,6 +180,8 @@ class TcpMirror(Output):
             self._sock.sendall(("\n".join(batch) + "\n").encode())
         elif _peer_closed(self._sock):
             raise ConnectionResetError("peer closed the connection")
+        else:
+            self._sock.sendall(b"\n")  # a heartbeat: the worker closes a connection silent for TCP_IDLE_SECONDS
 
     def close(self) -> None:
         if self._sock is not None:

@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 from numcast.envelope import EnvelopeError, decode
 from numcast.logs import Throttled
+from numcast_worker.sequences import DUPLICATE, NEW
 
 log = logging.getLogger(__name__)
 
@@ -71,11 +72,16 @@ class Ingest:
         stats, sequences, history, fanout, sink = self.stats, self.sequences, self.history, self.fanout, self.sink
         observe_latency = self.latency.observe
         now, clock = time.time(), time.monotonic()  # once per batch: a batch is read in well under a millisecond
-        skips = sequences.skips
+        skips, jumps = sequences.skips, sequences.jumps
+        trusted = path == "replay"  # the log is written by the control-plane alone: a jump there is real
         accepted = 0
         for envelope, raw in envelopes:
-            if not sequences.observe(envelope.source, envelope.seq, clock):
-                stats.duplicates += 1
+            verdict = sequences.observe(envelope.source, envelope.seq, clock, trusted)
+            if verdict is not NEW:
+                if verdict is DUPLICATE:
+                    stats.duplicates += 1
+                else:
+                    self._hold_apart(envelope, path)
                 continue
             accepted += 1
             item = {"seq": envelope.seq, "value": envelope.value, "ts": envelope.ts, "source": envelope.source}
@@ -87,8 +93,8 @@ class Ingest:
         if accepted:
             stats.accepted[path] += accepted
             self.last_value_at = now
-        if sequences.skips != skips and path != "replay":  # the log may hold what was skipped
-            self.on_skip()
+        if (sequences.skips != skips or sequences.jumps != jumps) and not trusted:
+            self.on_skip()  # the log may hold what was skipped, or confirm the jump
 
     def hold(self) -> None:
         """Keep live values back until `release()` (or HOLD_SECONDS), so a catch-up goes in first."""
@@ -119,7 +125,7 @@ class Ingest:
                     envelope = decode(raw)
                 except EnvelopeError:
                     continue  # the file holds only what was accepted; a bad line is someone else's edit
-                if self.sequences.observe(envelope.source, envelope.seq, clock):
+                if self.sequences.observe(envelope.source, envelope.seq, clock, trusted=True) is NEW:
                     self.history.append(envelope.to_dict())
                     primed += 1
         return primed
@@ -153,6 +159,16 @@ class Ingest:
             exc.reason,
             exc,
             bytes(raw[:80]) if isinstance(raw, bytes | bytearray) else raw[:80],
+        )
+
+    def _hold_apart(self, envelope, path: str) -> None:
+        self.stats.quarantined[path, "far_ahead"] += 1
+        self._warn.warning(
+            f"{path}:far_ahead",
+            "value held apart: seq jumps too far ahead of its source path=%s source=%s seq=%d",
+            path,
+            envelope.source,
+            envelope.seq,
         )
 
     def recent(self, limit: int) -> list[dict]:

@@ -1,4 +1,13 @@
-"""Sequence tracking per source: a value that arrives by both paths counts once, and lost values are gaps."""
+"""Sequence tracking per source: a value that arrives by both paths counts once, and lost values are gaps.
+
+A live value (pub/sub or the mirror) may skip at most MAX_SKIP seqs past the last settled one (nothing awaited
+before it). One that jumps further is held apart
+(quarantined) rather than taken as the source's new position: adopting it would make every real value after
+it look old, so one spoofed message could silence a source. Such a jump is confirmed by the replay log (the
+worker asks for a catch-up, and what the log holds comes in by the trusted "replay" path), or, when the log
+cannot answer, by continuity: CONFIRM consecutive seqs continuing the jump while the source's own line has
+advanced by nothing for STALE_SECONDS.
+"""
 
 from __future__ import annotations
 
@@ -7,60 +16,114 @@ from collections import OrderedDict
 WINDOW = 4096  # seqs remembered per source; an older one that shows up again is treated as a duplicate
 GRACE_SECONDS = 2.0  # a missing seq may still arrive by the other path within this long before it is a gap
 MAX_SOURCES = 64  # a new control-plane run is a new source; the least recently heard is forgotten
+MAX_SKIP = 64  # seqs a live value may skip and still be taken at once; further is a jump, held apart
+CONFIRM = 3  # consecutive seqs that confirm a jump the log could not
+STALE_SECONDS = 5.0  # ...and only once the source's own line has been silent this long
+MAX_CANDIDATES = 4  # jumps followed per source; the least recent is forgotten
+
+NEW, DUPLICATE, JUMP = "new", "duplicate", "jump"
 
 
 class _Source:
-    __slots__ = ("highest", "missing", "seen")
+    __slots__ = ("advanced_at", "candidates", "highest", "missing", "seen")
 
-    def __init__(self, seq: int) -> None:
+    def __init__(self, seq: int, now: float) -> None:
         self.highest = seq
         self.seen = {seq}
         self.missing: dict[int, float] = {}
+        self.advanced_at = now  # when the line last took a new seq
+        self.candidates: OrderedDict[int, int] = OrderedDict()  # next seq a jump expects -> seqs it has shown
 
 
 class Sequences:
-    """Decides whether an envelope is new, and counts the seqs that never came.
+    """Decides whether an envelope is new, a duplicate or a jump held apart, and counts the seqs that never came.
 
     Not thread-safe: its owner (Ingest) calls every method under one lock.
     """
 
-    def __init__(self, window: int = WINDOW, grace: float = GRACE_SECONDS, max_sources: int = MAX_SOURCES):
+    def __init__(
+        self,
+        window: int = WINDOW,
+        grace: float = GRACE_SECONDS,
+        max_sources: int = MAX_SOURCES,
+        max_skip: int = MAX_SKIP,
+        stale: float = STALE_SECONDS,
+    ):
         self.window, self.grace, self.max_sources = window, grace, max_sources
+        self.max_skip, self.stale = max_skip, stale
         self._sources: OrderedDict[str, _Source] = OrderedDict()
         self.gaps = 0
         self.skips = 0  # times a seq came with seqs missing before it: each is a reason to read the replay log
+        self.jumps = 0  # live values held apart: too far ahead of their source (each also asks for the log)
+        self.confirmed = 0  # jumps taken after all, on continuity
 
-    def observe(self, source: str, seq: int, now: float) -> bool:
-        """True if (source, seq) is new; False for a duplicate."""
+    def observe(self, source: str, seq: int, now: float, trusted: bool = False) -> str:
+        """NEW if (source, seq) is new; DUPLICATE if seen (or too old); JUMP if held apart.
+
+        `trusted`: from the replay log or the worker's own file, which no stranger writes: never held apart.
+        """
         state = self._sources.get(source)
         if state is None:
-            self._sources[source] = _Source(seq)
+            self._sources[source] = _Source(seq, now)
             if len(self._sources) > self.max_sources:
                 _, old = self._sources.popitem(last=False)
                 self.gaps += len(old.missing)
-            return True
+            return NEW
         self._sources.move_to_end(source)
+        if seq > state.highest + 1 and not trusted and self._jump(state, seq) and not self._confirmed(state, seq, now):
+            self.jumps += 1
+            return JUMP
         if seq > state.highest:
-            skipped = seq - state.highest - 1
-            if skipped:
-                self.skips += 1
-                remembered = min(skipped, self.window)
-                self.gaps += skipped - remembered  # too many to wait for: gaps now
-                for missing in range(seq - remembered, seq):
-                    state.missing[missing] = now
-                if len(state.missing) > self.window:
-                    self._trim_missing(state)
-            state.highest = seq
-            state.seen.add(seq)
-            if len(state.seen) > 2 * self.window:
-                floor = seq - self.window
-                state.seen = {s for s in state.seen if s > floor}
-            return True
+            self._advance(state, seq, now)
+            return NEW
         if seq in state.seen or seq <= state.highest - self.window:
-            return False
+            return DUPLICATE
         state.seen.add(seq)
         state.missing.pop(seq, None)
-        return True
+        state.advanced_at = now
+        return NEW
+
+    def _jump(self, state: _Source, seq: int) -> bool:
+        """True if `seq` skips more than max_skip past the source's settled position.
+
+        Settled: before the oldest seq still awaited. So skips cannot be chained into a walk: after one, the next
+        may not skip further until the seqs it left behind have come or been given up as gaps (the grace period).
+        """
+        settled = min(state.missing) - 1 if state.missing else state.highest
+        return seq - settled - 1 > self.max_skip
+
+    def _confirmed(self, state: _Source, seq: int, now: float) -> bool:
+        """Follow the jump `seq` continues (or start one); True once it has shown CONFIRM seqs on a silent line."""
+        shown = state.candidates.pop(seq, 0) + 1
+        if shown >= CONFIRM and now - state.advanced_at >= self.stale:
+            state.candidates.clear()
+            self.confirmed += 1
+            return True
+        state.candidates[seq + 1] = shown
+        if len(state.candidates) > MAX_CANDIDATES:
+            state.candidates.popitem(last=False)
+        return False
+
+    def _advance(self, state: _Source, seq: int, now: float) -> None:
+        skipped = seq - state.highest - 1
+        if skipped:
+            self.skips += 1
+            remembered = min(skipped, self.window)
+            self.gaps += skipped - remembered  # too many to wait for: gaps now
+            for missing in range(seq - remembered, seq):
+                state.missing[missing] = now
+            if len(state.missing) > self.window:
+                self._trim_missing(state)
+        state.highest = seq
+        state.advanced_at = now
+        state.seen.add(seq)
+        if len(state.seen) > 2 * self.window:
+            floor = seq - self.window
+            state.seen = {s for s in state.seen if s > floor}
+        if state.candidates:
+            # A jump the line has now reached is no longer ahead of it.
+            for expected in [e for e in state.candidates if e <= seq + 1 + self.max_skip]:
+                del state.candidates[expected]
 
     def expire(self, now: float) -> int:
         """Count as gaps the missing seqs older than the grace period; return how many were added."""

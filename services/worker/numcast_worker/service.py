@@ -36,7 +36,7 @@ class WorkerService:
         self.started_at = time.time()
         self.stats = stats = Stats()
         metrics.registry.register(stats)
-        self.sequences = Sequences()
+        self.sequences = Sequences(max_skip=settings.seq_max_skip)
         self.sink = FileSink(
             settings.sink_file, settings.sink_max_bytes, settings.sink_backups, settings.sink_buffer_bytes
         )
@@ -61,7 +61,12 @@ class WorkerService:
             on_subscribed=self._subscribed,
         )
         self.tcp = TcpListener(
-            settings.host, settings.tcp_port, settings.max_tcp_clients, self.ingest.accept_batch, stats
+            settings.tcp_host,
+            settings.tcp_port,
+            settings.max_tcp_clients,
+            self.ingest.accept_batch,
+            stats,
+            settings.tcp_idle_seconds,
         )
         stats.gauges.update(
             {
@@ -74,6 +79,11 @@ class WorkerService:
         stats.counters.update(
             {
                 "gaps": ("Seqs received by neither path within the grace period.", lambda: self.sequences.gaps, {}),
+                "jumps_confirmed": (
+                    "Seq jumps taken after all, on continuity, where the replay log could not confirm them.",
+                    lambda: self.sequences.confirmed,
+                    {},
+                ),
                 "sink_lines": ("Lines that reached the sink file (written in full).", lambda: self.sink.lines, {}),
                 "sink_rotations": ("Sink file rotations.", lambda: self.sink.rotations, {}),
                 "sink_errors": ("Failed sink opens, writes and rotations (retried).", lambda: self.sink.errors, {}),

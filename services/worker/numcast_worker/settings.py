@@ -10,6 +10,7 @@ from numcast.settings import (
     check_name,
     default_host_name,
     env,
+    parse_float,
     parse_int,
     parse_origins,
 )
@@ -21,6 +22,15 @@ class WorkerSettings(Common):
 
     port: int = env("PORT", 8080, "HTTP port of the dashboard, API and WebSocket.", parse_int)
     tcp_port: int = env("TCP_PORT", 9000, "TCP port for the control-plane's newline-delimited mirror.", parse_int)
+    tcp_host: str = env(
+        "TCP_HOST", "127.0.0.1", "Address `TCP_PORT` binds to: loopback unless set (Kubernetes sets `0.0.0.0`)."
+    )
+    tcp_idle_seconds: float = env(
+        "TCP_IDLE_SECONDS",
+        5.0,
+        "A mirror connection that sends no complete line (envelope or empty heartbeat) this long is closed.",
+        parse_float,
+    )
     worker_name: str = env("WORKER_NAME", "", "Name shown on the dashboard; empty means the host (pod) name.")
     sink_file: str = env("SINK_FILE", "numbers.jsonl", "File that gets every accepted envelope as a JSON line.")
     sink_max_bytes: int = env(
@@ -31,6 +41,13 @@ class WorkerSettings(Common):
         "SINK_BUFFER_BYTES",
         8 * 1024 * 1024,
         "Lines kept in memory while the sink file fails (full disk...), written once it works; the oldest go beyond.",
+        parse_int,
+    )
+    seq_max_skip: int = env(
+        "SEQ_MAX_SKIP",
+        64,
+        "Seqs a live value may skip past its source's settled position; one that skips more is held apart until "
+        "the replay log (or continuity) confirms it.",
         parse_int,
     )
     history_size: int = env("HISTORY_SIZE", 1000, "Recent envelopes kept in memory for `/api/history`.", parse_int)
@@ -52,7 +69,12 @@ class WorkerSettings(Common):
         "The longest a value is held back to be batched for browsers, in ms; an idle worker sends at once.",
         parse_int,
     )
-    max_tcp_clients: int = env("MAX_TCP_CLIENTS", 16, "Concurrent connections accepted on `TCP_PORT`.", parse_int)
+    max_tcp_clients: int = env(
+        "MAX_TCP_CLIENTS",
+        16,
+        "Concurrent connections on `TCP_PORT`; when full, a new one replaces the oldest that sent no envelope yet.",
+        parse_int,
+    )
     max_browsers: int = env(
         "MAX_BROWSERS",
         1000,
@@ -77,8 +99,11 @@ class WorkerSettings(Common):
             self.sink_buffer_bytes,
             "must be 1048576-1073741824 (1 MiB-1 GiB)",
         )
+        check(0 <= self.seq_max_skip <= 4000, "SEQ_MAX_SKIP", self.seq_max_skip, "must be 0-4000 (below the window)")
         check(1 <= self.history_size <= 100_000, "HISTORY_SIZE", self.history_size, "must be 1-100000")
         check(10 <= self.client_queue <= 100_000, "CLIENT_QUEUE", self.client_queue, "must be 10-100000")
         check(10 <= self.batch_ms <= 1000, "BATCH_MS", self.batch_ms, "must be 10-1000")
+        check(bool(self.tcp_host), "TCP_HOST", self.tcp_host, "must be an address, such as 127.0.0.1 or 0.0.0.0")
+        check(1 <= self.tcp_idle_seconds <= 300, "TCP_IDLE_SECONDS", self.tcp_idle_seconds, "must be 1-300")
         check(1 <= self.max_tcp_clients <= 1024, "MAX_TCP_CLIENTS", self.max_tcp_clients, "must be 1-1024")
         check(1 <= self.max_browsers <= 20_000, "MAX_BROWSERS", self.max_browsers, "must be 1-20000")

@@ -18,14 +18,14 @@ class Stats:
         self.received = dict.fromkeys(PATHS, 0)
         self.accepted = dict.fromkeys(PATHS, 0)
         self.rejected: Counter[tuple[str, str]] = Counter()
+        self.quarantined: Counter[tuple[str, str]] = Counter()  # (path, reason): valid, but held apart
+        self.tcp_closed: Counter[str] = Counter()  # reason
         self.duplicates = 0
         self.reconnects = 0
-        self.tcp_refused = 0
         # name -> (doc, read, labels): read when /metrics is scraped, so the parts that own a value keep it
         self.gauges: dict = {}
         self.counters: dict = {
             "duplicates": ("Envelopes seen before (the other path, or a replay).", lambda: self.duplicates, {}),
-            "tcp_refused": ("TCP mirror connections refused (over MAX_TCP_CLIENTS).", lambda: self.tcp_refused, {}),
             "reconnects": ("Subscriptions re-established after a loss.", lambda: self.reconnects, {"path": "redis"}),
         }
 
@@ -39,6 +39,7 @@ class Stats:
             "accepted": dict(self.accepted),
             "rejected": rejected,
             "duplicates": self.duplicates,
+            "quarantined": sum(self.quarantined.values()),
             "redis_reconnects": self.reconnects,
         }
 
@@ -56,9 +57,25 @@ class Stats:
         )
         for (path, reason), n in sorted(self.rejected.items()):
             rejected.add_metric([path, reason], n)
+        quarantined = CounterMetricFamily(
+            PREFIX + "quarantined",
+            "Valid envelopes held apart, not shown: far_ahead = a seq jump the log did not confirm.",
+            labels=["path", "reason"],
+        )
+        for (path, reason), n in sorted(self.quarantined.items()):
+            quarantined.add_metric([path, reason], n)
+        closed = CounterMetricFamily(
+            PREFIX + "tcp_closed",
+            "TCP mirror connections the worker closed or refused, by reason.",
+            labels=["reason"],
+        )
+        for reason, n in sorted(self.tcp_closed.items()):
+            closed.add_metric([reason], n)
         yield received
         yield accepted
         yield rejected
+        yield quarantined
+        yield closed
         for name, (doc, read, labels) in self.counters.items():
             family = CounterMetricFamily(PREFIX + name, doc, labels=list(labels))
             family.add_metric(list(labels.values()), read())

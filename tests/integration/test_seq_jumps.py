@@ -1,0 +1,84 @@
+"""One envelope must not silence a source: a seq far ahead is held apart, and the real values keep coming."""
+
+import socket
+import time
+
+from conftest import Browser, envelope, eventually, publish, sink_seqs
+
+from numcast import replay_log
+
+SPOOF = 2**53  # the largest seq an envelope may carry
+
+
+def history(worker) -> list[int]:
+    return [e["seq"] for e in worker.json("/api/history")["envelopes"]]
+
+
+def test_a_spoofed_seq_far_ahead_does_not_silence_the_running_control_plane(redis_server, services):
+    worker = services("worker", redis_server.url, wait="/readyz")
+    control = services("control", redis_server.url, RATE_HZ="20", wait="/readyz")
+    browser = Browser(worker.url)
+    try:
+        source = control.json("/api/status")["source"]
+        eventually(lambda: len(history(worker)) >= 5 and browser.seqs(), message="the real values flow")
+        spoof = envelope(SPOOF, value=-1.0, source=source)
+        publish(redis_server, spoof)  # someone who may PUBLISH, but not write the replay log
+        mirror = socket.create_connection(("127.0.0.1", int(worker.env["TCP_PORT"])), timeout=5)
+        mirror.sendall((spoof + "\n").encode())  # and someone who reaches the mirror port
+        time.sleep(0.2)  # let the mirror's line in first (its handling is checked by the counts below)
+        after = control.json("/api/status")["seq"]
+
+        # 40 values at 20 Hz after the spoof; before the fix only the first of them was shown.
+        def real(seqs):
+            return len([seq for seq in seqs if after < seq < SPOOF])
+
+        eventually(lambda: real(history(worker)) >= 40, message="the real values go on after the spoof")
+        eventually(lambda: real(browser.seqs()) >= 40, message="and reach the browser")
+        eventually(lambda: real(sink_seqs(worker.env["SINK_FILE"])) >= 40, message="and the sink file")
+        for name, seqs in [
+            ("history", history(worker)),
+            ("browser", browser.seqs()),
+            ("sink", sink_seqs(worker.env["SINK_FILE"])),
+        ]:
+            shown = [seq for seq in seqs if seq > after]
+            assert shown == list(range(after + 1, after + 1 + len(shown))), f"{name}: every real seq, once, in order"
+            assert SPOOF not in seqs, f"{name}: the spoofed value is never shown"
+        assert worker.metric("numcast_quarantined_total", 'path="redis",reason="far_ahead"') == 1
+        assert worker.metric("numcast_quarantined_total", 'path="tcp",reason="far_ahead"') == 1
+        assert worker.json("/api/status")["counters"]["quarantined"] == 2
+        assert worker.metric("numcast_tcp_closed_total", 'reason="invalid"') == 0, "a jump is valid: no close"
+        assert "value held apart" in worker.logs()
+        mirror.close()
+    finally:
+        browser.close()
+
+
+def test_a_far_jump_the_replay_log_holds_is_taken(redis_server, services):
+    """A worker cut off for long: what it hears next is far ahead, and the log confirms it."""
+    worker = services("worker", redis_server.url, wait="/readyz")
+    writer = replay_log.Writer(redis_server.client(), "numbers", 100_000, "test-1", 1_000)
+    writer.publish([envelope(seq) for seq in range(1, 11)])
+    eventually(lambda: history(worker) == list(range(1, 11)))
+    for seq in range(11, 5001):  # logged, but their PUBLISH never reached this worker
+        redis_server.client().xadd("numbers:log", {"envelope": envelope(seq)}, id=f"1000-{seq}")
+    writer.publish([envelope(5001)])
+    eventually(lambda: history(worker)[-1:] == [5001], message="the jump is taken once the log confirms it")
+    writer.publish([envelope(5002)])
+    eventually(lambda: history(worker)[-1:] == [5002], message="and the live values after it")
+    assert sink_seqs(worker.env["SINK_FILE"])[:10] == list(range(1, 11))
+    eventually(lambda: sink_seqs(worker.env["SINK_FILE"]) == list(range(1, 5003)), message="nothing lost, in order")
+    assert worker.metric("numcast_quarantined_total", 'path="redis",reason="far_ahead"') <= 1
+    assert worker.json("/api/status")["counters"]["gaps"] == 0
+
+
+def test_a_far_jump_with_no_log_is_taken_on_continuity_once_the_source_was_silent(redis_server, services):
+    """No replay log to ask (a publish-only deployment): consecutive seqs confirm a jump, after STALE_SECONDS."""
+    worker = services("worker", redis_server.url, wait="/readyz")
+    publish(redis_server, *(envelope(seq) for seq in range(1, 11)))
+    eventually(lambda: history(worker) == list(range(1, 11)))
+    time.sleep(5.5)  # the source's line silent longer than STALE_SECONDS (5 s)
+    publish(redis_server, *(envelope(seq) for seq in range(9001, 9006)))
+    eventually(lambda: 9005 in history(worker), message="the jump is taken on continuity")
+    assert history(worker) == [*range(1, 11), 9003, 9004, 9005], "the first two, unconfirmed then, are gaps"
+    assert worker.metric("numcast_quarantined_total", 'path="redis",reason="far_ahead"') == 2
+    assert worker.metric("numcast_jumps_confirmed_total") == 1
