@@ -81,9 +81,9 @@ def test_a_browser_that_pauses_mid_flood_gets_whole_frames_a_drop_notice_then_ev
             await asyncio.sleep(0.05)
 
     async def scenario():
-        readers = await open_browsers(worker.port, 5)
+        readers = await open_browsers(worker.port, 2)
         [paused] = await open_browsers(worker.port, 1, rcvbuf=4096)
-        await asyncio.to_thread(eventually, lambda: worker.json("/api/status")["clients"] == 6)
+        await asyncio.to_thread(eventually, lambda: worker.json("/api/status")["clients"] == 3)
         paused.transport.pause_reading()
         await asyncio.to_thread(flood, range(1, paused_for + 1))
         await until(lambda: all(len(b.values) == paused_for for b in readers))  # none waited for the paused one
