@@ -104,12 +104,21 @@ class Browser(asyncio.Protocol):
         return [value["seq"] for value in self.values]
 
 
-async def open_browsers(port: int, count: int, timeout: float = 30.0) -> list[Browser]:
-    """Connect `count` browsers at once and wait until each has joined the namespace."""
+async def open_browsers(port: int, count: int, timeout: float = 30.0, rcvbuf: int = 0) -> list[Browser]:
+    """Connect `count` browsers at once and wait until each has joined the namespace.
+
+    With `rcvbuf`, each socket advertises that small a receive window: a browser that pauses reading
+    (`transport.pause_reading()`) soon leaves the worker's writes to it half done.
+    """
     loop = asyncio.get_running_loop()
 
     async def one() -> Browser:
-        _, browser = await loop.create_connection(lambda: Browser(port), "127.0.0.1", port)
+        sock = socket.socket()
+        sock.setblocking(False)
+        if rcvbuf:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)  # before connect, as in stalled_browser
+        await loop.sock_connect(sock, ("127.0.0.1", port))
+        _, browser = await loop.create_connection(lambda: Browser(port), sock=sock)
         await asyncio.wait_for(browser.connected, timeout)
         return browser
 

@@ -61,6 +61,56 @@ def test_200_browsers_each_get_every_value_once_in_order(redis_server, services)
     assert worker.metric("numcast_dropped_total", 'path="browser"') == 0
 
 
+def test_a_browser_that_pauses_mid_flood_gets_whole_frames_a_drop_notice_then_every_later_value(redis_server, services):
+    """It stops reading with a 4 KB receive window while more arrives than the kernel's buffers hold, so the
+    worker's writes to it stop part-way through a frame: the rest of that frame must go out before anything
+    else once it reads again, and the browsers that read never wait for it."""
+    worker = services("worker", redis_server.url, wait="/readyz")
+    paused_for, after = 40_000, 2_000  # 40,000 values of 120 bytes: more than the socket buffers (4 MB at most)
+    source = "s" * 64
+
+    def flood(seqs):
+        for start in range(seqs.start, seqs.stop, 1000):
+            redis_flood(redis_server, range(start, min(start + 1000, seqs.stop)), source=source)
+            time.sleep(0.1)  # at most 10,000 values/s: the readers keep up, even on a loaded machine
+
+    async def until(condition, timeout=60.0):
+        deadline = time.monotonic() + timeout
+        while not condition():
+            assert time.monotonic() < deadline, "timed out"
+            await asyncio.sleep(0.05)
+
+    async def scenario():
+        readers = await open_browsers(worker.port, 2)
+        [paused] = await open_browsers(worker.port, 1, rcvbuf=4096)
+        await asyncio.to_thread(eventually, lambda: worker.json("/api/status")["clients"] == 3)
+        paused.transport.pause_reading()
+        await asyncio.to_thread(flood, range(1, paused_for + 1))
+        await until(lambda: all(len(b.values) == paused_for for b in readers))  # none waited for the paused one
+        paused.transport.resume_reading()
+        await asyncio.to_thread(flood, range(paused_for + 1, paused_for + after + 1))
+        last = paused_for + after
+        await until(lambda: all(len(b.values) == last for b in readers) and paused.seqs()[-1:] == [last])
+        await asyncio.sleep(0.3)  # anything extra would arrive now
+        for browser in [*readers, paused]:
+            browser.transport.close()
+        return readers, paused
+
+    readers, paused = asyncio.run(scenario())
+    for reader in readers:
+        assert reader.seqs() == list(range(1, paused_for + after + 1))
+    expected, told = 1, 0  # each value in order; where some are missing, a `dropped` event for exactly those
+    for event, data in paused.events:
+        if event == "dropped":
+            expected, told = expected + data["count"], told + data["count"]
+        elif event == "numbers":
+            assert [value["seq"] for value in data] == list(range(expected, expected + len(data)))
+            expected += len(data)
+    assert expected == paused_for + after + 1
+    assert told > 0, "it fell behind the ring and was told"
+    assert worker.metric("numcast_dropped_total", 'path="browser"') == told
+
+
 @pytest.mark.parametrize("mode", ["threading", "eventlet"])
 def test_under_load_from_both_paths_every_browser_gets_each_value_once(redis_server, services, mode):
     """Values pushed by the subscriber and the TCP threads while the fan-out thread sends: nothing lost or repeated."""

@@ -118,6 +118,7 @@ class WorkerService:
         primed = self.ingest.prime(self.sink.tail(s.history_size))  # the file is the truth: resume after it
         log.info("sink resumed path=%s lines_read=%d", s.sink_file, primed)
         self.ingest.flush()  # open the file now: ready needs it
+        self.fanout.write_directly()  # before the server opens: every WebSocket is recorded
         self.tasks.start(socketio, self.replay.run, "catch-up")
         self.tasks.start(socketio, self.subscriber.run, "subscriber")
         self.tasks.start(socketio, lambda: self.tcp.run(socketio.start_background_task), "tcp listener")
