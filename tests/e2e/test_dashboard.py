@@ -73,11 +73,12 @@ def test_chart_draws_and_stats_move(redis_server, services, page):
 
     stop = threading.Event()
 
+    sent = [3]  # the last seq published
+
     def stream() -> None:
-        seq = 3
         while not stop.is_set():
-            seq += 1
-            publish(redis_server, envelope(seq, 50.0 + seq % 7))
+            sent[0] += 1
+            publish(redis_server, envelope(sent[0], 50.0 + sent[0] % 7))
             time.sleep(0.05)
 
     feeder = threading.Thread(target=stream, daemon=True)
@@ -94,8 +95,11 @@ def test_chart_draws_and_stats_move(redis_server, services, page):
         stop.set()
         feeder.join()
 
-    publish(redis_server, envelope(10_000, 1.0))  # a hole of thousands of seqs, seen by the page and the worker
-    eventually(lambda: int(text(page, "#gaps").replace(",", "")) > 9000, message="the page counts the gap")
+    # A hole of 50 seqs, seen by the page and the worker. (A jump past SEQ_MAX_SKIP would be held apart instead:
+    # with no replay log here to confirm it, that is what a spoofed seq looks like.)
+    before = int(text(page, "#gaps").replace(",", ""))
+    publish(redis_server, envelope(sent[0] + 51, 1.0))
+    eventually(lambda: int(text(page, "#gaps").replace(",", "")) >= before + 50, message="the page counts the gap")
     expect(page.locator("#redis-state")).to_have_text("subscribed")
 
 
