@@ -11,15 +11,12 @@ import threading
 from flask import Flask
 from flask_socketio import SocketIO
 
+from numcast import doors as http_doors
 from numcast.logs import Throttled
 
 log = logging.getLogger(__name__)
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)  # PID 1 in a container gets no default SIGTERM action: handle it
-# Connections eventlet's server takes beyond the browsers' cap, so probes, /metrics, pages and the API are
-# still answered when every browser slot is taken. A connection that never sends its request (half-open,
-# idle) also holds one of these until it is closed: the server's header timeout is what frees it.
-HTTP_HEADROOM = 64
 SOCKET_IO_PATH = "/socket.io"
 
 
@@ -92,12 +89,15 @@ def run(app: Flask, socketio: SocketIO, host: str, port: int) -> None:
         if reload is not None:
             signal.signal(RELOAD, lambda signum, frame: None)
         socketio.start_background_task(_stop_on_signal, socketio, read_end, reload)
-    options = {}
-    if isinstance(app.wsgi_app, Gate):
-        connections = app.wsgi_app.limit + HTTP_HEADROOM
-        _allow_files(connections + 256)  # and some for Redis, the sink, TCP mirror clients, Python itself
-        if socketio.async_mode == "eventlet":
-            options["max_size"] = connections  # eventlet's pool; its default, 1,024, would cap us silently
+    # Every HTTP connection passes through the doors: counted, capped, and closed if it holds a place without
+    # sending its request (numcast.doors). Eventlet's pool is sized to the same limit.
+    doors = app.extensions["numcast.doors"]
+    _allow_files(doors.limit + 256)  # and some for Redis, the sink, TCP mirror clients, Python itself
+    if socketio.async_mode == "eventlet":
+        options = http_doors.eventlet_options(doors)
+    else:
+        options = http_doors.werkzeug_options(doors)
+    socketio.start_background_task(doors.reap, socketio.sleep)
     service.start(socketio)
     log.info("serving http://%s:%d async_mode=%s", host, port, socketio.async_mode)
     try:
@@ -118,7 +118,7 @@ def _allow_files(needed: int) -> None:
         target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
         resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
         if target < needed:
-            log.warning("open files limited files=%d needed=%d: fewer browsers can connect", target, needed)
+            log.warning("open files limited files=%d needed=%d: fewer connections can be served", target, needed)
 
 
 def _on_signals(handler) -> None:
