@@ -40,7 +40,7 @@ def closed(doors: Doors, reason: str) -> float:
 
 def test_at_the_limit_the_longest_waiting_is_closed_and_busy_ones_never(pairs):
     doors = Doors(3, 60, Metrics())
-    (busy, busy_client), (old, old_client), (new, new_client), (extra, extra_client) = [pairs() for _ in range(4)]
+    (busy, busy_client), (old, old_client), (new, new_client), (extra, _) = [pairs() for _ in range(4)]
     for sock in (busy, old, new):
         assert doors.opened(sock)
     assert doors.busy(busy)  # its headers are in: it is being served
