@@ -174,5 +174,6 @@ def test_when_every_place_is_busy_a_new_connection_is_refused_with_503_and_count
     assert b"too many connections" in answer
     close_all([sock for _, sock in browsers])
     eventually(lambda: control.get("/healthz")[0] == 200, message="places free when the browsers leave")
-    assert control.metric("numcast_http_closed_total", 'reason="refused"') == 1
+    # At least this one; a /healthz above may also have come before the server saw the browsers leave.
+    assert control.metric("numcast_http_closed_total", 'reason="refused"') >= 1
     assert control.metric("numcast_http_closed_total", 'reason="evicted"') == 0
