@@ -4,6 +4,7 @@ room, are counted, and leave no file descriptor or memory behind. The same for a
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import resource
@@ -12,7 +13,8 @@ import time
 
 import pytest
 import socketio
-from conftest import eventually
+from conftest import envelope, eventually, publish
+from raw_browsers import open_browsers
 from test_browsers import upgrade
 
 IDLE = 1100  # the figure: more than eventlet's default pool (1,024) and the old worker's (1,064)
@@ -177,3 +179,24 @@ def test_when_every_place_is_busy_a_new_connection_is_refused_with_503_and_count
     # At least this one; a /healthz above may also have come before the server saw the browsers leave.
     assert control.metric("numcast_http_closed_total", 'reason="refused"') >= 1
     assert control.metric("numcast_http_closed_total", 'reason="evicted"') == 0
+
+
+@pytest.mark.parametrize("mode", ["eventlet", "threading"])
+def test_browsers_are_never_closed_to_make_room_and_keep_receiving(redis_server, services, mode):
+    worker = start(services, redis_server, "worker", mode, HTTP_MAX_CONNECTIONS="128", MAX_BROWSERS="64")
+
+    async def scenario():
+        browsers = await open_browsers(worker.port, 60)
+        held = await asyncio.to_thread(half_requests, worker.port, IDLE)  # each one beyond the limit evicts
+        await asyncio.to_thread(publish, redis_server, envelope(1), envelope(2))
+        deadline = time.monotonic() + 30
+        while any(len(b.values) < 2 for b in browsers) and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        for browser in browsers:
+            browser.transport.close()
+        close_all(held)
+        return browsers
+
+    browsers = asyncio.run(scenario())
+    assert all(browser.seqs() == [1, 2] for browser in browsers), "every browser stayed and got both values"
+    assert worker.metric("numcast_http_closed_total", 'reason="evicted"') >= IDLE - (128 - 60)
