@@ -18,6 +18,7 @@ log = logging.getLogger(__name__)
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)  # PID 1 in a container gets no default SIGTERM action: handle it
 SOCKET_IO_PATH = "/socket.io"
+FILES_BESIDES_HTTP = 256  # open files for Redis, the sink, TCP mirror clients and Python itself
 
 
 class Gate:
@@ -92,7 +93,10 @@ def run(app: Flask, socketio: SocketIO, host: str, port: int) -> None:
     # Every HTTP connection passes through the doors: counted, capped, and closed if it holds a place without
     # sending its request (numcast.doors). Eventlet's pool is sized to the same limit.
     doors = app.extensions["numcast.doors"]
-    _allow_files(doors.limit + 256)  # and some for Redis, the sink, TCP mirror clients, Python itself
+    files = _allow_files(doors.limit + FILES_BESIDES_HTTP)
+    if files < doors.limit + FILES_BESIDES_HTTP:  # fewer places than asked, rather than accept() failing
+        doors.limit = max(16, files - FILES_BESIDES_HTTP)
+        log.warning("http connections limited limit=%d open_files=%d", doors.limit, files)
     if socketio.async_mode == "eventlet":
         options = http_doors.eventlet_options(doors)
     else:
@@ -111,14 +115,16 @@ def run(app: Flask, socketio: SocketIO, host: str, port: int) -> None:
         log.info("stopped")
 
 
-def _allow_files(needed: int) -> None:
-    """Raise the soft limit of open files to `needed` if the hard limit allows; say so if it does not."""
+def _allow_files(needed: int) -> int:
+    """Raise the soft limit of open files to `needed` if the hard limit allows; return the limit now."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != resource.RLIM_INFINITY and soft < needed:
-        target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-        if target < needed:
-            log.warning("open files limited files=%d needed=%d: fewer connections can be served", target, needed)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return needed
+    target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    if target < needed:
+        log.warning("open files limited files=%d needed=%d: fewer connections can be served", target, needed)
+    return target
 
 
 def _on_signals(handler) -> None:

@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import os
 import resource
+import shutil
 import socket
 import time
 
@@ -132,7 +133,10 @@ def test_1100_idle_half_requests_do_not_stop_probes_or_browsers_and_leave_nothin
 def test_at_the_limit_the_connection_waiting_longest_is_closed_to_make_room(redis_server, services, service, mode):
     limit = 128
     extra = {"MAX_BROWSERS": "64"} if service == "worker" else {}  # the limit must leave 64 places beyond browsers
-    target = start(services, redis_server, service, mode, HTTP_MAX_CONNECTIONS=str(limit), **extra)
+    # A long header timeout: only making room closes them here (opening 1,100 may take longer than 5 s).
+    target = start(
+        services, redis_server, service, mode, HTTP_MAX_CONNECTIONS=str(limit), HTTP_HEADER_TIMEOUT="120", **extra
+    )
     held = half_requests(target.port, IDLE)
     healthz, browser = served(target)
     assert healthz < ANSWER_WITHIN and browser < ANSWER_WITHIN, (healthz, browser)
@@ -183,7 +187,8 @@ def test_when_every_place_is_busy_a_new_connection_is_refused_with_503_and_count
 
 @pytest.mark.parametrize("mode", ["eventlet", "threading"])
 def test_browsers_are_never_closed_to_make_room_and_keep_receiving(redis_server, services, mode):
-    worker = start(services, redis_server, "worker", mode, HTTP_MAX_CONNECTIONS="128", MAX_BROWSERS="64")
+    limits = {"HTTP_MAX_CONNECTIONS": "128", "MAX_BROWSERS": "64", "HTTP_HEADER_TIMEOUT": "120"}
+    worker = start(services, redis_server, "worker", mode, **limits)
 
     async def scenario():
         browsers = await open_browsers(worker.port, 60)
@@ -200,3 +205,16 @@ def test_browsers_are_never_closed_to_make_room_and_keep_receiving(redis_server,
     browsers = asyncio.run(scenario())
     assert all(browser.seqs() == [1, 2] for browser in browsers), "every browser stayed and got both values"
     assert worker.metric("numcast_http_closed_total", 'reason="evicted"') >= IDLE - (128 - 60)
+
+
+@pytest.mark.skipif(not shutil.which("prlimit"), reason="needs prlimit (util-linux)")
+def test_a_low_limit_of_open_files_lowers_the_connection_limit_instead_of_failing_accept(redis_server, services):
+    # 600 open files at most, hard: the service cannot have 4,096 connections, and must not run out of files.
+    prefix = ("prlimit", "--nofile=600:600")
+    control = services("control", redis_server.url, wait="/readyz", prefix=prefix, HTTP_HEADER_TIMEOUT="120")
+    held = half_requests(control.port, IDLE)
+    healthz, browser = served(control)
+    assert healthz < ANSWER_WITHIN and browser < ANSWER_WITHIN, (healthz, browser)
+    assert "http connections limited limit=344 open_files=600" in control.logs()
+    assert control.metric("numcast_http_closed_total", 'reason="evicted"') >= IDLE - 344
+    close_all(held)
