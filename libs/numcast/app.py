@@ -8,6 +8,7 @@ from flask import Flask
 from flask_socketio import SocketIO
 
 from numcast import auth, web
+from numcast.doors import Doors
 from numcast.metrics import Metrics
 
 
@@ -30,6 +31,8 @@ def create_app(
     metrics = Metrics()
     service = make_service(metrics)
     app.extensions["numcast"] = service
+    # The HTTP server's connections (numcast.doors), counted in this app's metrics; `numcast.serve.run` uses it.
+    app.extensions["numcast.doors"] = Doors(settings.http_max_connections, settings.http_header_timeout, metrics)
     metrics.init_app(app)
     web.init_app(app, service.ready, max_body)
     if hasattr(settings, "control_token"):  # a service that takes changes: each needs the token (numcast.auth)

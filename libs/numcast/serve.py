@@ -11,16 +11,14 @@ import threading
 from flask import Flask
 from flask_socketio import SocketIO
 
+from numcast import doors as http_doors
 from numcast.logs import Throttled
 
 log = logging.getLogger(__name__)
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)  # PID 1 in a container gets no default SIGTERM action: handle it
-# Connections eventlet's server takes beyond the browsers' cap, so probes, /metrics, pages and the API are
-# still answered when every browser slot is taken. A connection that never sends its request (half-open,
-# idle) also holds one of these until it is closed: the server's header timeout is what frees it.
-HTTP_HEADROOM = 64
 SOCKET_IO_PATH = "/socket.io"
+FILES_BESIDES_HTTP = 256  # open files for Redis, the sink, TCP mirror clients and Python itself
 
 
 class Gate:
@@ -92,12 +90,18 @@ def run(app: Flask, socketio: SocketIO, host: str, port: int) -> None:
         if reload is not None:
             signal.signal(RELOAD, lambda signum, frame: None)
         socketio.start_background_task(_stop_on_signal, socketio, read_end, reload)
-    options = {}
-    if isinstance(app.wsgi_app, Gate):
-        connections = app.wsgi_app.limit + HTTP_HEADROOM
-        _allow_files(connections + 256)  # and some for Redis, the sink, TCP mirror clients, Python itself
-        if socketio.async_mode == "eventlet":
-            options["max_size"] = connections  # eventlet's pool; its default, 1,024, would cap us silently
+    # Every HTTP connection passes through the doors: counted, capped, and closed if it holds a place without
+    # sending its request (numcast.doors). Eventlet's pool is sized to the same limit.
+    doors = app.extensions["numcast.doors"]
+    files = _allow_files(doors.limit + FILES_BESIDES_HTTP)
+    if files < doors.limit + FILES_BESIDES_HTTP:  # fewer places than asked, rather than accept() failing
+        doors.limit = max(16, files - FILES_BESIDES_HTTP)
+        log.warning("http connections limited limit=%d open_files=%d", doors.limit, files)
+    if socketio.async_mode == "eventlet":
+        options = http_doors.eventlet_options(doors)
+    else:
+        options = http_doors.werkzeug_options(doors)
+    socketio.start_background_task(doors.reap, socketio.sleep)
     service.start(socketio)
     log.info("serving http://%s:%d async_mode=%s", host, port, socketio.async_mode)
     try:
@@ -111,14 +115,16 @@ def run(app: Flask, socketio: SocketIO, host: str, port: int) -> None:
         log.info("stopped")
 
 
-def _allow_files(needed: int) -> None:
-    """Raise the soft limit of open files to `needed` if the hard limit allows; say so if it does not."""
+def _allow_files(needed: int) -> int:
+    """Raise the soft limit of open files to `needed` if the hard limit allows; return the limit now."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != resource.RLIM_INFINITY and soft < needed:
-        target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-        if target < needed:
-            log.warning("open files limited files=%d needed=%d: fewer browsers can connect", target, needed)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return needed
+    target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    if target < needed:
+        log.warning("open files limited files=%d needed=%d: fewer connections can be served", target, needed)
+    return target
 
 
 def _on_signals(handler) -> None:

@@ -125,6 +125,20 @@ class Common:
     async_mode: str = env(
         "ASYNC_MODE", "eventlet", f"Flask-SocketIO async mode: {' or '.join(ASYNC_MODES)}.", str.lower
     )
+    http_max_connections: int = env(
+        "HTTP_MAX_CONNECTIONS",
+        4096,
+        "HTTP connections open at once (browsers included); at the limit the one waiting longest for its "
+        "request is closed to make room (see docs/doors-http.md).",
+        parse_int,
+    )
+    http_header_timeout: float = env(
+        "HTTP_HEADER_TIMEOUT",
+        5.0,
+        "Seconds a connection may take to send a request's headers (or stay idle between requests) before it "
+        "is closed.",
+        parse_float,
+    )
 
     @property
     def redis(self) -> Endpoint:
@@ -156,6 +170,18 @@ class Common:
         )
         check(self.log_level in LOG_LEVELS, "LOG_LEVEL", self.log_level, f"one of {', '.join(LOG_LEVELS)}")
         check(self.async_mode in ASYNC_MODES, "ASYNC_MODE", self.async_mode, f"one of {', '.join(ASYNC_MODES)}")
+        check(
+            16 <= self.http_max_connections <= 100_000,
+            "HTTP_MAX_CONNECTIONS",
+            self.http_max_connections,
+            "must be 16-100000",
+        )
+        check(
+            0.5 <= self.http_header_timeout <= 300,
+            "HTTP_HEADER_TIMEOUT",
+            self.http_header_timeout,
+            "must be 0.5-300 (seconds)",
+        )
         for f in dataclasses.fields(self):
             if f.metadata["parse"] is parse_int and f.name.endswith("port"):
                 port = getattr(self, f.name)

@@ -58,6 +58,10 @@ def test_worker_name_defaults_to_the_host_name():
         (ControlSettings, {"CHANNEL": "no spaces"}, "CHANNEL"),
         (ControlSettings, {"ASYNC_MODE": "gevent"}, "ASYNC_MODE"),
         (ControlSettings, {"LOG_LEVEL": "chatty"}, "LOG_LEVEL"),
+        (ControlSettings, {"HTTP_MAX_CONNECTIONS": "8"}, "HTTP_MAX_CONNECTIONS"),
+        (AlerterSettings, {"HTTP_HEADER_TIMEOUT": "0"}, "HTTP_HEADER_TIMEOUT"),
+        (AlerterSettings, {"HTTP_HEADER_TIMEOUT": "nan"}, "HTTP_HEADER_TIMEOUT"),
+        (WorkerSettings, {"MAX_BROWSERS": "5000"}, "HTTP_MAX_CONNECTIONS"),  # no room left beyond the browsers
         (WorkerSettings, {"WORKER_NAME": "<b>x</b>"}, "WORKER_NAME"),
         (WorkerSettings, {"TCP_PORT": "0"}, "TCP_PORT"),
         (WorkerSettings, {"HISTORY_SIZE": "0"}, "HISTORY_SIZE"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from numcast.doors import HEADROOM
 from numcast.settings import (
     Common,
     check,
@@ -107,3 +108,9 @@ class WorkerSettings(Common):
         check(1 <= self.tcp_idle_seconds <= 300, "TCP_IDLE_SECONDS", self.tcp_idle_seconds, "must be 1-300")
         check(1 <= self.max_tcp_clients <= 1024, "MAX_TCP_CLIENTS", self.max_tcp_clients, "must be 1-1024")
         check(1 <= self.max_browsers <= 20_000, "MAX_BROWSERS", self.max_browsers, "must be 1-20000")
+        check(
+            self.http_max_connections >= self.max_browsers + HEADROOM,
+            "HTTP_MAX_CONNECTIONS",
+            self.http_max_connections,
+            f"must be at least MAX_BROWSERS + {HEADROOM} = {self.max_browsers + HEADROOM}",
+        )

@@ -1,0 +1,220 @@
+"""Doors that cannot be held shut: connections that open and never finish their request's headers (slowloris)
+do not stop a service from answering its probe and its browsers, are closed after a header timeout or to make
+room, are counted, and leave no file descriptor or memory behind. The same for all three services."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import resource
+import shutil
+import socket
+import time
+
+import pytest
+import socketio
+from conftest import envelope, eventually, publish
+from raw_browsers import open_browsers
+from test_browsers import upgrade
+
+IDLE = 1100  # the issue's figure: more than eventlet's default pool (1,024) and the old worker's (1,064)
+# A request line, one header, and never the blank line that ends the headers.
+HALF_REQUEST = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+# The issue's bound. Measured: a few ms on an idle machine; without the doors, never (the accept loop is
+# stuck). Generous enough for a loaded 2-core machine.
+ANSWER_WITHIN = 2.0
+# (service, ASYNC_MODE): eventlet for all three services, threading (werkzeug) for the worker.
+CASES = [("control", "eventlet"), ("worker", "eventlet"), ("alerter", "eventlet"), ("worker", "threading")]
+
+
+@pytest.fixture(autouse=True)
+def many_files():
+    """This process opens over a thousand sockets: raise its own soft limit of open files for the test."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    needed = IDLE + 512
+    if hard != resource.RLIM_INFINITY and hard < needed:
+        pytest.skip(f"the hard limit of open files ({hard}) is below {needed}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, needed), hard))
+    yield
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def start(services, redis_server, service, mode, **env):
+    """A service of the given kind, with the worker's extra settings where needed."""
+    return services(service, redis_server.url, wait="/readyz", ASYNC_MODE=mode, **env)
+
+
+def half_requests(port: int, count: int) -> list[socket.socket]:
+    """`count` connections, each with a request whose headers never end, opened one after the other."""
+    held = []
+    for _ in range(count):
+        sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        sock.sendall(HALF_REQUEST)
+        held.append(sock)
+    return held
+
+
+def ended_by_server(sock: socket.socket) -> bool:
+    """True if the server has closed `sock` (end of stream or reset); False if it still holds it open."""
+    sock.setblocking(False)
+    try:
+        return sock.recv(4096) == b""
+    except BlockingIOError:
+        return False
+    except ConnectionResetError:
+        return True
+
+
+def served(service) -> tuple[float, float]:
+    """Seconds a fresh connection takes to get /healthz, and a new Socket.IO client to connect."""
+    began = time.monotonic()
+    assert service.get("/healthz")[0] == 200
+    healthz = time.monotonic() - began
+    client = socketio.Client(reconnection=False)
+    began = time.monotonic()
+    client.connect(service.url, transports=["websocket"], wait_timeout=10)
+    browser = time.monotonic() - began
+    client.disconnect()
+    return healthz, browser
+
+
+def fds(pid: int) -> int:
+    """Open file descriptors of process `pid`."""
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of process `pid`, in MB."""
+    with open(f"/proc/{pid}/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:")) / 1024
+
+
+def close_all(socks: list[socket.socket]) -> None:
+    """Drop every connection from the client's side."""
+    for sock in socks:
+        with contextlib.suppress(OSError):
+            sock.close()
+
+
+@pytest.mark.parametrize(("service", "mode"), CASES)
+def test_1100_idle_half_requests_do_not_stop_probes_or_browsers_and_leave_nothing_behind(
+    redis_server, services, service, mode
+):
+    # A long header timeout: here the connections stay open for the whole test, as the issue describes.
+    target = start(services, redis_server, service, mode, HTTP_HEADER_TIMEOUT="120")
+    pid = target.process.pid
+    served(target)  # warm: first-request imports and buffers are not a leak
+    base_fds, base_rss = fds(pid), rss_mb(pid)
+    rounds = []
+    for _ in range(2):  # twice: memory one round takes and never gives back would grow again
+        held = half_requests(target.port, IDLE)
+        eventually(lambda: target.metric("numcast_http_connections") >= IDLE, message="all held by the server")
+        healthz, browser = served(target)
+        assert healthz < ANSWER_WITHIN, f"/healthz took {healthz:.2f}s with {IDLE} half-requests open"
+        assert browser < ANSWER_WITHIN, f"a Socket.IO client took {browser:.2f}s with {IDLE} half-requests open"
+        assert fds(pid) >= base_fds + IDLE - 5, "the server really holds them"
+        assert not any(ended_by_server(sock) for sock in held[-10:])
+        during = rss_mb(pid)
+        close_all(held)
+        eventually(lambda: fds(pid) <= base_fds + 3, timeout=20, message=f"fds back to {base_fds}")
+        eventually(lambda: target.metric("numcast_http_connections") <= 2, message="the gauge comes down")
+        rounds.append((during, rss_mb(pid)))
+    (_, after_1), (_, after_2) = rounds
+    # Python keeps freed memory in its own arenas, so RSS need not fall after a round; what must not happen is
+    # growth per round. Measured: about +20 MB while 1,100 are open, and the second round reuses it.
+    assert after_1 - base_rss < 100, rounds
+    assert after_2 - after_1 < 15, f"memory grows with each round of idle connections: {base_rss=} {rounds=}"
+    for reason in ("header_timeout", "evicted", "refused"):
+        assert target.metric("numcast_http_closed_total", f'reason="{reason}"') == 0
+
+
+@pytest.mark.parametrize(("service", "mode"), CASES)
+def test_at_the_limit_the_connection_waiting_longest_is_closed_to_make_room(redis_server, services, service, mode):
+    limit = 128
+    extra = {"MAX_BROWSERS": "64"} if service == "worker" else {}  # the limit must leave 64 places beyond browsers
+    # A long header timeout: only making room closes them here (opening 1,100 may take longer than 5 s).
+    target = start(
+        services, redis_server, service, mode, HTTP_MAX_CONNECTIONS=str(limit), HTTP_HEADER_TIMEOUT="120", **extra
+    )
+    held = half_requests(target.port, IDLE)
+    healthz, browser = served(target)
+    assert healthz < ANSWER_WITHIN and browser < ANSWER_WITHIN, (healthz, browser)
+    evicted = target.metric("numcast_http_closed_total", 'reason="evicted"')
+    assert evicted >= IDLE - limit, "every connection beyond the limit made room by closing another"
+    assert target.metric("numcast_http_connections") <= limit
+    assert eventually(lambda: all(ended_by_server(sock) for sock in held[:100]), message="the oldest were closed")
+    assert not any(ended_by_server(sock) for sock in held[-(limit // 2) :]), "the newest are still open"
+    assert "http connection evicted" in target.logs()
+    close_all(held)
+
+
+@pytest.mark.parametrize(("service", "mode"), CASES)
+def test_a_request_whose_headers_do_not_come_in_time_is_closed_and_counted(redis_server, services, service, mode):
+    target = start(services, redis_server, service, mode, HTTP_HEADER_TIMEOUT="1")
+    held = half_requests(target.port, 20)
+    silent = socket.create_connection(("127.0.0.1", target.port), timeout=10)  # connects, never sends a byte
+    # Sent in pieces, well within the timeout each time: the bound is on the whole header, not on each read.
+    trickle = socket.create_connection(("127.0.0.1", target.port), timeout=10)
+    began = time.monotonic()
+    for piece in (b"GET /healthz HTTP/1.1\r\n", b"Host: 127.0.0.1\r\n", b"X-Slow: 1\r\n", b"X-Slow: 2\r\n"):
+        with contextlib.suppress(OSError):
+            trickle.sendall(piece)
+        time.sleep(0.4)
+    eventually(lambda: all(ended_by_server(sock) for sock in [*held, silent, trickle]), timeout=15)
+    assert time.monotonic() - began < 10, "closed after about the timeout (1 s), not much later"
+    assert target.metric("numcast_http_closed_total", 'reason="header_timeout"') == len(held) + 2
+    assert target.get("/healthz")[0] == 200
+    assert "http connection header_timeout" in target.logs()
+    close_all([*held, silent, trickle])
+
+
+def test_when_every_place_is_busy_a_new_connection_is_refused_with_503_and_counted(redis_server, services):
+    # Busy connections are never closed to make room: 16 open WebSockets fill a limit of 16.
+    control = start(services, redis_server, "control", "eventlet", HTTP_MAX_CONNECTIONS="16")
+    browsers = [upgrade(control.port) for _ in range(16)]
+    assert all(head.startswith("HTTP/1.1 101") for head, _ in browsers)
+    with socket.create_connection(("127.0.0.1", control.port), timeout=10) as sock:
+        answer = sock.recv(4096)
+    assert answer.startswith(b"HTTP/1.1 503"), answer
+    assert b"too many connections" in answer
+    close_all([sock for _, sock in browsers])
+    eventually(lambda: control.get("/healthz")[0] == 200, message="places free when the browsers leave")
+    # At least this one; a /healthz above may also have come before the server saw the browsers leave.
+    assert control.metric("numcast_http_closed_total", 'reason="refused"') >= 1
+    assert control.metric("numcast_http_closed_total", 'reason="evicted"') == 0
+
+
+@pytest.mark.parametrize("mode", ["eventlet", "threading"])
+def test_browsers_are_never_closed_to_make_room_and_keep_receiving(redis_server, services, mode):
+    limits = {"HTTP_MAX_CONNECTIONS": "128", "MAX_BROWSERS": "64", "HTTP_HEADER_TIMEOUT": "120"}
+    worker = start(services, redis_server, "worker", mode, **limits)
+
+    async def scenario():
+        browsers = await open_browsers(worker.port, 60)
+        held = await asyncio.to_thread(half_requests, worker.port, IDLE)  # each one beyond the limit evicts
+        await asyncio.to_thread(publish, redis_server, envelope(1), envelope(2))
+        deadline = time.monotonic() + 30
+        while any(len(b.values) < 2 for b in browsers) and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        for browser in browsers:
+            browser.transport.close()
+        close_all(held)
+        return browsers
+
+    browsers = asyncio.run(scenario())
+    assert all(browser.seqs() == [1, 2] for browser in browsers), "every browser stayed and got both values"
+    assert worker.metric("numcast_http_closed_total", 'reason="evicted"') >= IDLE - (128 - 60)
+
+
+@pytest.mark.skipif(not shutil.which("prlimit"), reason="needs prlimit (util-linux)")
+def test_a_low_limit_of_open_files_lowers_the_connection_limit_instead_of_failing_accept(redis_server, services):
+    # 600 open files at most, hard: the service cannot have 4,096 connections, and must not run out of files.
+    prefix = ("prlimit", "--nofile=600:600")
+    control = services("control", redis_server.url, wait="/readyz", prefix=prefix, HTTP_HEADER_TIMEOUT="120")
+    held = half_requests(control.port, IDLE)
+    healthz, browser = served(control)
+    assert healthz < ANSWER_WITHIN and browser < ANSWER_WITHIN, (healthz, browser)
+    assert "http connections limited limit=344 open_files=600" in control.logs()
+    assert control.metric("numcast_http_closed_total", 'reason="evicted"') >= IDLE - 344
+    close_all(held)
