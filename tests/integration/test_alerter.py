@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 import threading
 import time
+import urllib.parse
 
 import pytest
 import socketio
@@ -225,6 +227,20 @@ def test_rules_reload_on_sighup_and_on_change_and_a_bad_reload_keeps_the_old(red
     assert alerter.stop() == 0
 
 
+def post_announcing(url: str, length: int) -> int:
+    """The status of a POST whose headers announce a body of `length` bytes, of which only the first 64 KiB are sent.
+
+    The server answers 413 from Content-Length, before it reads the body, and closes: a client that went on
+    sending the whole megabyte would get EPIPE now and then instead of the answer, depending on the timing.
+    """
+    address = urllib.parse.urlsplit(url)
+    with socket.create_connection((address.hostname, address.port), timeout=10) as sock:
+        head = f"POST {address.path} HTTP/1.1\r\nHost: {address.netloc}\r\nContent-Type: application/json\r\n"
+        sock.sendall(f"{head}Content-Length: {length}\r\nConnection: close\r\n\r\n".encode() + b" " * 65536)
+        status_line = sock.makefile("rb").readline().decode()
+    return int(status_line.split()[1])
+
+
 def test_the_webhook_publishes_nothing_from_a_bad_body(redis_server, services):
     alerter = start_alerter(services, redis_server)
     listener = redis_server.client().pubsub(ignore_subscribe_messages=True)
@@ -245,8 +261,7 @@ def test_the_webhook_publishes_nothing_from_a_bad_body(redis_server, services):
         status, answer = http("POST", alerter.url + "/api/alertmanager", body.encode())
         assert status == 400, body
         assert answer["error"] and answer.get("reason") == reason, answer
-    status, answer = http("POST", alerter.url + "/api/alertmanager", b'{"version": "4", "alerts": []}' + b" " * 2**20)
-    assert status == 413
+    assert post_announcing(alerter.url + "/api/alertmanager", 2**20 + 1) == 413
     padded = json.dumps({"version": "4", "alerts": [good]}).encode() + b" " * 500_000  # under 1 MiB: taken
     assert http("POST", alerter.url + "/api/alertmanager", padded) == (200, {"published": 1})
     message = eventually(lambda: listener.get_message(timeout=0.2), message="the good one")
