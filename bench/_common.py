@@ -41,6 +41,40 @@ def numcast_command() -> str:
     return path
 
 
+def run(main) -> None:
+    """Exit with what `main()` returns; Ctrl-C exits 130 with a word instead of a traceback."""
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+
+
+class Proc:
+    """A numcast service (`command`: control, worker, alerter) on a free port, restartable with the same settings."""
+
+    def __init__(self, command: str, env: dict[str, str], log: str) -> None:
+        self.command, self.log = command, log
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {"HOST": "127.0.0.1", "PORT": str(self.port), "LOG_LEVEL": "WARNING", **env}
+        self.process: subprocess.Popen | None = None
+
+    def start(self, wait: str = "/readyz") -> float:
+        """Start; return the seconds until `wait` answered 200."""
+        started = time.monotonic()
+        with open(self.log, "ab") as log:
+            self.process = subprocess.Popen(
+                [numcast_command(), self.command], env={**os.environ, **self.env}, stdout=log, stderr=subprocess.STDOUT
+            )
+        wait_http(self.url + wait, 60, self.process)
+        return time.monotonic() - started
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            stop(self.process)
+
+
 class Worker:
     """`numcast worker`, started the way a user starts it, in a temp dir, on free ports, on 127.0.0.1."""
 

@@ -18,13 +18,13 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import tempfile
 import threading
 import time
 import urllib.request
 
 import socketio
+from _common import run
 
 from numcast import alerts
 from numcast.local import Alertmanager, alertmanager_binary, wait_http
@@ -148,8 +148,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
+    run(main)

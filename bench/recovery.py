@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import threading
 import time
 
 import socketio
+from _common import run
 
 from numcast.local import wait_http
 from numcast.stack import Stack
@@ -84,8 +84,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
+    run(main)

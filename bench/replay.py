@@ -23,8 +23,6 @@ import os
 import shutil
 import signal
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -32,10 +30,11 @@ import urllib.request
 
 import redis
 import socketio
+from _common import Proc, run
 
 from numcast import replay_log
 from numcast.envelope import Envelope
-from numcast.local import Redis, free_port, stop, wait_http
+from numcast.local import Redis, free_port
 from numcast.metrics import Metrics
 from numcast_control.outputs import BATCH, RedisOutput
 
@@ -50,34 +49,6 @@ def patch(url: str, body: dict) -> None:
         url, data=json.dumps(body).encode(), method="PATCH", headers={"Content-Type": "application/json"}
     )
     urllib.request.urlopen(request, timeout=30).close()
-
-
-class Proc:
-    """A numcast process on free ports, restartable with the same settings."""
-
-    def __init__(self, command: str, env: dict[str, str], log: str) -> None:
-        self.command, self.log = command, log
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.env = {"HOST": "127.0.0.1", "PORT": str(self.port), "LOG_LEVEL": "WARNING", **env}
-        self.process: subprocess.Popen | None = None
-
-    def start(self, wait: str = "/readyz") -> float:
-        """Start; return the seconds until `wait` answered 200."""
-        started = time.monotonic()
-        with open(self.log, "ab") as log:
-            self.process = subprocess.Popen(
-                [os.path.join(os.path.dirname(sys.executable), "numcast"), self.command],
-                env={**os.environ, **self.env},
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        wait_http(self.url + wait, 60, self.process)
-        return time.monotonic() - started
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            stop(self.process)
 
 
 class Pipeline:
@@ -399,8 +370,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
+    run(main)

@@ -16,7 +16,6 @@ import multiprocessing
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -24,8 +23,9 @@ import time
 import urllib.request
 
 import redis
+from _common import Proc, run
 
-from numcast.local import Redis, free_port, stop, wait_http
+from numcast.local import Redis, free_port
 
 SAMPLE_SECONDS = 5.0
 _SPAWN = multiprocessing.get_context("spawn")
@@ -104,26 +104,15 @@ def proc_figures(pid: int) -> tuple[float, int]:
     return rss, len(os.listdir(f"/proc/{pid}/fd"))
 
 
-class Proc:
-    """A numcast process that can be killed and started again with the same settings."""
+class Sampled(Proc):
+    """A numcast service that can be killed and started again, its RSS and fds sampled in each run."""
 
     def __init__(self, command: str, env: dict[str, str], directory: str) -> None:
-        self.command, self.log = command, os.path.join(directory, f"{command}.log")
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.env = {"HOST": "127.0.0.1", "PORT": str(self.port), "LOG_LEVEL": "WARNING", **env}
-        self.process: subprocess.Popen | None = None
+        super().__init__(command, env, os.path.join(directory, f"{command}.log"))
         self.runs: list[list[tuple[float, int]]] = []  # per start: (RSS, fds) samples
 
     def start(self) -> None:
-        with open(self.log, "ab") as log:
-            self.process = subprocess.Popen(
-                [os.path.join(os.path.dirname(sys.executable), "numcast"), self.command],
-                env={**os.environ, **self.env},
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        wait_http(self.url + "/readyz", 60, self.process)
+        super().start()
         self.runs.append([])
         self.sample()
 
@@ -136,10 +125,6 @@ class Proc:
     def kill(self) -> None:
         self.process.kill()
         self.process.wait()
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            stop(self.process)
 
     def report(self) -> list[str]:
         lines = []
@@ -180,8 +165,8 @@ class Soak:
         worker_env = {"REDIS_URL": self.server.url, "TCP_PORT": str(free_port()), "WORKER_NAME": "soak"}
         worker_env |= {"SINK_FILE": self.sink, "SINK_BACKUPS": str(self.backups)}
         worker_env["HISTORY_SIZE"] = "2000"  # 10 s at 200/s: a client's backfill covers the worker's restart
-        self.worker = Proc("worker", worker_env, self.directory)
-        self.control = Proc("control", {"REDIS_URL": self.server.url, "RATE_HZ": str(args.rate)}, self.directory)
+        self.worker = Sampled("worker", worker_env, self.directory)
+        self.control = Sampled("control", {"REDIS_URL": self.server.url, "RATE_HZ": str(args.rate)}, self.directory)
         self.commands, self.results = _SPAWN.Queue(), _SPAWN.Queue()
         self.clients: multiprocessing.Process | None = None
         self.faults = {"client kill": 0, "redis restart": 0, "worker restart": 0}
@@ -314,8 +299,4 @@ def main() -> int:
 
 if __name__ == "__main__":
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
+    run(main)
