@@ -27,13 +27,21 @@ APPS = {
 GROUPS = {"both": ("control", "worker"), "all": tuple(APPS)}
 
 
-def documented() -> dict[str, set[str]]:
-    """{service: metric names} from the metrics table, `_total` removed as the parser does."""
+def rows() -> list[tuple[list[str], str]]:
+    """(metric names, services) of each row of the metrics table."""
     table = PAGE.read_text().split("Metrics, all prefixed `numcast_`:", 1)[1].split("\n\n", 2)[1]
-    found: dict[str, set[str]] = {service: set() for service in APPS}
+    found = []
     for row in table.splitlines()[2:]:
         names, services = row.split("|")[1:3]
-        for name in re.findall(r"`([a-z_]+)(?:\{[a-z,]+\})?`", names):
+        found.append((re.findall(r"`([a-z_]+)(?:\{[a-z,]+\})?`", names), services))
+    return found
+
+
+def documented() -> dict[str, set[str]]:
+    """{service: metric names} from the metrics table, `_total` removed as the parser does."""
+    found: dict[str, set[str]] = {service: set() for service in APPS}
+    for names, services in rows():
+        for name in names:
             for service in services.split(","):
                 for each in GROUPS.get(service.strip(), (service.strip(),)):
                     found[each].add("numcast_" + name.removesuffix("_total"))
@@ -52,8 +60,5 @@ def test_metrics_are_valid_text_and_match_the_docs(service):
 
 
 def test_every_metric_has_one_row():
-    table = PAGE.read_text().split("Metrics, all prefixed `numcast_`:", 1)[1].split("\n\n", 2)[1]
-    names = [
-        name for row in table.splitlines()[2:] for name in re.findall(r"`([a-z_]+)(?:\{[a-z,]+\})?`", row.split("|")[1])
-    ]
+    names = [name for row_names, _ in rows() for name in row_names]
     assert len(names) == len(set(names)), sorted({name for name in names if names.count(name) > 1})
