@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from pathlib import Path
 
@@ -28,6 +29,7 @@ def slug(heading: str) -> str:
     return re.sub(r"[^\w\- ]", "", text).replace(" ", "-")
 
 
+@functools.cache
 def anchors(page: Path) -> set[str]:
     """Every anchor a page has: one per heading, with GitHub's -1, -2 for repeats."""
     seen: dict[str, int] = {}
