@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -20,11 +21,49 @@ from numcast.redis_conn import Endpoint, reachable
 STOP_GRACE_SECONDS = 10
 
 
+# Ports handed out by free_port() lie below the kernel's ephemeral range (ip_local_port_range), which is where
+# every outgoing connection takes its local port: a server restarted on the same port cannot find it taken by a
+# client meanwhile, as a port from bind(0) (itself ephemeral) could be. Each process walks its own stretch of the
+# range, and never hands out a port twice, so two test processes (pytest-xdist workers) cannot pick the same one.
+PORTS_FROM = 10000
+_next_port: list[int] = []
+
+
+def _ephemeral_low() -> int:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as file:
+            return int(file.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
+
+
+def _first_port(low: int, high: int) -> int:
+    """Where this process starts: its own slice for a pytest-xdist worker (gw0, gw1...), else a random point."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0") or 0)
+    if worker.startswith("gw") and worker[2:].isdecimal() and count > 0:
+        return low + (high - low) * int(worker[2:]) // count
+    return random.randrange(low, high)
+
+
 def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A TCP port nobody listens on right now, outside the ephemeral range, never the same twice in a process."""
+    high = _ephemeral_low()
+    low = PORTS_FROM if high > PORTS_FROM + 1000 else 1024
+    if not _next_port:
+        _next_port.append(_first_port(low, high))
+    for _ in range(high - low):
+        port = _next_port[0]
+        _next_port[0] = port + 1 if port + 1 < high else low
+        with socket.socket() as sock:
+            # As the servers bind: SO_REUSEADDR, so a port in TIME_WAIT counts as free, as it is for them.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind(("0.0.0.0", port))
+            except OSError:
+                continue
+            return port
+    raise OSError(f"no free port in {low}-{high - 1}")
 
 
 def redis_binary(name: str = "redis-server") -> str:
@@ -152,7 +191,7 @@ def wait_http(url: str, timeout: float, process: subprocess.Popen | None = None)
             pass
         if (process is not None and process.poll() is not None) or time.monotonic() > deadline:
             raise RuntimeError(f"{url} did not come up")
-        time.sleep(0.1)
+        time.sleep(0.02)  # a refused connection costs next to nothing; a service is up in about half a second
 
 
 def stop(process: subprocess.Popen, grace: float = STOP_GRACE_SECONDS) -> int:
