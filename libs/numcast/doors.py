@@ -118,6 +118,19 @@ class Doors:
             _shut(sock)
         return len(late)
 
+    def close_waiting(self) -> int:
+        """At shutdown: close every connection still waiting for its request's headers; how many.
+
+        Eventlet's server, once it stops accepting, waits for every connection that has begun a request, and a
+        request whose headers never end would hold the shutdown for a whole header timeout.
+        """
+        with self._lock:
+            waiting = list(self._waiting)
+            self._waiting.clear()
+        for sock in waiting:
+            _shut(sock)
+        return len(waiting)
+
     def reap(self, sleep, stopping=lambda: False) -> None:
         """Loop: `expire()` a few times per header timeout, sleeping with `sleep` (green under eventlet)."""
         interval = min(1.0, self.header_timeout / 4)

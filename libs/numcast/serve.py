@@ -6,6 +6,7 @@ import logging
 import os
 import resource
 import signal
+import socket
 import threading
 
 from flask import Flask
@@ -19,6 +20,9 @@ log = logging.getLogger(__name__)
 SIGNALS = (signal.SIGTERM, signal.SIGINT)  # PID 1 in a container gets no default SIGTERM action: handle it
 SOCKET_IO_PATH = "/socket.io"
 FILES_BESIDES_HTTP = 256  # open files for Redis, the sink, TCP mirror clients and Python itself
+# Connections the kernel completes before the server accepts them, whatever the connection limit: beyond the
+# limit the doors make room or answer 503 (numcast.doors), which a SYN dropped for a full queue never learns.
+BACKLOG = 1024
 
 
 class Gate:
@@ -89,7 +93,7 @@ def run(app: Flask, socketio: SocketIO, host: str, port: int) -> None:
         _on_signals(lambda signum, frame: None)
         if reload is not None:
             signal.signal(RELOAD, lambda signum, frame: None)
-        socketio.start_background_task(_stop_on_signal, socketio, read_end, reload)
+        socketio.start_background_task(_stop_on_signal, socketio, read_end, reload, app.extensions["numcast.doors"])
     # Every HTTP connection passes through the doors: counted, capped, and closed if it holds a place without
     # sending its request (numcast.doors). Eventlet's pool is sized to the same limit.
     doors = app.extensions["numcast.doors"]
@@ -102,10 +106,11 @@ def run(app: Flask, socketio: SocketIO, host: str, port: int) -> None:
     else:
         options = http_doors.werkzeug_options(doors)
     socketio.start_background_task(doors.reap, socketio.sleep)
+    server = _listen(app, socketio, host, port, BACKLOG, options)  # a taken port fails here
     service.start(socketio)
     log.info("serving http://%s:%d async_mode=%s", host, port, socketio.async_mode)
     try:
-        socketio.run(app, host=host, port=port, log_output=False, allow_unsafe_werkzeug=True, **options)
+        server()
     except (KeyboardInterrupt, SystemExit):
         pass
     finally:
@@ -113,6 +118,29 @@ def run(app: Flask, socketio: SocketIO, host: str, port: int) -> None:
             signal.signal(signum, signal.SIG_IGN)
         service.stop()
         log.info("stopped")
+
+
+def _listen(app: Flask, socketio: SocketIO, host: str, port: int, backlog: int, options: dict):
+    """Bind the HTTP port with a backlog of `backlog`; return what serves it until the process is told to stop.
+
+    What `socketio.run` does, but with the listen backlog in our hands: its default (50 under eventlet, 128 under
+    werkzeug) drops the SYNs of a burst of connections, such as every browser reconnecting after a restart, and
+    each dropped one waits out the kernel's one-second retransmission.
+    """
+    if socketio.async_mode == "eventlet":
+        import eventlet
+        import eventlet.wsgi
+
+        family, *_, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        sock = eventlet.listen(address, family, backlog=backlog)
+        return lambda: eventlet.wsgi.server(sock, app, log_output=False, **options)
+    from werkzeug.serving import ThreadedWSGIServer
+
+    class Server(ThreadedWSGIServer):
+        request_queue_size = backlog
+
+    server = Server(host, port, app, handler=options["request_handler"])
+    return server.serve_forever
 
 
 def _allow_files(needed: int) -> int:
@@ -142,10 +170,13 @@ def _reload(reload) -> None:
     reload()
 
 
-def _stop_on_signal(socketio: SocketIO, read_end: int, reload) -> None:
+def _stop_on_signal(socketio: SocketIO, read_end: int, reload, doors: http_doors.Doors) -> None:
     signum = os.read(read_end, 1)[0]  # green under eventlet: this task sleeps until a signal comes
     while signum == RELOAD and reload is not None:
         _reload(reload)
         signum = os.read(read_end, 1)[0]
     log.info("shutting down signal=%s", signal.Signals(signum).name)
+    # The server waits for each connection that has begun a request: one whose headers never end must not
+    # hold the shutdown (and the sink's last flush) for a whole header timeout.
+    doors.close_waiting()
     socketio.stop()  # raises SystemExit out of this task, which ends the server loop

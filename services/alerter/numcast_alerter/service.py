@@ -107,9 +107,10 @@ class AlerterService:
             len(self.broadcaster.backlog) or (self.alertmanager is not None and len(self.alertmanager.backlog))
         ):
             time.sleep(0.05)
-        self.broadcaster.stopping.set()
-        if self.alertmanager is not None:
-            self.alertmanager.stopping.set()
+        for sender in (self.broadcaster, self.alertmanager):
+            if sender is not None:
+                sender.stopping.set()
+                sender.backlog.ready.set()  # wakes its loop now rather than at its next poll
         if not self.tasks.join(timeout=5):
             log.warning("some tasks did not stop within 5s")
         log.info("alerter stopped")

@@ -38,6 +38,10 @@ class Outbox:
             self._ready.set()
         return batch
 
+    def wake(self) -> None:
+        """End a `take` that is waiting, now (at shutdown)."""
+        self._ready.set()
+
     def requeue(self, batch: list) -> None:
         """Put back a batch that could not be sent, ahead of newer items, within the limit."""
         room = self._items.maxlen - len(self._items)

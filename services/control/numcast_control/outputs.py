@@ -53,8 +53,9 @@ class Output:
         self.outbox.put(line)
 
     def stop(self) -> None:
-        """Ask `run()` to return."""
+        """Ask `run()` to return, waking it if it waits for envelopes."""
         self.stopping.set()
+        self.outbox.wake()
 
     def status(self) -> dict:
         """What /api/status shows of this output."""

@@ -130,7 +130,7 @@ class WorkerService:
         self.subscriber.stop()
         self.tcp.stop()
         self.replay.stop()
-        self.fanout.stopping.set()
+        self.fanout.stop()
         self.tasks.join(timeout=5)
         self.ingest.close()
         self._presence(withdraw=True)

@@ -53,33 +53,37 @@ class TcpListener:
     def bind(self) -> None:
         """Open the listening socket (before serving, so a taken port fails at start-up)."""
         self._server = socket.create_server((self.host, self.port), backlog=self.max_clients)
-        self._server.settimeout(0.5)
 
     def run(self, spawn: Callable) -> None:
         """Accept connections until stopped, handling each with `spawn(handler, conn, state)`."""
         log.info("tcp mirror listening host=%s port=%d", self.host, self.port)
-        while not self.stopping.is_set():
-            try:
-                conn, peer = self._server.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                if self.stopping.is_set():
-                    return
-                raise
-            state = _Connection(_name(peer))
-            if not self._make_room(state):
-                conn.close()
-                continue
-            # Keepalive: a control-plane that vanished without a FIN must not hold one of the slots for ever.
-            conn.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-            if hasattr(socket, "TCP_KEEPIDLE"):
-                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 30)
-                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 10)
-                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 3)
-            with self._lock:
-                self.connections[conn] = state
-            spawn(self._serve, conn, state)
+        try:
+            while not self.stopping.is_set():
+                try:
+                    conn, peer = self._server.accept()  # stop() wakes it: a shut-down listening socket raises
+                except OSError:
+                    if self.stopping.is_set():
+                        return
+                    raise
+                self._admit(conn, peer, spawn)
+        finally:
+            if self.stopping.is_set():
+                self._server.close()
+
+    def _admit(self, conn: socket.socket, peer, spawn: Callable) -> None:
+        state = _Connection(_name(peer))
+        if not self._make_room(state):
+            conn.close()
+            return
+        # Keepalive: a control-plane that vanished without a FIN must not hold one of the slots for ever.
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        if hasattr(socket, "TCP_KEEPIDLE"):
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 30)
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 10)
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 3)
+        with self._lock:
+            self.connections[conn] = state
+        spawn(self._serve, conn, state)
 
     def _make_room(self, state: _Connection) -> bool:
         """True if there is a slot for a new connection, evicting the oldest unproven one if need be."""
@@ -104,7 +108,12 @@ class TcpListener:
         """Stop accepting and close every connection."""
         self.stopping.set()
         if self._server is not None:
-            self._server.close()
+            # Shut down, not closed: under eventlet, closing a socket a green thread waits on never wakes it.
+            # accept() raises at once, and run() closes the socket on its way out.
+            try:
+                self._server.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # never listened, or already shut
         with self._lock:
             connections = list(self.connections)
         for conn in connections:
