@@ -23,6 +23,7 @@ from numcast.local import (
     QUIET_ALERTMANAGER,
     Alertmanager,
     Redis,
+    _die_with_parent,
     alertmanager_binary,
     free_port,
     stop,
@@ -31,6 +32,7 @@ from numcast.local import (
 
 NUMCAST = shutil.which("numcast", path=os.path.dirname(sys.executable)) or "numcast"
 LOG_LINES_ON_FAILURE = 200  # of each service's log, in the report of a failed test
+STOP_WITHIN = 8.0  # seconds a service has to stop after SIGTERM at the end of a test; measured: well under 1 s
 
 
 def eventually(check: Callable[[], object], timeout: float = 10.0, interval: float = 0.05, message: str = ""):
@@ -43,6 +45,13 @@ def eventually(check: Callable[[], object], timeout: float = 10.0, interval: flo
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout}s: {message or check}")
         time.sleep(interval)
+
+
+def missing(hint: str) -> None:
+    """What a test does without a tool or permission it needs: skip with `hint`, except in CI, where it fails."""
+    if os.environ.get("CI"):
+        pytest.fail(hint)
+    pytest.skip(hint)
 
 
 def http(method: str, url: str, body: bytes | dict | None = None, headers: dict | None = None):
@@ -84,7 +93,11 @@ def redis_server() -> Iterator[RedisServer]:
 
 
 class Service:
-    """A `numcast control` or `numcast worker` process started with the user's own command."""
+    """A `numcast control`, `worker` or `alerter` process started with the user's own command.
+
+    It runs in a session of its own and dies with the test run (PR_SET_PDEATHSIG), so a crashed or interrupted
+    run leaves nothing listening behind.
+    """
 
     def __init__(self, command: str, env: dict[str, str], log: Path, prefix: tuple[str, ...] = ()) -> None:
         """`prefix` runs the command through another (setpriv, to run as another user)."""
@@ -97,7 +110,12 @@ class Service:
         """Run the process and wait until `wait` answers 200."""
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it
         self.process = subprocess.Popen(
-            [*self.prefix, NUMCAST, self.command], env={**os.environ, **self.env}, stdout=log, stderr=subprocess.STDOUT
+            [*self.prefix, NUMCAST, self.command],
+            env={**os.environ, **self.env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
         log.close()
         wait_http(self.url + wait, 20, self.process)
@@ -139,29 +157,90 @@ class Service:
         self.process.wait()
 
 
-@pytest.fixture
-def services(tmp_path: Path, request) -> Iterator[Callable[..., Service]]:
-    """A factory of started services; every one is stopped after the test, and its log shown on failure."""
-    started: list[Service] = []
-    request.node.numcast_services = started  # for pytest_runtest_makereport, below
+def stop_all(started: list[Service], grace: float = STOP_WITHIN) -> list[str]:
+    """SIGTERM every service the test left running, all at once, and wait; what went wrong, one line each.
 
-    def start(
-        command: str, redis_url: str, wait: str = "/healthz", prefix: tuple[str, ...] = (), **env: str
+    A service the test stopped, killed or waited for itself is left alone. Any other must still be running,
+    and must stop with exit code 0 within `grace` seconds: a crash or a hung stop fails the test.
+    """
+    problems, running = [], []
+    for service in started:
+        process = service.process
+        if process is None or process.returncode is not None:
+            continue
+        code = process.poll()
+        if code is not None:
+            problems.append(f"{service.command} on :{service.port} had exited by itself with code {code}")
+            continue
+        if process.send_signal(signal.SIGTERM) is None:
+            running.append(service)
+    deadline = time.monotonic() + grace
+    for service in running:
+        try:
+            code = service.process.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            service.process.kill()
+            service.process.wait()
+            problems.append(f"{service.command} on :{service.port} did not stop within {grace:g}s of SIGTERM")
+            continue
+        if code != 0:
+            problems.append(f"{service.command} on :{service.port} stopped with exit code {code}")
+    return problems
+
+
+class Services:
+    """Starts services for a test (or a module) and stops them all at the end, checking how each ended."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.started: list[Service] = []
+
+    def __call__(
+        self, command: str, redis_url: str, wait: str = "/healthz", prefix: tuple[str, ...] = (), **env: str
     ) -> Service:
         env = {"REDIS_URL": redis_url, "HOST": "127.0.0.1", "PORT": str(free_port()), **env}
         if command == "worker":
             env.setdefault("TCP_PORT", str(free_port()))
-            env.setdefault("WORKER_NAME", f"machine-{len(started) + 1}")
-            env.setdefault("SINK_FILE", str(tmp_path / f"{env['WORKER_NAME']}.jsonl"))
-        service = Service(command, env, tmp_path / f"{command}-{len(started)}.log", prefix)
-        started.append(service)
+            env.setdefault("WORKER_NAME", f"machine-{len(self.started) + 1}")
+            env.setdefault("SINK_FILE", str(self.directory / f"{env['WORKER_NAME']}.jsonl"))
+        service = Service(command, env, self.directory / f"{command}-{len(self.started)}.log", prefix)
+        self.started.append(service)
         return service.start(wait)
 
-    yield start
-    for service in started:
-        service.stop()
+    def close(self) -> None:
+        """Stop every service; fail if one had crashed or did not stop cleanly."""
+        problems = stop_all(self.started)
         if os.environ.get("NUMCAST_TEST_LOGS"):
-            print(f"--- {service.command} log ---\n{service.logs()}")
+            for service in self.started:
+                print(f"--- {service.command} log ---\n{service.logs()}")
+        if problems:
+            pytest.fail("; ".join(problems))
+
+
+@pytest.fixture
+def services(tmp_path: Path, request) -> Iterator[Services]:
+    """A factory of started services; every one is stopped after the test, and its log shown on failure."""
+    started = Services(tmp_path)
+    request.node.numcast_services = started.started  # for pytest_runtest_makereport, below
+    yield started
+    started.close()
+
+
+@pytest.fixture(scope="module")
+def module_redis() -> Iterator[RedisServer]:
+    """One redis-server for a whole module: for table-driven cases that each leave the data as they found it."""
+    server = RedisServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def module_services(tmp_path_factory, request) -> Iterator[Services]:
+    """Like `services`, but the services live for the whole module: cases assert differences, not totals."""
+    started = Services(tmp_path_factory.mktemp(request.module.__name__.rsplit(".", 1)[-1]))
+    request.module.numcast_services = started.started  # every failing case of the module shows their logs
+    yield started
+    started.close()
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -170,7 +249,9 @@ def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
     if report.failed:
-        for n, service in enumerate(getattr(item, "numcast_services", ())):
+        module = getattr(item, "module", None)
+        shown = [*getattr(item, "numcast_services", ()), *getattr(module, "numcast_services", ())]
+        for n, service in enumerate(shown):
             try:
                 lines = service.logs().splitlines()[-LOG_LINES_ON_FAILURE:]
             except OSError as exc:
@@ -248,9 +329,7 @@ def alertmanager() -> Iterator[Callable[..., Alertmanager]]:
     Without the binary the test is skipped with the apt hint, except in CI (`CI` set), where that is a failure.
     """
     if alertmanager_binary() is None:
-        if os.environ.get("CI"):
-            pytest.fail(ALERTMANAGER_MISSING)
-        pytest.skip(ALERTMANAGER_MISSING)
+        missing(ALERTMANAGER_MISSING)
     started: list[Alertmanager] = []
 
     def start(config: str = QUIET_ALERTMANAGER) -> Alertmanager:
