@@ -3,7 +3,8 @@
 The shipped files are read, never changed: the local configuration is derived from them in a temporary folder.
 Prometheus gets the same rules, intervals and job, with static targets labelled as prometheus.yml's Kubernetes
 relabelling labels the pods; Alertmanager gets the same routes, with the alerter's webhook pointed at the local
-alerter and its token in a file beside the config. Tests shorten the intervals (`intervals=`) and nothing else.
+alerter and its token in a file beside the config. Tests shorten the intervals (`intervals=`) and the rules'
+`for:` (`hold=`, applied to copies of the rule files), and nothing else.
 """
 
 from __future__ import annotations
@@ -76,6 +77,16 @@ def prometheus_config(
     return config
 
 
+def held_rules(shipped: dict, hold: str) -> dict:
+    """A rule file's content with every alert's `for:` replaced by `hold` (where it has one)."""
+    rules = copy.deepcopy(shipped)
+    for group in rules.get("groups", []):
+        for rule in group.get("rules", []):
+            if "alert" in rule and "for" in rule:
+                rule["for"] = hold
+    return rules
+
+
 def alertmanager_config(
     shipped: dict, alerter: str | None, intervals: str | None = None, credentials_file: str | None = None
 ) -> dict:
@@ -122,11 +133,13 @@ class Monitoring:
         config_dir: Path = CONFIG_DIR,
         *,
         intervals: str | None = None,
+        hold: str | None = None,
         alerter_token: str = "",
     ) -> None:
         """`alerter` is the local alerter's base URL, `alerter_token` the token its webhook needs (if any);
-        `intervals` replaces every scrape/evaluation/group interval."""
+        `intervals` replaces every scrape/evaluation/group interval, `hold` every alert's `for:`."""
         self.targets, self.alerter, self.config_dir, self.intervals = targets, alerter, Path(config_dir), intervals
+        self.hold = hold
         self.alerter_token = alerter_token
         self.prometheus_port, self.alertmanager_port = free_port(), free_port()
         self.dir: Path | None = None
@@ -143,13 +156,20 @@ class Monitoring:
         """Alertmanager's UI and API."""
         return f"http://127.0.0.1:{self.alertmanager_port}"
 
-    def configs(self) -> tuple[str, str]:
-        """The derived prometheus.yml and alertmanager.yml, as text."""
+    def configs(self, rules_dir: Path | None = None) -> tuple[str, str]:
+        """The derived prometheus.yml and alertmanager.yml, as text; with `hold`, the held rules go to `rules_dir`."""
         import yaml
 
         shipped = yaml.safe_load((self.config_dir / "prometheus.yml").read_text())
         address = f"127.0.0.1:{self.alertmanager_port}"
         prometheus = prometheus_config(shipped, self.config_dir, self.targets, address, self.intervals)
+        if self.hold and rules_dir is not None:
+            held = []
+            for path in map(Path, prometheus["rule_files"]):
+                copy_path = rules_dir / path.name
+                copy_path.write_text(yaml.safe_dump(held_rules(yaml.safe_load(path.read_text()), self.hold)))
+                held.append(str(copy_path))
+            prometheus["rule_files"] = held
         shipped = yaml.safe_load((self.config_dir / "alertmanager.yml").read_text())
         credentials = ALERTER_TOKEN_FILE if self.alerter_token else None
         alertmanager = alertmanager_config(shipped, self.alerter, self.intervals, credentials)
@@ -161,10 +181,10 @@ class Monitoring:
         if problem:
             raise RuntimeError(problem)
         try:
-            prometheus_yml, alertmanager_yml = self.configs()
+            self.dir = Path(tempfile.mkdtemp(prefix="numcast-prometheus-"))
+            prometheus_yml, alertmanager_yml = self.configs(self.dir)
             files = {ALERTER_TOKEN_FILE: self.alerter_token} if self.alerter_token else None
             self.alertmanager = Alertmanager(alertmanager_yml, self.alertmanager_port, files).start(timeout)
-            self.dir = Path(tempfile.mkdtemp(prefix="numcast-prometheus-"))
             (self.dir / "prometheus.yml").write_text(prometheus_yml)
             command = [
                 binaries()["prometheus"], f"--config.file={self.dir / 'prometheus.yml'}",
