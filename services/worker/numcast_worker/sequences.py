@@ -57,6 +57,11 @@ class Sequences:
         self.jumps = 0  # live values held apart: too far ahead of their source (each also asks for the log)
         self.confirmed = 0  # jumps taken after all, on continuity
 
+    @property
+    def pending(self) -> int:
+        """Seqs missing now and still awaited: within the grace period, neither come nor counted as gaps yet."""
+        return sum(len(state.missing) for state in self._sources.values())
+
     def observe(self, source: str, seq: int, now: float, trusted: bool = False) -> str:
         """NEW if (source, seq) is new; DUPLICATE if seen (or too old); JUMP if held apart.
 

@@ -36,7 +36,9 @@ class WorkerService:
         self.started_at = time.time()
         self.stats = stats = Stats()
         metrics.registry.register(stats)
-        self.sequences = Sequences(max_skip=settings.seq_max_skip)
+        self.sequences = Sequences(
+            grace=settings.seq_grace_seconds, max_skip=settings.seq_max_skip, stale=settings.seq_stale_seconds
+        )
         self.sink = FileSink(
             settings.sink_file, settings.sink_max_bytes, settings.sink_backups, settings.sink_buffer_bytes
         )
@@ -204,6 +206,7 @@ class WorkerService:
             "counters": {
                 **self.stats.to_dict(),
                 "gaps": self.sequences.gaps,
+                "pending": self.sequences.pending,
                 "browser_dropped": self.fanout.dropped,
             },
             "clients": self.fanout.clients,

@@ -51,6 +51,20 @@ class WorkerSettings(Common):
         "the replay log (or continuity) confirms it.",
         parse_int,
     )
+    seq_grace_seconds: float = env(
+        "SEQ_GRACE_SECONDS",
+        2.0,
+        "A missing seq may still come by the other path (Redis, the mirror, the replay log) this long before it is "
+        "counted as a gap.",
+        parse_float,
+    )
+    seq_stale_seconds: float = env(
+        "SEQ_STALE_SECONDS",
+        5.0,
+        "A seq jump the replay log cannot confirm is taken on continuity only once its source's own line has been "
+        "silent this long.",
+        parse_float,
+    )
     history_size: int = env("HISTORY_SIZE", 1000, "Recent envelopes kept in memory for `/api/history`.", parse_int)
     cors_origins: tuple = env(
         "CORS_ORIGINS",
@@ -101,6 +115,8 @@ class WorkerSettings(Common):
             "must be 1048576-1073741824 (1 MiB-1 GiB)",
         )
         check(0 <= self.seq_max_skip <= 4000, "SEQ_MAX_SKIP", self.seq_max_skip, "must be 0-4000 (below the window)")
+        check(0.1 <= self.seq_grace_seconds <= 60, "SEQ_GRACE_SECONDS", self.seq_grace_seconds, "must be 0.1-60")
+        check(0.5 <= self.seq_stale_seconds <= 300, "SEQ_STALE_SECONDS", self.seq_stale_seconds, "must be 0.5-300")
         check(1 <= self.history_size <= 100_000, "HISTORY_SIZE", self.history_size, "must be 1-100000")
         check(10 <= self.client_queue <= 100_000, "CLIENT_QUEUE", self.client_queue, "must be 10-100000")
         check(10 <= self.batch_ms <= 1000, "BATCH_MS", self.batch_ms, "must be 10-1000")
