@@ -16,6 +16,12 @@ def control(redis_server, services):
     return services("control", redis_server.url, RATE_HZ="20")
 
 
+@pytest.fixture(scope="module")
+def shared_control(module_redis, module_services):
+    """One control-plane for the table of refused patches: each leaves the configuration as it found it."""
+    return module_services("control", module_redis.url, RATE_HZ="20")
+
+
 def collect(redis_server, seconds: float) -> list:
     """Every message on the channel for `seconds`, decoded."""
     pubsub = redis_server.client().pubsub(ignore_subscribe_messages=True)
@@ -70,7 +76,8 @@ def test_patch_changes_rate_range_and_pause(redis_server, control):
     ],
     ids=lambda v: v.decode()[:30] if isinstance(v, bytes) else None,
 )
-def test_bad_patches_are_refused_and_change_nothing(control, body, status, words):
+def test_bad_patches_are_refused_and_change_nothing(shared_control, body, status, words):
+    control = shared_control
     before = control.json("/api/status")["config"]
     code, answer = http("PATCH", control.url + "/api/config", body, {"Content-Type": "application/json"})
     assert code == status

@@ -8,10 +8,23 @@ import urllib.request
 import pytest
 from conftest import envelope, eventually, publish
 
+GRACE = 0.5  # SEQ_GRACE_SECONDS where a test waits for gaps
+
 
 @pytest.fixture
 def worker(redis_server, services):
     return services("worker", redis_server.url, wait="/readyz")
+
+
+@pytest.fixture(scope="module")
+def shared_worker(module_redis, module_services):
+    """One worker for the tables of bad input: each case sends its own source, and compares counters before/after."""
+    return module_services("worker", module_redis.url, wait="/readyz")
+
+
+def sources(worker) -> list[tuple[str, int]]:
+    """(source, seq) of every envelope in the worker's history."""
+    return [(e["source"], e["seq"]) for e in history(worker)]
 
 
 def history(worker, limit=None):
@@ -49,17 +62,19 @@ BAD_MESSAGES = [
     BAD_MESSAGES,
     ids=[f"{n}-{reason}" for n, (_, reason) in enumerate(BAD_MESSAGES)],
 )
-def test_bad_messages_are_rejected_counted_and_never_shown(redis_server, worker, message, reason):
-    publish(redis_server, message, envelope(1))
-    eventually(lambda: history(worker), message="the valid envelope after the bad one")
-    assert [e["seq"] for e in history(worker)] == [1]
-    assert worker.metric("numcast_rejected_total", f'path="redis",reason="{reason}"') == 1
+def test_bad_messages_are_rejected_counted_and_never_shown(module_redis, shared_worker, message, reason, request):
+    worker, source = shared_worker, f"bad-{request.node.callspec.id}"
+    before, rejected = sources(worker), worker.metric("numcast_rejected_total", f'path="redis",reason="{reason}"')
+    publish(module_redis, message, envelope(1, source=source))
+    eventually(lambda: len(sources(worker)) > len(before), message="the valid envelope after the bad one")
+    assert sources(worker) == [*before, (source, 1)]
+    assert worker.metric("numcast_rejected_total", f'path="redis",reason="{reason}"') == rejected + 1
     assert worker.json("/healthz") == {"status": "ok"}
 
 
 @pytest.mark.parametrize("limit", ["0", "-1", "abc", "1001", "1e3", ""])
-def test_history_limit_is_validated(worker, limit):
-    status, body = worker.get(f"/api/history?limit={limit}")
+def test_history_limit_is_validated(shared_worker, limit):
+    status, body = shared_worker.get(f"/api/history?limit={limit}")
     assert status == 400
     assert "limit" in body["error"]
 
@@ -94,20 +109,24 @@ def test_tcp_mirror_lines_are_treated_like_redis_messages(redis_server, worker):
     [b"\x00\x01\x02\xff" * 100 + b"\n", b"x" * 200_000, b"not json\n"],
     ids=["binary", "endless line", "not json"],
 )
-def test_junk_on_the_tcp_port_closes_that_connection_only(worker, junk):
+def test_junk_on_the_tcp_port_closes_that_connection_only(shared_worker, junk, request):
+    worker, source = shared_worker, f"junk-{request.node.callspec.id.replace(' ', '-')}"
     port = int(worker.env["TCP_PORT"])
-    good = tcp_send(port, (envelope(1) + "\n").encode())
-    eventually(lambda: len(history(worker)) == 1)
+
+    def rejected():
+        return sum(
+            worker.metric("numcast_rejected_total", f'path="tcp",reason="{reason}"')
+            for reason in ("not_json", "not_utf8", "too_large")
+        )
+
+    before = rejected()
+    good = tcp_send(port, (envelope(1, source=source) + "\n").encode())
+    eventually(lambda: (source, 1) in sources(worker))
     bad = tcp_send(port, junk)
     assert closed_by_peer(bad)
-    good.sendall((envelope(2) + "\n").encode())
-    eventually(lambda: len(history(worker)) == 2, message="the good connection still works")
-    assert (
-        worker.metric("numcast_rejected_total", 'path="tcp",reason="not_json"')
-        + worker.metric("numcast_rejected_total", 'path="tcp",reason="not_utf8"')
-        + worker.metric("numcast_rejected_total", 'path="tcp",reason="too_large"')
-        == 1
-    )
+    good.sendall((envelope(2, source=source) + "\n").encode())
+    eventually(lambda: (source, 2) in sources(worker), message="the good connection still works")
+    assert rejected() == before + 1
     good.close()
 
 
@@ -125,18 +144,27 @@ def test_tcp_connections_beyond_the_limit_take_the_slot_of_an_idle_one(redis_ser
         conn.close()
 
 
-def test_a_new_control_plane_run_is_neither_a_gap_nor_a_duplicate(redis_server, worker):
+def counters(worker) -> dict:
+    return worker.json("/api/status")["counters"]
+
+
+def test_a_new_control_plane_run_is_neither_a_gap_nor_a_duplicate(redis_server, services):
+    worker = services("worker", redis_server.url, wait="/readyz", SEQ_GRACE_SECONDS=str(GRACE))
     publish(redis_server, *(envelope(n, source="control-aaaaaa") for n in range(1, 4)))
     publish(redis_server, *(envelope(n, source="control-bbbbbb") for n in range(1, 4)))
     eventually(lambda: len(history(worker)) == 6)
-    time.sleep(2.6)  # past the grace period in which a missing seq may still arrive
-    counters = worker.json("/api/status")["counters"]
-    assert (counters["gaps"], counters["duplicates"]) == (0, 0)
+    assert counters(worker)["pending"] == 0, "no seq is awaited: nothing can become a gap"
+    assert (counters(worker)["gaps"], counters(worker)["duplicates"]) == (0, 0)
 
 
-def test_a_lost_value_is_a_gap(redis_server, worker):
+def test_a_lost_value_is_a_gap(redis_server, services):
+    worker = services("worker", redis_server.url, wait="/readyz", SEQ_GRACE_SECONDS=str(GRACE))
     publish(redis_server, envelope(1), envelope(2), envelope(5))
-    eventually(lambda: worker.json("/api/status")["counters"]["gaps"] == 2, timeout=6)
+    eventually(lambda: len(history(worker)) == 3)
+    began = time.monotonic()
+    eventually(lambda: counters(worker)["gaps"] == 2, message="3 and 4 given up after the grace period")
+    assert time.monotonic() - began >= GRACE / 2, "awaited first, not counted at once"
+    assert counters(worker)["pending"] == 0
 
 
 def test_pages_carry_a_strict_content_security_policy(worker):
