@@ -36,7 +36,13 @@ def test_threading_mode_under_load_keeps_every_count_exact(redis_server, service
     sources, per_source, step = 60, 400, 10
     # Skipping at every value, each source would soon be held apart as jumping (SEQ_MAX_SKIP): allow it all.
     worker = services(
-        "worker", redis_server.url, wait="/readyz", ASYNC_MODE="threading", MAX_TCP_CLIENTS="4", SEQ_MAX_SKIP="4000"
+        "worker",
+        redis_server.url,
+        wait="/readyz",
+        ASYNC_MODE="threading",
+        MAX_TCP_CLIENTS="4",
+        SEQ_MAX_SKIP="4000",
+        SEQ_GRACE_SECONDS="0.5",
     )
     lines = [envelope(step * n, source=f"load-{s}") for n in range(1, per_source + 1) for s in range(sources)]
     total, chunk = len(lines), len(lines) // 20
@@ -76,7 +82,7 @@ def test_threading_mode_under_load_keeps_every_count_exact(redis_server, service
     for thread in threads[:3]:
         thread.join(90)
     eventually(lambda: worker.metric("numcast_received_total", 'path="redis"') == total, timeout=60)
-    time.sleep(3)  # past the grace period: every skipped seq is a gap now
+    eventually(lambda: worker.json("/api/status")["counters"]["pending"] == 0, message="every skipped seq a gap")
     stop.set()
     threads[3].join(10)
     counters = worker.json("/api/status")["counters"]
