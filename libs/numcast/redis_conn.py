@@ -127,10 +127,13 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
+RETRY_MAX_SECONDS = 2.0  # the longest wait between two attempts to reach Redis (REDIS_RETRY_MAX_SECONDS)
+
+
 class Backoff:
     """Exponential delays with full jitter, capped, reset after a success."""
 
-    def __init__(self, base: float = 0.1, cap: float = 2.0) -> None:
+    def __init__(self, base: float = 0.1, cap: float = RETRY_MAX_SECONDS) -> None:
         self.base, self.cap, self.attempt = base, cap, 0
 
     def next(self) -> float:

@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from numcast.envelope import SOURCE_RULE, valid_source
-from numcast.redis_conn import Endpoint, read_password
+from numcast.redis_conn import RETRY_MAX_SECONDS, Endpoint, read_password
 
 ASYNC_MODES = ("eventlet", "threading")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -118,6 +118,13 @@ class Common:
         "File holding the Redis password (a mounted Secret); wins over `REDIS_PASSWORD`. Read at each connection.",
         secret=True,
     )
+    redis_retry_max_seconds: float = env(
+        "REDIS_RETRY_MAX_SECONDS",
+        RETRY_MAX_SECONDS,
+        "The longest wait between two attempts to reach Redis after a failure (exponential backoff with jitter, "
+        "capped here).",
+        parse_float,
+    )
     channel: str = env("CHANNEL", "numbers", "Pub/sub channel the values travel on.")
     alerts_channel: str = env("ALERTS_CHANNEL", "alerts", "Pub/sub channel alerts travel on (see docs/contract.md).")
     host: str = env("HOST", "0.0.0.0", "Address the HTTP server binds to.")
@@ -160,6 +167,12 @@ class Common:
             except (OSError, ValueError) as exc:
                 why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
                 raise SettingsError(f"REDIS_PASSWORD_FILE={self.redis_password_file!r}: cannot use it: {why}") from None
+        check(
+            0.05 <= self.redis_retry_max_seconds <= 300,
+            "REDIS_RETRY_MAX_SECONDS",
+            self.redis_retry_max_seconds,
+            "must be 0.05-300 (seconds)",
+        )
         # A channel name follows the same rule as a source: it is shown in pages and names Redis keys.
         check(valid_source(self.channel), "CHANNEL", self.channel, SOURCE_RULE)
         check(

@@ -11,6 +11,7 @@ from numcast.redis_conn import (
     CONNECTION_ERRORS,
     CREDENTIAL_ERRORS,
     CREDENTIALS_HINT,
+    RETRY_MAX_SECONDS,
     Backoff,
     Endpoint,
     client,
@@ -50,6 +51,7 @@ class Subscriber:
         self.channels = ",".join(handlers)
         self.on_subscribed = on_subscribed
         self.ping_interval, self.deaf_after = ping_interval, deaf_after
+        self.retry_max = RETRY_MAX_SECONDS  # the backoff's cap (REDIS_RETRY_MAX_SECONDS)
         self.subscribed = False
         self.refused = ""  # why Redis refused the credentials or a command (AUTH, NOPERM); empty once subscribed
         self._lost = False
@@ -61,7 +63,7 @@ class Subscriber:
 
     def run(self) -> None:
         """Subscribe, listen, and on any connection failure start again after a capped backoff."""
-        backoff = Backoff()
+        backoff = Backoff(cap=self.retry_max)
         attempt = 0
         while not self.stopping.is_set():
             pubsub = None

@@ -16,7 +16,7 @@ import redis
 
 from numcast import alerts
 from numcast.logs import Throttled
-from numcast.redis_conn import CONNECTION_ERRORS, Backoff, Endpoint, client, describe, redact
+from numcast.redis_conn import CONNECTION_ERRORS, RETRY_MAX_SECONDS, Backoff, Endpoint, client, describe, redact
 from numcast_alerter.backlog import Backlog
 
 log = logging.getLogger(__name__)
@@ -39,6 +39,7 @@ class Broadcaster:
         self.rules_json = ""  # renewed by the service; written at most once a second
         self.stopping = threading.Event()
         self._warn = Throttled(log, interval=30.0)
+        self.retry_max = RETRY_MAX_SECONDS  # the backoff's cap (REDIS_RETRY_MAX_SECONDS)
 
     def send(self, message: dict) -> None:
         """Publish `message` and apply it to the active set, as soon as Redis allows."""
@@ -47,7 +48,7 @@ class Broadcaster:
 
     def run(self) -> None:
         """Deliver until stopped."""
-        backoff = Backoff()
+        backoff = Backoff(cap=self.retry_max)
         conn = None
         rules_due = 0.0
         while not self.stopping.is_set():

@@ -64,6 +64,7 @@ class AlerterService:
             on_subscribed=self._subscribed,
         )
         self.broadcaster = Broadcaster(settings.redis, settings.alerts_channel, self.counters, self._adopt)
+        self.subscriber.retry_max = self.broadcaster.retry_max = settings.redis_retry_max_seconds
         self.alertmanager = None
         if settings.alertmanager_url:
             lease = 4 * max(EVAL_INTERVAL, settings.resend_seconds)  # Prometheus: 4 x max(eval interval, resend)

@@ -16,6 +16,7 @@ from numcast.redis_conn import (
     CONNECTION_ERRORS,
     CREDENTIAL_ERRORS,
     CREDENTIALS_HINT,
+    RETRY_MAX_SECONDS,
     Backoff,
     Endpoint,
     client,
@@ -43,6 +44,7 @@ class Output:
         self._published = metrics["published"].labels(path=self.path)
         self._errors = metrics["errors"].labels(path=self.path)
         self._reconnects = metrics["reconnects"].labels(path=self.path)
+        self.retry_max = RETRY_MAX_SECONDS  # the backoff's cap (REDIS_RETRY_MAX_SECONDS)
         self.connected = False
         self.refused = ""  # why the destination refused our credentials or a command; empty once it works
         self.sent = 0
@@ -71,7 +73,7 @@ class Output:
 
     def run(self) -> None:
         """Send until stopped."""
-        backoff = Backoff()
+        backoff = Backoff(cap=self.retry_max)
         while not self.stopping.is_set():
             batch = self.outbox.take(BATCH, timeout=0.5)
             try:

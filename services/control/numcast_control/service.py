@@ -43,6 +43,7 @@ class ControlService:
             counters,
             writer if settings.stream_maxlen else None,
         )
+        self.redis.retry_max = settings.redis_retry_max_seconds
         self.mirrors = [TcpMirror(host, port, limit, counters) for host, port in settings.tcp_mirror_targets]
         config = Config(settings.rate_hz, settings.value_min, settings.value_max)
         self.generator = Generator(config, source, [self.redis, *self.mirrors], metrics)

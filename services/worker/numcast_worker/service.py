@@ -60,6 +60,7 @@ class WorkerService:
             {settings.channel: self._from_redis, settings.alerts_channel: self.alerts.accept_batch},
             on_subscribed=self._subscribed,
         )
+        self.subscriber.retry_max = settings.redis_retry_max_seconds
         self.tcp = TcpListener(
             settings.tcp_host,
             settings.tcp_port,
