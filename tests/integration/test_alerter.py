@@ -15,7 +15,7 @@ import socketio
 from conftest import NUMCAST, envelope, eventually, http, publish
 
 from numcast import alerts
-from numcast.local import webhook_alertmanager
+from numcast.local import free_port, webhook_alertmanager
 
 WEBHOOK_TOKEN = "alertmanager-to-alerter-0123456789"
 HIGH_RULES = """\
@@ -25,6 +25,14 @@ rules:
     for: {for_}
     labels: {{severity: warning}}
     annotations: {{summary: "value above 95"}}
+"""
+
+
+EMPTY_LABEL_RULES = """\
+rules:
+  - alert: Empty
+    above: 95
+    labels: {severity: warning, team: ""}
 """
 
 
@@ -241,7 +249,7 @@ def post_announcing(url: str, length: int) -> int:
     return int(status_line.split()[1])
 
 
-def test_the_webhook_publishes_nothing_from_a_bad_body(redis_server, services):
+def test_the_webhook_refuses_a_body_that_is_not_a_payload_and_skips_only_the_bad_alerts_of_one(redis_server, services):
     alerter = start_alerter(services, redis_server)
     listener = redis_server.client().pubsub(ignore_subscribe_messages=True)
     listener.subscribe("alerts")
@@ -251,23 +259,81 @@ def test_the_webhook_publishes_nothing_from_a_bad_body(redis_server, services):
         (json.dumps({"version": "3", "alerts": [good]}), "bad_version"),
         ('{"version": "4", "alerts": [', None),
         (json.dumps({"version": "4"}), "bad_fields"),
-        (json.dumps({"version": "4", "alerts": [good, {**good, "labels": {"severity": "x"}}]}), "bad_labels"),
-        (json.dumps({"version": "4", "alerts": [{k: v for k, v in good.items() if k != "startsAt"}]}), "bad_fields"),
-        (json.dumps({"version": "4", "alerts": [{**good, "status": "<b>"}]}), "bad_status"),
-        (json.dumps({"version": "4", "alerts": [{**good, "labels": {"alertname": "G", "<b>": "x"}}]}), "bad_labels"),
-        (json.dumps({"version": "4", "alerts": [{**good, "fingerprint": "x"}]}), "bad_fingerprint"),
+        (json.dumps([good]), "not_object"),
     ]
     for body, reason in bodies:
         status, answer = http("POST", alerter.url + "/api/alertmanager", body.encode())
         assert status == 400, body
         assert answer["error"] and answer.get("reason") == reason, answer
     assert post_announcing(alerter.url + "/api/alertmanager", 2**20 + 1) == 413
-    padded = json.dumps({"version": "4", "alerts": [good]}).encode() + b" " * 500_000  # under 1 MiB: taken
-    assert http("POST", alerter.url + "/api/alertmanager", padded) == (200, {"published": 1})
+    bad = [
+        {**good, "labels": {"severity": "x"}},
+        {k: v for k, v in good.items() if k != "startsAt"},
+        {**good, "status": "<b>"},
+        {**good, "labels": {"alertname": "G", "<b>": "x"}},
+        {**good, "fingerprint": "x"},
+    ]
+    payload = json.dumps({"version": "4", "alerts": [*bad, good]}).encode() + b" " * 500_000  # under 1 MiB: taken
+    status, answer = http("POST", alerter.url + "/api/alertmanager", payload)
+    assert (status, answer["published"], answer["rejected"]) == (200, 1, 5), answer
+    assert answer["errors"][0].startswith("bad_labels: alerts[0]: ")
     message = eventually(lambda: listener.get_message(timeout=0.2), message="the good one")
     assert json.loads(message["data"])["alertname"] == "Good", "nothing before it"
     assert alerter.metric("numcast_rejected_total", 'path="webhook",reason="bad_labels"') == 2
+    assert alerter.metric("numcast_rejected_total", 'path="webhook",reason="bad_fingerprint"') == 1
     listener.close()
+
+
+def one_group_alertmanager(url: str) -> str:
+    """Every alert in one group (no label to group by), so one webhook call carries them all."""
+    return f"""\
+route: {{receiver: numcast, group_by: [], group_wait: 0s, group_interval: 1s, repeat_interval: 1h}}
+receivers:
+  - name: numcast
+    webhook_configs: [{{url: "{url}", send_resolved: true}}]
+"""
+
+
+def test_an_alertname_alertmanager_accepts_reaches_the_dashboards_and_a_bad_alert_costs_only_itself(
+    redis_server, services, alertmanager, worker
+):
+    alerter = start_alerter(services, redis_server)
+    manager = alertmanager(one_group_alertmanager(alerter.url + "/api/alertmanager"))
+    browser = AlertsBrowser(worker.url)
+    manager.post(
+        [
+            {"labels": {"alertname": "High CPU usage", "severity": "warning"}},
+            {"labels": {"alertname": "Bell", "pod": "ring\x07"}},  # Alertmanager takes it; the dashboards do not
+            {"labels": {"alertname": "NumcastDiskFull", "severity": "critical"}},
+        ]
+    )
+    eventually(lambda: names(browser.active()) == {"High CPU usage", "NumcastDiskFull"}, timeout=15)
+    eventually(lambda: alerter.metric("numcast_rejected_total", 'path="webhook",reason="bad_labels"') >= 1)
+    assert "webhook alert skipped reason=bad_labels" in alerter.logs()
+
+
+def test_a_label_with_an_empty_value_is_one_alert_on_both_paths(
+    redis_server, services, alertmanager, rules_file, worker
+):
+    # The stream alert goes to Alertmanager, which routes it back to the webhook: one alert, not one per origin.
+    port = free_port()  # each must know the other's address before it starts
+    manager = alertmanager(webhook_alertmanager(f"http://127.0.0.1:{port}/api/alertmanager"))
+    rules = rules_file(EMPTY_LABEL_RULES)
+    alerter = start_alerter(services, redis_server, rules, PORT=str(port), ALERTMANAGER_URL=manager.url)
+    publish(redis_server, envelope(1, value=99.0))
+    eventually(lambda: "Empty" in names(manager.alerts()), message="in Alertmanager")
+
+    def came_back():
+        ignored = alerter.metric("numcast_alerts_ignored_total")
+        return ignored + alerter.metric("numcast_alerts_published_total", 'origin="alertmanager"')
+
+    eventually(came_back, timeout=15, message="the webhook call came back")
+    client = redis_server.client()
+    assert client.hlen(alerts.key("alerts")) == 1
+    (shown,) = worker.json("/api/alerts")["alerts"]
+    assert shown["labels"] == {"severity": "warning"} and shown["origin"] == "stream"
+    assert shown["fingerprint"] == manager.alerts()[0]["fingerprint"]
+    client.close()
 
 
 JUNK = [

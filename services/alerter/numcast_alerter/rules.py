@@ -165,7 +165,8 @@ def _rule(item: object) -> Rule:
     else:
         threshold = _number(item[condition], condition)
     for_seconds = duration(item.get("for", "0s"), "for")
-    labels = _strings(item.get("labels", {}), "labels", alerts.MAX_LABEL_VALUE)
+    # An empty value is no label, as in Alertmanager: dropped here, so the rule's identity is the one it has there.
+    labels = {k: v for k, v in _strings(item.get("labels", {}), "labels", alerts.MAX_LABEL_VALUE).items() if v}
     if "alertname" in labels:
         raise RulesError("key 'labels': alertname is set by `alert`")
     annotations = _strings(item.get("annotations", {}), "annotations", alerts.MAX_ANNOTATION)

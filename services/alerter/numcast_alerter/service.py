@@ -125,15 +125,21 @@ class AlerterService:
             detail["redis_refused"] = self.subscriber.refused
         return self._started, detail
 
-    def webhook(self, payload: object) -> int:
-        """Publish every alert of an Alertmanager webhook payload; raise AlertError (publishing nothing) if invalid."""
+    def webhook(self, payload: object) -> tuple[int, list[str]]:
+        """Publish the good alerts of an Alertmanager webhook payload; (published, errors of the skipped ones).
+
+        Raises AlertError, publishing nothing, when the payload itself is not a webhook payload.
+        """
         try:
-            messages = alerts.from_webhook(payload)
+            messages, rejected = alerts.from_webhook(payload)
         except alerts.AlertError as exc:
             self.counters["rejected"].labels("webhook", exc.reason).inc()
             self._warn.warning(f"webhook:{exc.reason}", "webhook rejected reason=%s detail=%s", exc.reason, exc)
             raise
         self.counters["received"].labels("webhook").inc()
+        for exc in rejected:
+            self.counters["rejected"].labels("webhook", exc.reason).inc()
+            self._warn.warning(f"webhook:{exc.reason}", "webhook alert skipped reason=%s detail=%s", exc.reason, exc)
         own = {rule.fingerprint for rule in self.evaluator.rules}
         published = 0
         for message in messages:
@@ -143,7 +149,7 @@ class AlerterService:
                 continue
             self.broadcaster.send(message)
             published += 1
-        return published
+        return published, [str(exc) for exc in rejected]
 
     def status(self) -> dict:
         """Every rule with its state, and how delivery goes, as GET /api/alerts shows it."""
