@@ -16,6 +16,10 @@ from conftest import NUMCAST, envelope, eventually, http, publish
 
 from numcast import alerts
 from numcast.local import free_port, webhook_alertmanager
+from numcast.metrics import Metrics
+from numcast.settings import from_env
+from numcast_alerter.service import AlerterService
+from numcast_alerter.settings import AlerterSettings
 
 WEBHOOK_TOKEN = "alertmanager-to-alerter-0123456789"
 HIGH_RULES = """\
@@ -34,6 +38,9 @@ rules:
     above: 95
     labels: {severity: warning, team: ""}
 """
+
+
+NEVER_RULES = "rules:\n  - {alert: Never, above: 1.0e+300}\n"  # nothing of the stream's own gets in the way
 
 
 class AlertsBrowser:
@@ -59,6 +66,23 @@ class AlertsBrowser:
         """Arrival time of the first event that lists `alertname`."""
         with self.lock:
             return next((at for at, p in self.events if any(a["alertname"] == alertname for a in p["alerts"])), None)
+
+
+def webhook_payload(*alerts_: dict) -> dict:
+    """What Alertmanager posts: its version, and each alert as it holds it."""
+    return {"version": "4", "status": "firing", "alerts": list(alerts_)}
+
+
+def webhook_alert(alertname: str, status: str = "firing", **labels: str) -> dict:
+    """One alert as Alertmanager's webhook carries it."""
+    labels = {"alertname": alertname, **labels}
+    return {
+        "status": status, "labels": labels, "annotations": {"summary": alertname},
+        "startsAt": "2026-01-01T00:00:00Z",
+        "endsAt": "0001-01-01T00:00:00Z" if status == "firing" else alerts.rfc3339(time.time()),
+        "fingerprint": alerts.fingerprint(alertname, {k: v for k, v in labels.items() if k != "alertname"}),
+        "generatorURL": "",
+    }  # fmt: skip
 
 
 def names(items: list[dict]) -> set[str]:
@@ -152,14 +176,17 @@ def test_an_alert_posted_to_alertmanager_reaches_a_browser_through_the_webhook(
 def test_alertmanager_down_then_back_gets_the_firing_alert(redis_server, services, alertmanager, rules_file, worker):
     manager = alertmanager()
     rules = rules_file(HIGH_RULES.format(for_="0s"))
-    alerter = start_alerter(services, redis_server, rules, ALERTMANAGER_URL=manager.url, RESEND_SECONDS="1")
+    alerter = start_alerter(
+        services, redis_server, rules, ALERTMANAGER_URL=manager.url, RESEND_SECONDS="1",
+        ALERTMANAGER_BACKOFF_MAX_SECONDS="0.5",
+    )  # fmt: skip
     browser = AlertsBrowser(worker.url)
     manager.kill()
 
     publish(redis_server, envelope(1, value=99.0))
     eventually(lambda: browser.active(), message="the channel works without Alertmanager")
-    eventually(lambda: alerter.metric("numcast_publish_errors_total", 'path="alertmanager"') >= 1)
-    status = alerter.json("/api/alerts")["alertmanager"]
+    eventually(lambda: alerter.metric("numcast_alertmanager_errors_total", f'url="{manager.url}"') >= 1)
+    (status,) = alerter.json("/api/alerts")["alertmanagers"]
     assert status["connected"] is False and status["queued"] == 1
     publish(redis_server, envelope(2, value=98.0))  # still evaluating: the value is there, nothing new to send
     eventually(lambda: alerter.json("/api/alerts")["rules"][0]["value"] == 99.0)
@@ -169,7 +196,7 @@ def test_alertmanager_down_then_back_gets_the_firing_alert(redis_server, service
     manager.kill()
     manager.start()
     eventually(lambda: "NumcastValueHigh" in names(manager.alerts()), timeout=15, message="re-sent after a restart")
-    assert alerter.json("/api/alerts")["alertmanager"]["connected"] is True
+    assert alerter.json("/api/alerts")["alertmanagers"][0]["connected"] is True
 
 
 def test_a_worker_that_starts_later_gets_the_active_set_at_once(redis_server, services, rules_file):
@@ -398,3 +425,155 @@ def test_a_restarted_alerter_keeps_its_firing_alert_and_resolves_one_it_no_longe
     start_alerter(services, redis_server, path)
     eventually(lambda: client.hlen(alerts.key("alerts")) == 0, message="no rule of ours: resolved")
     client.close()
+
+
+def test_after_a_redis_restart_the_alerter_writes_its_whole_set_back_and_the_workers_show_it(
+    redis_server, services, rules_file, worker
+):
+    rules = rules_file("rules:\n  - {alert: High, above: 95, labels: {severity: warning}}\n")
+    alerter = start_alerter(services, redis_server, rules)
+    browser = AlertsBrowser(worker.url)
+    publish(redis_server, envelope(1, value=99.0))
+    status, _ = http("POST", alerter.url + "/api/alertmanager", webhook_payload(webhook_alert("NumcastDiskFull")))
+    assert status == 200
+    both = {"High", "NumcastDiskFull"}
+    eventually(lambda: names(worker.json("/api/alerts")["alerts"]) == both, message="both on the dashboards")
+
+    redis_server.kill()  # the shipped Redis keeps nothing: it comes back empty
+    redis_server.restart()
+    restarted = time.monotonic()
+    eventually(lambda: worker.metric("numcast_reconnects_total", 'path="redis"') >= 1, message="the worker is back")
+    eventually(lambda: names(worker.json("/api/alerts")["alerts"]) == both, timeout=10, message="the set written back")
+    eventually(lambda: names(browser.active()) == both, timeout=5, message="and pushed to the browser")
+    print(f"both alerts back on the dashboard {time.monotonic() - restarted:.2f} s after Redis restarted")
+    client = redis_server.client()
+    assert {json.loads(raw)["alertname"] for raw in client.hgetall(alerts.key("alerts")).values()} == both
+    assert alerter.json("/api/alerts")["redis"]["synced"] is True
+    client.close()
+
+
+def test_an_alert_alertmanager_no_longer_has_leaves_the_dashboards_within_one_sync(
+    redis_server, services, alertmanager, rules_file, worker
+):
+    port = free_port()
+    manager = alertmanager(webhook_alertmanager(f"http://127.0.0.1:{port}/api/alertmanager"))
+    alerter = start_alerter(
+        services, redis_server, rules_file(NEVER_RULES), PORT=str(port), ALERTMANAGER_URL=manager.url,
+        ALERTMANAGER_SYNC_SECONDS="1",
+    )  # fmt: skip
+    manager.post([{"labels": {"alertname": "NumcastDiskFull", "severity": "critical"}}])
+    eventually(lambda: names(worker.json("/api/alerts")["alerts"]) == {"NumcastDiskFull"}, timeout=15)
+    manager.kill()  # restarted on its emptyDir: the alert is gone, and no resolved notification will ever come
+    manager.start()
+    eventually(lambda: worker.json("/api/alerts")["alerts"] == [], timeout=10, message="gone within a sync or two")
+    assert alerter.metric("numcast_alerts_expired_total", 'reason="sync"') == 1
+
+
+def test_without_an_alertmanager_to_ask_a_webhook_alert_leaves_when_its_lease_runs_out(
+    redis_server, services, rules_file, worker
+):
+    alerter = start_alerter(services, redis_server, rules_file(NEVER_RULES), WEBHOOK_LEASE_SECONDS="2")
+    payload = webhook_payload(webhook_alert("NumcastDiskFull"))
+    assert http("POST", alerter.url + "/api/alertmanager", payload)[0] == 200
+    eventually(lambda: names(worker.json("/api/alerts")["alerts"]) == {"NumcastDiskFull"})
+    assert alerter.json("/api/alerts")["webhook"]["held"] == 1
+    eventually(lambda: worker.json("/api/alerts")["alerts"] == [], timeout=10, message="the lease ran out")
+    assert alerter.metric("numcast_alerts_expired_total", 'reason="lease"') == 1
+
+
+def test_a_value_rule_whose_stream_stops_goes_stale_and_resolves_everywhere(
+    redis_server, services, alertmanager, rules_file, worker
+):
+    manager = alertmanager()
+    rules = rules_file("rules:\n  - {alert: Stale, above: 95, stale_after: 2s, labels: {severity: warning}}\n")
+    alerter = start_alerter(services, redis_server, rules, ALERTMANAGER_URL=manager.url)
+    publish(redis_server, envelope(1, value=99.0))  # one value past the threshold, then silence
+    eventually(lambda: "Stale" in names(manager.alerts()), message="fired")
+    eventually(lambda: worker.json("/api/alerts")["alerts"] == [], timeout=10, message="stale: resolved")
+    eventually(lambda: "Stale" not in names(manager.alerts()), message="resolved in Alertmanager too")
+    (rule,) = alerter.json("/api/alerts")["rules"]
+    assert (rule["state"], rule["stale_after"]) == ("inactive", 2)
+
+
+def test_annotations_are_rendered_with_the_value_for_the_dashboards_and_for_alertmanager(
+    redis_server, services, alertmanager, rules_file, worker
+):
+    manager = alertmanager()
+    text = 'annotations: {summary: "value {{ $value }} above 95", big: "{{ $value | humanize }}"}'
+    alerter = start_alerter(
+        services, redis_server, rules_file(f"rules:\n  - {{alert: High, above: 95, {text}}}\n"),
+        ALERTMANAGER_URL=manager.url,
+    )  # fmt: skip
+    publish(redis_server, envelope(1, value=1234567.0))
+    (shown,) = eventually(lambda: worker.json("/api/alerts")["alerts"])
+    assert shown["annotations"] == {"summary": "value 1.234567e+06 above 95", "big": "1.235M"}
+    (held,) = eventually(lambda: [a for a in manager.alerts() if a["labels"]["alertname"] == "High"])
+    assert held["annotations"] == shown["annotations"]
+    assert alerter.json("/api/alerts")["rules"][0]["annotations"]["summary"] == "value {{ $value }} above 95"
+
+
+def test_a_restarted_alerter_keeps_a_firing_silence_alert_and_its_start_without_resolving_it(
+    redis_server, services, rules_file
+):
+    rules = rules_file("rules:\n  - {alert: Quiet, silent_for: 1s, labels: {severity: critical}}\n")
+    client = redis_server.client()
+    first = start_alerter(services, redis_server, rules)
+    (raw,) = eventually(lambda: list(client.hgetall(alerts.key("alerts")).values()), message="silence fires")
+    before = json.loads(raw)
+    listener = client.pubsub()
+    listener.subscribe("alerts")
+    eventually(lambda: listener.get_message(timeout=0.1), message="subscribed")  # the confirmation
+    assert first.stop() == 0
+    restarted = time.time()
+    second = start_alerter(services, redis_server, rules)
+
+    def evaluated_past(moment: float) -> bool:
+        status = second.json("/api/alerts")
+        return (status.get("evaluated_at") or status["time"]) > moment
+
+    # Past the first ticks and a whole silent_for more: when the old alerter resolved it and fired it again.
+    eventually(lambda: evaluated_past(restarted + 2.5), message="the second alerter evaluated for 2.5 s")
+    assert second.json("/api/alerts")["rules"][0]["state"] == "firing"
+    heard = []
+    while message := listener.get_message(timeout=0.2):
+        heard.append(json.loads(message["data"]))
+    assert [(m["status"], m["startsAt"]) for m in heard] == [], "nothing changed: never resolved in between"
+    (raw,) = client.hgetall(alerts.key("alerts")).values()
+    assert json.loads(raw)["startsAt"] == before["startsAt"]
+    listener.close()
+    client.close()
+
+
+def test_a_rule_that_fires_before_the_first_sync_keeps_the_start_the_last_run_left_and_is_never_resolved(
+    redis_server, rules_file
+):
+    # In process, to order the two for certain: the rule fires, then the sender reads what the last run left.
+    rules = rules_file(HIGH_RULES.format(for_="0s"))
+    settings = from_env(AlerterSettings, {"ALERT_RULES": str(rules), "REDIS_URL": redis_server.url})
+    service = AlerterService(settings, Metrics())
+    (rule,) = service.evaluator.rules
+    left = alerts.build(
+        "firing", rule.alert, rule.labels, {"summary": "value above 95"}, "2026-01-01T00:00:00.000Z", None, "stream"
+    )
+    client = redis_server.client()
+    client.hset(alerts.key("alerts"), left["fingerprint"], alerts.encode(left))
+    listener = client.pubsub()
+    listener.subscribe("alerts")
+    eventually(lambda: listener.get_message(timeout=0.1), message="subscribed")
+    service._values([envelope(1, value=99.0).encode()])  # fires: a change queued before the first sync
+    sender = threading.Thread(target=service.broadcaster.run)
+    sender.start()
+    try:
+        eventually(lambda: service.broadcaster.synced and not len(service.broadcaster.backlog), message="delivered")
+        heard = []
+        while message := listener.get_message(timeout=0.2):
+            heard.append(json.loads(message["data"]))
+        assert [m["status"] for m in heard] == ["firing"], "never resolved"
+        assert heard[0]["startsAt"] == "2026-01-01T00:00:00.000Z", "the start of the last run"
+        (raw,) = client.hgetall(alerts.key("alerts")).values()
+        assert json.loads(raw)["startsAt"] == "2026-01-01T00:00:00.000Z"
+    finally:
+        service.broadcaster.stopping.set()
+        sender.join(5)
+        listener.close()
+        client.close()

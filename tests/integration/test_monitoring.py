@@ -96,7 +96,8 @@ def test_up_with_monitoring_scrapes_every_process_with_the_shipped_rules(tmp_pat
         assert metric(alerter, 'numcast_auth_refused_total{reason="missing"}') == 0
         assert metric(alerter, 'numcast_auth_refused_total{reason="wrong"}') == 0
         # The alerter sends its stream alerts to the same Alertmanager.
-        assert http("GET", alerter + "/api/alerts")[1]["alertmanager"]["url"] == alertmanager + "/api/v2/alerts"
+        (sending,) = http("GET", alerter + "/api/alerts")[1]["alertmanagers"]
+        assert sending["url"] == alertmanager
     finally:
         up.send_signal(signal.SIGINT)
         assert up.wait(60) == 0, log.read_text()
