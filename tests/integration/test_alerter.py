@@ -9,6 +9,8 @@ import subprocess
 import threading
 import time
 import urllib.parse
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import socketio
@@ -577,3 +579,131 @@ def test_a_rule_that_fires_before_the_first_sync_keeps_the_start_the_last_run_le
         sender.join(5)
         listener.close()
         client.close()
+
+
+def test_in_threading_mode_concurrent_webhooks_reloads_and_values_leave_one_consistent_set(
+    redis_server, services, rules_file
+):
+    path = rules_file(HIGH_RULES.format(for_="0s"))
+    alerter = start_alerter(services, redis_server, path, ASYNC_MODE="threading")
+    echo = webhook_alert("NumcastValueHigh", severity="warning")  # our own alert, as Alertmanager routes it back
+    payload = webhook_payload(echo, webhook_alert("NumcastDiskFull"))
+    statuses: list[int] = []
+    done = threading.Event()
+
+    def webhooks():
+        while not done.is_set():
+            statuses.append(http("POST", alerter.url + "/api/alertmanager", payload)[0])
+
+    def values():
+        client = redis_server.client()
+        seq = 0
+        while not done.is_set():
+            seq += 1
+            client.publish("numbers", envelope(seq, value=99.0 if seq % 2 else 10.0))
+        client.close()
+
+    def reloads():
+        n = 0
+        while not done.is_set():
+            n += 1
+            path.write_text(HIGH_RULES.format(for_="0s").replace("value above 95", f"version {n}"))
+            alerter.signal(signal.SIGHUP)
+            eventually(lambda n=n: f"version {n}" in json.dumps(alerter.json("/api/alerts")["rules"]))
+
+    workers = [threading.Thread(target=work) for work in (webhooks, webhooks, values, reloads)]
+    for worker_thread in workers:
+        worker_thread.start()
+    eventually(lambda: len(statuses) >= 400, timeout=60, message="400 webhook calls amid values and reloads")
+    done.set()
+    for worker_thread in workers:
+        worker_thread.join()
+    assert set(statuses) == {200}, f"answers: {sorted(set(statuses))}"
+
+    publish(redis_server, envelope(10**6, value=99.0))
+    eventually(lambda: alerter.json("/api/alerts")["rules"][0]["state"] == "firing")
+    client = redis_server.client()
+
+    def held():
+        return {json.loads(raw)["alertname"]: json.loads(raw)["origin"] for raw in client.hvals(alerts.key("alerts"))}
+
+    eventually(lambda: held() == {"NumcastValueHigh": "stream", "NumcastDiskFull": "alertmanager"}, message=held)
+    assert "async_mode=threading" in alerter.logs()
+    client.close()
+
+
+class WebhookReceiver:
+    """An HTTP server on a free port that keeps every notification posted to it, as a receiver would."""
+
+    def __init__(self) -> None:
+        self.payloads: list[dict] = []
+        received = self.payloads
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/notify"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def firing(self, alertname: str) -> list[dict]:
+        """The notifications that told `alertname` was firing."""
+        return [p for p in self.payloads for a in p["alerts"] if a["labels"]["alertname"] == alertname and
+                a["status"] == "firing"]  # fmt: skip
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def am_metric(manager, name: str) -> float:
+    """The sum of every sample of `name` in an Alertmanager's /metrics."""
+    with urllib.request.urlopen(manager.url + "/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith((name + " ", name + "{")))
+
+
+def test_two_clustered_alertmanagers_each_get_every_alert_and_the_receiver_one_notification(
+    redis_server, services, alertmanager, rules_file
+):
+    receiver = WebhookReceiver()
+    config = webhook_alertmanager(receiver.url)
+    ports = free_port(), free_port()
+    first = alertmanager(config, cluster_port=ports[0], peers=(ports[1],))
+    second = alertmanager(config, cluster_port=ports[1], peers=(ports[0],))
+    for manager in (first, second):
+        eventually(lambda manager=manager: am_metric(manager, "alertmanager_cluster_members") == 2, timeout=20)
+    alerter = start_alerter(
+        services, redis_server, rules_file(HIGH_RULES.format(for_="0s")),
+        ALERTMANAGER_URLS=f"{first.url},{second.url}", ALERTMANAGER_BACKOFF_MAX_SECONDS="0.5",
+    )  # fmt: skip
+    try:
+        publish(redis_server, envelope(1, value=99.0))
+        for manager in (first, second):  # Alertmanagers share no alerts: the alerter sends to each
+            eventually(lambda manager=manager: "NumcastValueHigh" in names(manager.alerts()), message=manager.url)
+            assert alerter.metric("numcast_alertmanager_sent_total", f'url="{manager.url}"') >= 1
+        eventually(lambda: receiver.firing("NumcastValueHigh"), timeout=20, message="notified")
+        # Both replicas have flushed the group (one notified, one found it in the gossiped log and skipped it).
+        eventually(lambda: all(am_metric(m, "alertmanager_nflog_queries_total") >= 1 for m in (first, second)))
+        eventually(lambda: sum(am_metric(m, "alertmanager_notifications_total") for m in (first, second)) >= 1)
+        assert len(receiver.firing("NumcastValueHigh")) == 1, "one notification, not one per replica"
+
+        second.kill()  # one Alertmanager down: the other still gets every change at once
+        publish(redis_server, envelope(2, value=10.0))
+        eventually(lambda: "NumcastValueHigh" not in names(first.alerts()), message="resolved in the first")
+
+        def waiting_for_second():
+            (down,) = [a for a in alerter.json("/api/alerts")["alertmanagers"] if a["url"] == second.url]
+            return down["connected"] is False and down["queued"] == 1
+
+        eventually(waiting_for_second, message="the change waits for the second alone")
+        second.start()
+        eventually(lambda: alerter.json("/api/alerts")["alertmanagers"][1]["queued"] == 0, message="delivered")
+    finally:
+        receiver.close()
