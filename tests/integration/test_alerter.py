@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -173,6 +174,40 @@ def test_an_alert_posted_to_alertmanager_reaches_a_browser_through_the_webhook(
     assert alerter.metric("numcast_received_total", 'path="webhook"') >= 2
     assert alerter.metric("numcast_auth_refused_total", 'reason="missing"') == 0
     assert alerter.metric("numcast_auth_refused_total", 'reason="wrong"') == 0
+
+
+def mount_secret(folder, token: str) -> None:
+    """Write `token` as the kubelet updates a mounted Secret: a new directory, then one atomic symlink swap."""
+    version = folder / f"..{time.monotonic_ns()}"
+    version.mkdir()
+    (version / "token").write_text(token + "\n")
+    (folder / "..data_tmp").symlink_to(version.name)
+    os.replace(folder / "..data_tmp", folder / "..data")
+    if not (folder / "token").is_symlink():
+        (folder / "token").symlink_to("..data/token")
+
+
+def test_a_rotated_webhook_token_is_read_again_so_alertmanager_s_notifications_keep_arriving(
+    redis_server, services, alertmanager, worker, tmp_path
+):
+    secret = tmp_path / "alerter-token"
+    secret.mkdir()
+    mount_secret(secret, WEBHOOK_TOKEN)
+    alerter = start_alerter(services, redis_server, CONTROL_TOKEN_FILE=str(secret / "token"))
+    # Alertmanager reads its credentials_file at every call: after the rotation it sends the new token.
+    manager = alertmanager(webhook_alertmanager(alerter.url + "/api/alertmanager", str(secret / "token")))
+    manager.post([{"labels": {"alertname": "Before"}}])
+    eventually(lambda: "Before" in names(worker.json("/api/alerts")["alerts"]), timeout=15)
+
+    rotated = "rotated-token-9876543210abcdef"
+    mount_secret(secret, rotated)
+    manager.post([{"labels": {"alertname": "After"}}])
+    eventually(lambda: "After" in names(worker.json("/api/alerts")["alerts"]), timeout=15, message="still delivered")
+    old = http(
+        "POST", alerter.url + "/api/alertmanager", webhook_payload(), {"Authorization": f"Bearer {WEBHOOK_TOKEN}"}
+    )
+    assert old[0] == 401, "the old token is refused once the Secret changed"
+    assert "token file changed, read again" in alerter.logs()
 
 
 def test_alertmanager_down_then_back_gets_the_firing_alert(redis_server, services, alertmanager, rules_file, worker):

@@ -90,7 +90,10 @@ class AlerterSettings(Common):
         secret=True,
     )
     control_token_file: str = env(
-        "CONTROL_TOKEN_FILE", "", "File holding that token (a mounted Secret), instead of `CONTROL_TOKEN`.", secret=True
+        "CONTROL_TOKEN_FILE",
+        "",
+        "File holding that token (a mounted Secret), instead of `CONTROL_TOKEN`; read again when it changes.",
+        secret=True,
     )
 
     @property
