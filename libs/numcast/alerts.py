@@ -27,6 +27,16 @@ _TIME_RE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?(Z|[+-]\d\d:\d
 _CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")  # newlines and tabs may appear in a description
 _LINE_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")  # a label value is one line
 ZERO_TIME = "0001-01-01T00:00:00Z"  # what Alertmanager's webhook puts in `endsAt` of a firing alert
+# Every reason an AlertError carries, and those the alerter's webhook counts (its body, then each alert; too_many:
+# the alerter holds MAX_ACTIVE alerts from Alertmanager already): each is served at 0 from the start.
+REASONS = (
+    "too_large", "not_utf8", "not_json", "not_object", "bad_fields", "bad_version", "bad_status", "bad_origin",
+    "bad_alertname", "bad_labels", "bad_annotations", "bad_time", "bad_fingerprint", "too_many",
+)  # fmt: skip
+WEBHOOK_REASONS = (
+    "not_json", "not_object", "bad_version", "bad_fields", "bad_status", "bad_alertname", "bad_labels",
+    "bad_annotations", "bad_time", "bad_fingerprint", "too_many",
+)  # fmt: skip
 
 
 class AlertError(ValueError):

@@ -292,10 +292,12 @@ def test_rules_reload_on_sighup_and_on_change_and_a_bad_reload_keeps_the_old(red
     assert rule_names() == ["First"], "the old rules stay in force"
     eventually(lambda: "rules reload refused, the old rules stay in force" in alerter.logs())
     assert alerter.metric("numcast_rule_reloads_total", 'result="error"') >= 1
+    assert alerter.metric("numcast_rule_reload_successful") == 0, "NumcastAlertRulesReloadFailed's signal"
 
     path.write_text("rules:\n  - {alert: Second, below: 5}\n")  # no signal: the change is noticed
     eventually(lambda: rule_names() == ["Second"], message="reloaded on change")
     assert alerter.json("/api/alerts")["reload_error"] is None
+    assert alerter.metric("numcast_rule_reload_successful") == 1
     assert alerter.stop() == 0
 
 

@@ -6,7 +6,7 @@ import logging
 import threading
 import time
 
-from numcast import alerts
+from numcast import alerts, envelope
 from numcast.envelope import EnvelopeError, decode
 from numcast.logs import Throttled
 from numcast.redis_conn import redact
@@ -82,6 +82,10 @@ class AlerterService:
             "am_queued": metrics.gauge("alertmanager_queued", "Alert changes waiting for each Alertmanager.", ("url",)),
         }
         self.rule_states = metrics.gauge("alert_rules", "Rules in each state (inactive, pending, firing).", ("state",))
+        metrics.gauge(
+            "rule_reload_successful",
+            "1 while the rules in force are the rules file's content; 0 after a refused reload, until a good one.",
+        ).set_function(lambda: int(not self.rules.error))
         metrics.gauge("subscribed", "1 while subscribed to the channel.").set_function(
             lambda: int(self.subscriber.subscribed)
         )
@@ -105,8 +109,31 @@ class AlerterService:
             )
             for url in urls
         ]
+        self._zero()
         self.tasks = Tasks()
         self._started = False
+
+    def _zero(self) -> None:
+        """Every label value the alerter knows, at 0: a series born at its first increment hides it from increase()."""
+        c = self.counters
+        for path in ("redis", "webhook"):
+            c["received"].labels(path)
+        for reason in envelope.REASONS:
+            c["rejected"].labels("redis", reason)
+        for reason in alerts.WEBHOOK_REASONS:
+            c["rejected"].labels("webhook", reason)
+        for origin in alerts.ORIGINS:
+            c["published"].labels(origin)
+        for path in ("redis", "alertmanager"):
+            c["dropped"].labels(path)
+        c["errors"].labels("redis")
+        c["reconnects"].labels("redis")
+        for result in ("ok", "error"):
+            c["reloads"].labels(result)
+        for reason in ("sync", "lease"):
+            c["expired"].labels(reason)
+        for state in STATES:
+            self.rule_states.labels(state)  # the clock sets them from its first tick
 
     def start(self, socketio) -> None:
         """Start the subscriber, the clock and the senders."""
