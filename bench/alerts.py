@@ -112,7 +112,7 @@ def main() -> int:
             mirror=False,
             env={"LOG_LEVEL": "WARNING"},
             control_env={"RATE_HZ": str(args.rate), "VALUE_MIN": "0", "VALUE_MAX": "50"},
-            alerter_env={"ALERT_RULES": rules, "ALERTMANAGER_URL": manager.url},
+            alerter_env={"ALERT_RULES": rules, "ALERTMANAGER_URLS": manager.url},
         ) as stack:
             for url in (stack.worker_urls[0], stack.alerter_url, stack.control_url):
                 wait_http(url + "/readyz", 30)

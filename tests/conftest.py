@@ -332,8 +332,8 @@ def alertmanager() -> Iterator[Callable[..., Alertmanager]]:
         missing(ALERTMANAGER_MISSING)
     started: list[Alertmanager] = []
 
-    def start(config: str = QUIET_ALERTMANAGER) -> Alertmanager:
-        server = Alertmanager(config)
+    def start(config: str = QUIET_ALERTMANAGER, **options) -> Alertmanager:
+        server = Alertmanager(config, **options)
         started.append(server)
         return server.start()
 

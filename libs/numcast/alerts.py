@@ -14,8 +14,8 @@ from datetime import datetime
 
 MAX_BYTES = 16 * 1024  # one message; a real one is a few hundred bytes
 MAX_LABELS = 32  # labels or annotations per alert
-MAX_NAME = 128  # a label name or an alertname
-MAX_LABEL_VALUE = 1024
+MAX_NAME = 128  # a label name
+MAX_LABEL_VALUE = 1024  # a label value, the alertname included
 MAX_ANNOTATION = 4096  # longer annotation values from Alertmanager are cut (and marked) rather than refused
 MAX_ACTIVE = 500  # active alerts the alerter keeps in Redis and a worker keeps in memory
 FIELDS = frozenset(("status", "alertname", "labels", "annotations", "startsAt", "endsAt", "fingerprint", "origin"))
@@ -25,7 +25,18 @@ _NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # Prometheus' label name rule
 _FINGERPRINT_RE = re.compile(r"[0-9a-f]{16}")
 _TIME_RE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?(Z|[+-]\d\d:\d\d)")
 _CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")  # newlines and tabs may appear in a description
+_LINE_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")  # a label value is one line
 ZERO_TIME = "0001-01-01T00:00:00Z"  # what Alertmanager's webhook puts in `endsAt` of a firing alert
+# Every reason an AlertError carries, and those the alerter's webhook counts (its body, then each alert; too_many:
+# the alerter holds MAX_ACTIVE alerts from Alertmanager already): each is served at 0 from the start.
+REASONS = (
+    "too_large", "not_utf8", "not_json", "not_object", "bad_fields", "bad_version", "bad_status", "bad_origin",
+    "bad_alertname", "bad_labels", "bad_annotations", "bad_time", "bad_fingerprint", "too_many",
+)  # fmt: skip
+WEBHOOK_REASONS = (
+    "not_json", "not_object", "bad_version", "bad_fields", "bad_status", "bad_alertname", "bad_labels",
+    "bad_annotations", "bad_time", "bad_fingerprint", "too_many",
+)  # fmt: skip
 
 
 class AlertError(ValueError):
@@ -47,9 +58,14 @@ def rules_key(alerts_channel: str) -> str:
 
 
 def fingerprint(alertname: str, labels: Mapping[str, str]) -> str:
-    """Alertmanager's own fingerprint of the label set (FNV-1a 64 over sorted names and values), in hex."""
+    """Alertmanager's own fingerprint of the label set (FNV-1a 64 over sorted names and values), in hex.
+
+    Like Alertmanager, it leaves out labels with an empty value: `{team: ""}` is the alert without `team`.
+    """
     h = 0xCBF29CE484222325
     for name, value in sorted({**labels, "alertname": alertname}.items()):
+        if value == "":
+            continue
         for byte in name.encode() + b"\xff" + value.encode() + b"\xff":
             h = ((h ^ byte) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
     return f"{h:016x}"
@@ -75,11 +91,14 @@ def build(
     origin: str,
     fp: str | None = None,
 ) -> dict:
-    """A checked message; raises AlertError. The fingerprint is computed from the labels unless given."""
+    """A checked message; raises AlertError. The fingerprint is computed from the labels unless given.
+
+    Labels with an empty value are dropped, as Alertmanager drops them: the same alert has one identity everywhere.
+    """
     message = {
         "status": status,
         "alertname": alertname,
-        "labels": dict(labels),
+        "labels": {name: value for name, value in labels.items() if value != ""},
         "annotations": dict(annotations),
         "startsAt": starts_at,
         "endsAt": ends_at,
@@ -122,8 +141,10 @@ def check(data: dict) -> None:
         raise AlertError("bad_status", f"status must be one of {', '.join(STATUSES)}")
     if data["origin"] not in ORIGINS:
         raise AlertError("bad_origin", f"origin must be one of {', '.join(ORIGINS)}")
-    if not is_name(data["alertname"]):
-        raise AlertError("bad_alertname", f"alertname must be 1-{MAX_NAME} of A-Z a-z 0-9 _, not starting with a digit")
+    if not is_label_value(data["alertname"]):
+        raise AlertError(
+            "bad_alertname", f"alertname must be a label value: 1-{MAX_LABEL_VALUE} characters, no control characters"
+        )
     _check_map(data["labels"], "labels", MAX_LABEL_VALUE, multiline=False)
     if "alertname" in data["labels"]:
         raise AlertError("bad_labels", "alertname is a field of its own, not a label")
@@ -136,8 +157,13 @@ def check(data: dict) -> None:
         raise AlertError("bad_fingerprint", "fingerprint must be 16 lowercase hex digits")
 
 
-def from_webhook(payload: object) -> list[dict]:
-    """The messages (origin `alertmanager`) for every alert of an Alertmanager webhook payload, or AlertError."""
+def from_webhook(payload: object) -> tuple[list[dict], list[AlertError]]:
+    """The messages (origin `alertmanager`) of an Alertmanager webhook payload, and an AlertError per bad alert.
+
+    A payload that is not a webhook payload at all raises AlertError. A bad alert inside a good payload is
+    skipped and reported (its error names `alerts[n]`), and the others are kept: Alertmanager takes a 4xx as
+    final and would never deliver the good ones again.
+    """
     if not isinstance(payload, dict):
         raise AlertError("not_object", "the payload must be a JSON object")
     if payload.get("version") != "4":
@@ -145,13 +171,13 @@ def from_webhook(payload: object) -> list[dict]:
     alerts = payload.get("alerts")
     if not isinstance(alerts, list):
         raise AlertError("bad_fields", "alerts must be a list")
-    messages = []
+    messages, rejected = [], []
     for n, alert in enumerate(alerts):
         try:
             messages.append(_from_webhook_alert(alert))
         except AlertError as exc:
-            raise AlertError(exc.reason, f"alerts[{n}]: {str(exc).split(': ', 1)[1]}") from None
-    return messages
+            rejected.append(AlertError(exc.reason, f"alerts[{n}]: {str(exc).split(': ', 1)[1]}"))
+    return messages, rejected
 
 
 def _from_webhook_alert(alert: object) -> dict:
@@ -159,7 +185,7 @@ def _from_webhook_alert(alert: object) -> dict:
     if not isinstance(alert, dict) or not all(name in alert for name in required):
         raise AlertError("bad_fields", f"each alert needs {', '.join(required)}")
     labels = alert["labels"]
-    if not isinstance(labels, dict) or not isinstance(labels.get("alertname"), str):
+    if not isinstance(labels, dict) or "alertname" not in labels:
         raise AlertError("bad_labels", "labels must be an object with an alertname")
     labels = dict(labels)
     alertname = labels.pop("alertname")
@@ -192,7 +218,13 @@ def _no_constant(name: str) -> None:
 
 
 def is_name(value: object) -> bool:
+    """A label name as Prometheus defines it, at most MAX_NAME characters."""
     return isinstance(value, str) and len(value) <= MAX_NAME and bool(_NAME_RE.fullmatch(value))
+
+
+def is_label_value(value: object) -> bool:
+    """A non-empty label value on one line: 1-MAX_LABEL_VALUE characters, no control characters."""
+    return isinstance(value, str) and 0 < len(value) <= MAX_LABEL_VALUE and not _LINE_CONTROL_RE.search(value)
 
 
 def _is_time(value: object) -> bool:
@@ -209,5 +241,5 @@ def _check_map(value: object, field: str, max_value: int, multiline: bool) -> No
             raise AlertError(f"bad_{field}", f"{field}: {name[:40]!r} is not a label name")
         if not isinstance(text, str) or len(text) > max_value:
             raise AlertError(f"bad_{field}", f"{field}.{name} must be a string of at most {max_value} characters")
-        if _CONTROL_RE.search(text if multiline else text.replace("\n", "\x00").replace("\t", "\x00")):
+        if (_CONTROL_RE if multiline else _LINE_CONTROL_RE).search(text):
             raise AlertError(f"bad_{field}", f"{field}.{name} holds control characters")

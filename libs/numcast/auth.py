@@ -10,6 +10,7 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import logging
+import os
 import re
 import urllib.parse
 
@@ -73,6 +74,46 @@ def load(token: str, token_file: str) -> bytes | None:
     return text.encode()
 
 
+class Token:
+    """The token in force: `CONTROL_TOKEN`, or `CONTROL_TOKEN_FILE` read again whenever the file changes.
+
+    A mounted Secret is rotated by swapping a symlink; Alertmanager re-reads its credentials_file at every call,
+    so a token read once would refuse every notification after a rotation. The file is stat()ed at each change
+    request (reads never need the token): a new inode, size or mtime means it is read again. A file that cannot
+    be read or holds no usable token leaves the previous token in force, logged, and is tried again next time.
+    """
+
+    def __init__(self, token: str, token_file: str) -> None:
+        """Read now: a bad file at start-up is a SettingsError."""
+        self.file = "" if token else token_file
+        self.value = load(token, token_file)
+        self._seen = self._stat()
+        self._warn = Throttled(log, interval=30.0)
+
+    def get(self) -> bytes | None:
+        """The token to compare with, None when changes are for loopback clients only."""
+        if self.file:
+            seen = self._stat()
+            if seen != self._seen:
+                try:
+                    self.value = load("", self.file)
+                except SettingsError as exc:
+                    self._warn.warning(
+                        "file", "token file changed but is not usable, the previous token stays: %s", exc
+                    )
+                else:
+                    self._seen = seen
+                    log.info("token file changed, read again file=%s", self.file)
+        return self.value
+
+    def _stat(self) -> tuple | None:
+        try:
+            st = os.stat(self.file)  # follows the symlinks of a mounted Secret
+        except OSError:
+            return None
+        return st.st_ino, st.st_mtime_ns, st.st_size
+
+
 def loopback(address: str | None) -> bool:
     """True for a loopback IP address (127.0.0.0/8, ::1, or ::ffff:127.x.x.x); False for anything else."""
     try:
@@ -87,8 +128,8 @@ def loopback(address: str | None) -> bool:
 class Guard:
     """Before every change: without the token, 401; with no token configured, 403 unless loopback and same-site."""
 
-    def __init__(self, token: bytes | None, metrics) -> None:
-        self.token = token
+    def __init__(self, token: Token, metrics) -> None:
+        self.source = token
         self.refused = metrics.counter(
             "auth_refused", f"Changes refused, by reason ({', '.join(REASONS)}).", ("reason",)
         )
@@ -97,20 +138,26 @@ class Guard:
         self._warn = Throttled(log)
 
     @property
+    def token(self) -> bytes | None:
+        """The token in force now (a token file is read again when it changes)."""
+        return self.source.get()
+
+    @property
     def mode(self) -> str:
         """`token` when changes need the token, `loopback` when none is set."""
-        return "token" if self.token is not None else "loopback"
+        return "token" if self.source.value is not None else "loopback"
 
     def check(self) -> tuple[Response, int] | None:
         """Flask's before_request: None lets the request through, a response refuses it."""
         if request.method in SAFE_METHODS or request.routing_exception is not None:
             return None  # reads, and requests that get 404 or 405 anyway
-        if self.token is not None:
+        token = self.token
+        if token is not None:
             scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
             credentials = credentials.strip()
             if scheme.lower() != "bearer" or not credentials:
                 return self._refuse("missing", 401)
-            if not hmac.compare_digest(credentials.encode("utf-8", "replace"), self.token):
+            if not hmac.compare_digest(credentials.encode("utf-8", "replace"), token):
                 return self._refuse("wrong", 401)
             return None
         # The TCP peer, never X-Forwarded-For: a header is whatever the client wrote.
@@ -144,10 +191,10 @@ class Guard:
 
 def init_app(app: Flask, settings, metrics) -> Guard:
     """Guard every change to `app` with the token of `settings` (read now: a bad file stops the start)."""
-    guard = Guard(load(settings.control_token, settings.control_token_file), metrics)
+    guard = Guard(Token(settings.control_token, settings.control_token_file), metrics)
     app.extensions["numcast.auth"] = guard
     app.before_request(guard.check)
-    if guard.token is None:
+    if guard.source.value is None:
         log.info("changes accepted from loopback only: no %s or %s", TOKEN_VAR, FILE_VAR)
     else:
         log.info("changes need the bearer token from %s", FILE_VAR if settings.control_token_file else TOKEN_VAR)

@@ -15,6 +15,13 @@ SOURCE_RULE = "1-64 of A-Z a-z 0-9 . _ : -"  # the one rule for a source, and fo
 _SOURCE_RE = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 
 
+# Every reason an EnvelopeError carries: the services serve a rejected counter for each at 0 from their start.
+REASONS = (
+    "too_large", "not_utf8", "not_json", "not_object", "bad_fields", "bad_seq", "bad_source", "bad_ts", "bad_type",
+    "not_finite",
+)  # fmt: skip
+
+
 class EnvelopeError(ValueError):
     """A message that is not an envelope; `reason` is a short label for metrics."""
 

@@ -252,13 +252,23 @@ receivers:
 
 
 class Alertmanager:
-    """A throwaway Alertmanager: a free port on 127.0.0.1, no cluster peers, storage in a temp dir."""
+    """A throwaway Alertmanager: a free port on 127.0.0.1, storage in a temp dir, alone or in a cluster."""
 
     def __init__(
-        self, config: str = QUIET_ALERTMANAGER, port: int | None = None, files: dict[str, str] | None = None
+        self,
+        config: str = QUIET_ALERTMANAGER,
+        port: int | None = None,
+        files: dict[str, str] | None = None,
+        cluster_port: int | None = None,
+        peers: tuple[int, ...] = (),
     ) -> None:
-        """`files` ({name: text}) are written beside the config, where a relative path in it finds them."""
+        """`files` ({name: text}) are written beside the config, where a relative path in it finds them.
+
+        With `cluster_port`, it gossips on 127.0.0.1:`cluster_port` with the Alertmanagers on `peers` (their
+        cluster ports), as the replicas of infra/monitoring do, with intervals short enough for a test.
+        """
         self.port = port or free_port()
+        self.cluster_port, self.peers = cluster_port, peers
         self.url = f"http://127.0.0.1:{self.port}"
         self.dir = tempfile.mkdtemp(prefix="numcast-alertmanager-")
         self.config = os.path.join(self.dir, "alertmanager.yml")
@@ -278,8 +288,16 @@ class Alertmanager:
             raise FileNotFoundError(ALERTMANAGER_MISSING)
         command = [
             binary, f"--config.file={self.config}", f"--storage.path={os.path.join(self.dir, 'data')}",
-            f"--web.listen-address=127.0.0.1:{self.port}", "--cluster.listen-address=", "--log.level=warn",
+            f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn",
         ]  # fmt: skip
+        if self.cluster_port is None:
+            command.append("--cluster.listen-address=")
+        else:
+            address = f"127.0.0.1:{self.cluster_port}"
+            command += [f"--cluster.listen-address={address}", f"--cluster.advertise-address={address}"]
+            command += [f"--cluster.peer=127.0.0.1:{peer}" for peer in self.peers]
+            # The second replica notifies only if the first has not within peer-timeout (15 s by default).
+            command += ["--cluster.gossip-interval=50ms", "--cluster.peer-timeout=2s"]
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(
                 command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent

@@ -63,10 +63,16 @@ def missing(config_dir: Path = CONFIG_DIR) -> str | None:
 def prometheus_config(
     shipped: dict, config_dir: Path, targets: list[Target], alertmanager: str, intervals: str | None = None
 ) -> dict:
-    """The shipped prometheus.yml with static targets, the local Alertmanager and absolute rule paths."""
+    """The shipped prometheus.yml with static targets, the local Alertmanager and absolute rule paths.
+
+    The runbooks are the docs beside the configuration, when they are there: the alerts link to the local files.
+    """
     config = copy.deepcopy(shipped)
     config["rule_files"] = [str((config_dir / name).resolve()) for name in shipped.get("rule_files", [])]
-    config["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": [alertmanager]}]}]}
+    config.setdefault("alerting", {})["alertmanagers"] = [{"static_configs": [{"targets": [alertmanager]}]}]
+    docs = config_dir.resolve().parents[2] / "docs" if len(config_dir.resolve().parents) > 2 else None
+    if docs is not None and (docs / "monitoring.md").is_file() and "global" in config:
+        config["global"].setdefault("external_labels", {})["runbook_base_url"] = docs.as_uri()
     (job,) = config["scrape_configs"]
     # Discovery and the relabelling of what it finds give way to targets that already carry the labels.
     job.pop("kubernetes_sd_configs")

@@ -204,7 +204,7 @@ def main(argv: list[str]) -> int:
     code, watch = 0, None
     if args.monitoring:
         watch = monitoring.for_stack(stack, args.monitoring_config)
-        stack.alerter_env["ALERTMANAGER_URL"] = watch.alertmanager_url  # stream alerts go to it too
+        stack.alerter_env["ALERTMANAGER_URLS"] = watch.alertmanager_url  # stream alerts go to it too
     try:
         stack.start()
         if watch:

@@ -6,6 +6,8 @@ import pytest
 from conftest import envelope, eventually, http, publish
 from playwright.sync_api import Page, expect
 
+from numcast.local import free_port, webhook_alertmanager
+
 pytestmark = pytest.mark.e2e
 
 RULES = """\
@@ -107,3 +109,50 @@ def test_the_control_page_shows_the_alerts_and_every_rule_s_state(redis_server, 
     assert control.json("/api/alerts")["alerts"][0]["alertname"] == "NumcastValueHigh"
     alerter.stop()
     eventually(lambda: page.locator("#rules-empty").is_visible(), timeout=20, message="the rules lapse")
+
+
+CHAIN_RULES = """\
+rules:
+  - alert: NumcastValueHigh
+    above: 95
+    labels: {severity: warning, team: ""}
+    annotations: {summary: "value {{ $value }} above 95"}
+"""
+
+
+def test_one_chain_a_stream_rule_through_alertmanager_and_back_to_the_dashboard_then_resolved(
+    redis_server, services, alertmanager, page, tmp_path
+):
+    # value -> rule -> Alertmanager -> its webhook -> the alerter -> Redis -> a worker -> Chromium, and back out.
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(CHAIN_RULES)
+    port = free_port()
+    manager = alertmanager(webhook_alertmanager(f"http://127.0.0.1:{port}/api/alertmanager"))
+    alerter = services(
+        "alerter", redis_server.url, wait="/readyz", PORT=str(port), ALERT_RULES=str(rules),
+        ALERTMANAGER_URLS=manager.url,
+    )  # fmt: skip
+    worker = services("worker", redis_server.url, wait="/readyz")
+    eventually(lambda: alerter.json("/api/alerts")["redis"]["subscribed"], message="the alerter subscribed")
+    page.goto(worker.url + "/")
+    expect(page.locator("#alerts-note")).to_have_text("No active alerts.")
+
+    publish(redis_server, envelope(1, value=99.0))
+    item = page.locator("#alerts li")
+    expect(item).to_have_count(1)
+    expect(item.locator(".summary")).to_have_text("value 99 above 95")  # the template, rendered
+    expect(item).to_contain_text("stream rule")
+    fingerprint = item.get_attribute("data-fingerprint")
+    (held,) = eventually(lambda: [a for a in manager.alerts() if a["labels"]["alertname"] == "NumcastValueHigh"])
+    assert held["fingerprint"] == fingerprint and held["annotations"]["summary"] == "value 99 above 95"
+    # Alertmanager notifies the webhook: the alerter knows its own alert and the page still shows it once.
+    eventually(lambda: alerter.metric("numcast_alerts_ignored_total") >= 1, timeout=15, message="came back")
+    assert alerter.metric("numcast_alerts_published_total", 'origin="alertmanager"') == 0
+    expect(item).to_have_count(1)
+
+    publish(redis_server, envelope(2, value=10.0))
+    expect(page.locator("#alerts li")).to_have_count(0)
+    expect(page.locator("#alerts-note")).to_have_text("No active alerts.")
+    eventually(lambda: not [a for a in manager.alerts() if a["labels"]["alertname"] == "NumcastValueHigh"])
+    eventually(lambda: alerter.metric("numcast_alerts_ignored_total") >= 2, timeout=15, message="resolved came back")
+    expect(page.locator("#alerts li")).to_have_count(0)

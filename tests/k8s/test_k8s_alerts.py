@@ -14,6 +14,8 @@ pytestmark = pytest.mark.k8s
 RULES = MONITORING / "config" / "numcast-alerts.yaml"
 RULE_TESTS = ROOT / "tests" / "k8s" / "numcast-alerts.test.yaml"
 RUNBOOK = ROOT / "docs" / "monitoring.md"
+# The base comes from prometheus.yml's external label runbook_base_url (where the operator serves docs/).
+RUNBOOK_URL = "{{ $externalLabels.runbook_base_url }}/monitoring.md"
 SUFFIXES = ("_total", "_bucket", "_count", "_sum")
 UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
 
@@ -99,6 +101,11 @@ def test_a_worker_or_control_plane_that_is_down_or_gone_alerts():
     assert {"NumcastWorkerDown", "NumcastNoWorkers", "NumcastControlPlaneDown"} <= {r["alert"] for r in rules()}
 
 
+def test_the_alerter_s_own_failures_alert():
+    # Alertmanager unreachable or refusing, and a rules file the alerter refused: each with promtool cases.
+    assert {"NumcastAlertmanagerSendErrors", "NumcastAlertRulesReloadFailed"} <= {r["alert"] for r in rules()}
+
+
 def seconds(duration: str) -> float:
     """A Prometheus duration (`1h30m`, `15s`) in seconds."""
     parts = re.findall(r"(\d+)(ms|[smhdwy])", duration)
@@ -132,7 +139,17 @@ def test_every_alert_has_a_runbook_section_and_every_section_an_alert():
     assert sorted(headings) == sorted(rule["alert"] for rule in rules())
     for rule in rules():
         anchor = rule["alert"].lower()
-        assert rule["annotations"]["runbook_url"] == f"docs/monitoring.md#{anchor}"
+        assert rule["annotations"]["runbook_url"] == RUNBOOK_URL + f"#{anchor}"
+
+
+def test_runbook_urls_are_absolute_links_from_a_base_the_operator_sets_that_never_becomes_a_label():
+    import yaml
+
+    config = yaml.safe_load((MONITORING / "config" / "prometheus.yml").read_text())
+    base = config["global"]["external_labels"]["runbook_base_url"]
+    assert re.fullmatch(r"https://[^\s/]+(/[^\s]*)?[^/]", base), f"{base}: an absolute https URL, no trailing /"
+    # External labels go onto every alert sent to Alertmanager: this one is for the template only.
+    assert {"action": "labeldrop", "regex": "runbook_base_url"} in config["alerting"]["alert_relabel_configs"]
 
 
 def test_promtool_checks_the_rules_and_runs_their_tests():

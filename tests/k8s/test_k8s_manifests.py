@@ -79,7 +79,7 @@ def test_every_object_and_pod_template_carries_the_labels():
         labels = doc["metadata"].get("labels", {})
         assert set(LABELS) <= set(labels), f"{name} {doc['kind']}/{doc['metadata']['name']}: {labels}"
         assert labels["app.kubernetes.io/part-of"] == "numcast"
-        if doc["kind"] == "Deployment":
+        if doc["kind"] in ("Deployment", "StatefulSet"):
             template = doc["spec"]["template"]["metadata"]["labels"]
             assert set(LABELS) <= set(template)
             assert doc["spec"]["selector"]["matchLabels"].items() <= template.items()
@@ -307,7 +307,9 @@ def test_the_alerter_runs_alone_from_an_existing_image_with_its_rules_mounted():
     volume = next(v for v in alerter.pod["volumes"] if v["name"] == mount["name"])
     text = named("ConfigMap", volume["configMap"]["name"])["data"][name]
     assert [rule.alert for rule in rules.parse(text, name)] == ["NumcastValueHigh", "NumcastStreamSilent"]
-    assert env["ALERTMANAGER_URL"] == "http://alertmanager:9093", "Alertmanager of infra/monitoring, same namespace"
+    assert env["ALERTMANAGER_URLS"].split(",") == [
+        f"http://alertmanager-{n}.alertmanager-peers:9093" for n in (0, 1)
+    ], "each replica of infra/monitoring's Alertmanager, same namespace"
 
 
 def test_alertmanager_s_webhook_reaches_the_alerter_service():

@@ -18,7 +18,9 @@ pytestmark = pytest.mark.k8s
 CONFIG = MONITORING / "config"
 OPERATOR = MONITORING / "operator"
 # What `kubectl apply -f infra/monitoring` may create: no CRD kinds (those are in operator/), no cluster scope.
-MONITORING_KINDS = {"ServiceAccount", "Role", "RoleBinding", "ConfigMap", "Deployment", "Service", "NetworkPolicy"}
+MONITORING_KINDS = {
+    "ServiceAccount", "Role", "RoleBinding", "ConfigMap", "Deployment", "StatefulSet", "Service", "NetworkPolicy",
+}  # fmt: skip
 KUBERNETES_SD_KEYS = {
     "api_server", "role", "kubeconfig_file", "namespaces", "selectors", "attach_metadata", "basic_auth",
     "authorization", "oauth2", "proxy_url", "no_proxy", "proxy_from_environment", "proxy_connect_header",
@@ -160,9 +162,11 @@ def test_alertmanager_and_the_alerter_find_each_other_by_their_services():
     alerter = named("Service", url.hostname)  # in infra/k8s
     assert url.port in [p["port"] for p in alerter["spec"]["ports"]]
     assert serves(app_for("alerter"), url.path, "POST")
-    url = urlsplit(named("ConfigMap", "alerter")["data"]["ALERTMANAGER_URL"])
-    alertmanager = named("Service", url.hostname, MONITORING)
-    assert url.port in [p["port"] for p in alertmanager["spec"]["ports"]]
+    for raw in named("ConfigMap", "alerter")["data"]["ALERTMANAGER_URLS"].split(","):
+        url = urlsplit(raw)
+        pod, _, service = url.hostname.partition(".")
+        assert pod.startswith(named("Service", service, MONITORING)["spec"]["selector"]["app.kubernetes.io/name"])
+        assert url.port in [p["port"] for p in named("Service", service, MONITORING)["spec"]["ports"]]
 
 
 def test_the_alerter_webhook_gets_resolved_alerts_too():
@@ -224,13 +228,34 @@ def test_each_server_reads_its_configmap_and_writes_to_an_emptydir(name, storage
         assert container.spec[probe]["httpGet"] == {"path": path, "port": "web"}
 
 
-def test_prometheus_sends_to_the_alertmanager_service():
+def replica_addresses(port_name: str) -> list[str]:
+    """`host:port` of each Alertmanager replica on its named port, by the DNS name its headless Service gives it."""
+    statefulset = named("StatefulSet", "alertmanager", MONITORING)
+    peers = named("Service", statefulset["spec"]["serviceName"], MONITORING)
+    assert peers["spec"]["clusterIP"] == "None" and peers["spec"]["publishNotReadyAddresses"] is True
+    port = monitoring_container("alertmanager").port(port_name)["containerPort"]
+    name = statefulset["metadata"]["name"]
+    return [f"{name}-{n}.{peers['metadata']['name']}:{port}" for n in range(statefulset["spec"]["replicas"])]
+
+
+def test_alertmanager_runs_two_replicas_that_gossip_and_every_sender_sends_to_each():
+    # Replicas share silences and the notification log, not alerts: each must get every alert (Prometheus' way).
+    statefulset = named("StatefulSet", "alertmanager", MONITORING)
+    assert statefulset["spec"]["replicas"] == 2
+    assert statefulset["spec"]["podManagementPolicy"] == "Parallel", "peers start together, not one by one"
+    container = monitoring_container("alertmanager")
+    args = container.spec["args"]
+    peers = [arg.removeprefix("--cluster.peer=") for arg in args if arg.startswith("--cluster.peer=")]
+    namespaced = [f"{host.replace(':', f'.{NAMESPACE}.svc:', 1)}" for host in replica_addresses("cluster")]
+    assert peers == namespaced, "every replica, itself included (Alertmanager skips itself)"
+    assert f"--cluster.listen-address=0.0.0.0:{container.port('cluster')['containerPort']}" in args
+    assert "--cluster.advertise-address=$(POD_IP):9094" in args
+    assert {(p["name"], p["protocol"]) for p in container.spec["ports"]} >= {("cluster", "TCP"), ("cluster-udp", "UDP")}
     (alertmanagers,) = prometheus_yml()["alerting"]["alertmanagers"]
     (static,) = alertmanagers["static_configs"]
-    (target,) = static["targets"]
-    host, _, port = target.partition(":")
-    service = named("Service", host, MONITORING)
-    assert int(port) in [p["port"] for p in service["spec"]["ports"]]
+    assert static["targets"] == replica_addresses("web"), "Prometheus sends to each replica"
+    urls = named("ConfigMap", "alerter")["data"]["ALERTMANAGER_URLS"].split(",")
+    assert urls == [f"http://{address}" for address in replica_addresses("web")], "so does the alerter"
 
 
 # The relabelling, run by a real Prometheus on the targets Kubernetes would give infra/k8s's pods

@@ -55,7 +55,8 @@ def pod_ips():
 
 
 def workload_pods(folders=(MANIFESTS, MONITORING)) -> list[Endpoint]:
-    """One pod per workload (its replicas share labels and ports), named after the workload."""
+    """One pod per workload (its replicas share labels and ports), named after the workload; a StatefulSet's
+    replicas, which talk to each other by name, are each a pod of their own (`alertmanager-0`, `alertmanager-1`)."""
     ips, pods = pod_ips(), []
     for folder in folders:
         for workload in objects(folder=folder):
@@ -67,7 +68,11 @@ def workload_pods(folders=(MANIFESTS, MONITORING)) -> list[Endpoint]:
                     for p in container.get("ports", [])
                 )
                 name, namespace = workload["metadata"]["name"], workload["metadata"]["namespace"]
-                pods.append(Endpoint(name, next(ips), namespace, template["metadata"]["labels"], ports))
+                names = [name]
+                if workload["kind"] == "StatefulSet":
+                    names = [f"{name}-{n}" for n in range(workload["spec"]["replicas"])]
+                for pod in names:
+                    pods.append(Endpoint(pod, next(ips), namespace, template["metadata"]["labels"], ports))
     return pods
 
 
@@ -120,15 +125,28 @@ def service_name(host: str) -> str | None:
     return match.group(1) if match and match.group(1) in services() else None
 
 
-def to_service(client: str, host: str, port: int, why: str) -> dict[Flow, str]:
-    """`client` connecting to host:port: through the Service, to each pod it selects on the target port."""
-    name = service_name(host)
+def pod_name(host: str) -> tuple[str, str] | None:
+    """(pod, headless Service) for a StatefulSet pod's own DNS name (`alertmanager-0.alertmanager-peers`), or None."""
+    match = re.fullmatch(rf"([a-z0-9-]+)\.([a-z0-9-]+)(\.{NAMESPACE}(\.svc(\.cluster\.local)?)?)?", host)
+    if not match or match.group(1) not in cluster().endpoints or match.group(2) not in services():
+        return None
+    assert services()[match.group(2)]["spec"].get("clusterIP") == "None", f"{host}: only a headless Service names pods"
+    return match.group(1), match.group(2)
+
+
+def to_service(client: str, host: str, port: int, why: str, protocol: str = "TCP") -> dict[Flow, str]:
+    """`client` connecting to host:port: through the Service, to each pod it selects on the target port (to the
+    one pod, for a pod's own name)."""
+    one = pod_name(host)
+    name = one[1] if one else service_name(host)
     assert name, f"{client} connects to {host}:{port} ({why}), no Service of {NAMESPACE}: add a flow for it"
     service = services()[name]
-    (entry,) = [p for p in service["spec"]["ports"] if p["port"] == port]
-    target, protocol = entry.get("targetPort", port), entry.get("protocol", "TCP")
+    (entry,) = [p for p in service["spec"]["ports"] if p["port"] == port and p.get("protocol", "TCP") == protocol]
+    target = entry.get("targetPort", port)
     flows = {}
     for pod in cluster().endpoints.values():
+        if one and pod.name != one[0]:
+            continue
         if ours(pod) and label_selector_matches({"matchLabels": service["spec"]["selector"]}, pod.labels):
             (resolved,) = [p for p in pod.ports if target in (p.name, p.number) and p.protocol == protocol]
             flows[Flow(client, pod.name, resolved.number, protocol)] = why
@@ -193,12 +211,21 @@ def prometheus_flows() -> dict[Flow, str]:
 
 
 def alertmanager_flows() -> dict[Flow, str]:
-    """Alertmanager's connections: the webhooks of its receivers."""
+    """Each Alertmanager replica's connections: the webhooks of its receivers, and its cluster peers (gossip on
+    TCP and UDP), from its --cluster.peer arguments."""
+    (container,) = [c for c in containers(folder=MONITORING) if c.workload["metadata"]["name"] == "alertmanager"]
+    replicas = [e.name for e in cluster().endpoints.values() if ours(e) and e.name.startswith("alertmanager-")]
+    peers = [arg.removeprefix("--cluster.peer=") for arg in container.spec["args"] if arg.startswith("--cluster.peer=")]
     flows = {}
-    for receiver in mounted_config("alertmanager")["receivers"]:
-        assert set(receiver) <= {"name", "webhook_configs"}, f"receiver {receiver['name']}: add its flow"
-        for webhook in receiver.get("webhook_configs", []):
-            flows |= to_service("alertmanager", *addresses(webhook["url"])[0], f"receiver {receiver['name']}")
+    for replica in replicas:
+        for receiver in mounted_config("alertmanager")["receivers"]:
+            assert set(receiver) <= {"name", "webhook_configs"}, f"receiver {receiver['name']}: add its flow"
+            for webhook in receiver.get("webhook_configs", []):
+                flows |= to_service(replica, *addresses(webhook["url"])[0], f"receiver {receiver['name']}")
+        for peer in peers:
+            for protocol in ("TCP", "UDP"):
+                gossip = to_service(replica, *addresses(peer)[0], "--cluster.peer", protocol)
+                flows |= {flow: why for flow, why in gossip.items() if flow.server != replica}  # itself: skipped
     return flows
 
 
@@ -290,8 +317,10 @@ def test_the_flows_the_code_needs_are_derived_from_the_configuration():
     # A few the issue names, to show the derivation sees them; the other tests check all of them.
     assert why[("control-plane", "redis", 6379)] == "REDIS_URL"
     assert why[("control-plane", "machine-2", 9000)] == "TCP_MIRROR_TARGETS"
-    assert why[("alerter", "alertmanager", 9093)] == "ALERTMANAGER_URL"
-    assert why[("alertmanager", "alerter", 8090)] == "receiver numcast-alerter"
+    assert why[("alerter", "alertmanager-1", 9093)] == "ALERTMANAGER_URLS"
+    assert why[("alertmanager-0", "alerter", 8090)] == "receiver numcast-alerter"
+    assert why[("alertmanager-0", "alertmanager-1", 9094)] == "--cluster.peer"
+    assert why[("prometheus", "alertmanager-1", 9093)] == "alerting.alertmanagers"
     assert why[("prometheus", "control-plane", 8000)] == "scrape"
     assert why[("outside", "machine-1", 8080)] == "NodePort"
     assert not [f for f in needed() if f.client == "redis"], "Redis opens no connection"
@@ -359,8 +388,9 @@ def test_every_policy_allows_some_needed_flow():
         ("machine-1", 9000, {"control-plane"}),
         ("machine-2", 9000, {"control-plane"}),
         ("control-plane", 8000, {"prometheus"}),
-        ("alerter", 8090, {"prometheus", "alertmanager"}),
-        ("alertmanager", 9093, {"prometheus", "alerter"}),
+        ("alerter", 8090, {"prometheus", "alertmanager-0", "alertmanager-1"}),
+        ("alertmanager-0", 9093, {"prometheus", "alerter"}),
+        ("alertmanager-1", 9094, {"alertmanager-0"}),
         ("prometheus", 9090, set()),
     ],
 )

@@ -14,10 +14,20 @@ def test_the_built_in_rules_are_the_issue_s_example():
 
 
 @pytest.mark.parametrize(
-    ("text", "seconds"), [("0s", 0), ("3s", 3), ("500ms", 0.5), ("1m30s", 90), ("2h", 7200), ("1h1m1s1ms", 3661.001)]
-)
-def test_durations(text, seconds):
+    ("text", "seconds"),
+    [
+        ("0s", 0), ("0", 0), (0, 0), ("3s", 3), ("250ms", 0.25), ("1m30s", 90), ("2h", 7200),
+        ("1h1m1s1ms", 3661.001), ("1d", 86400), ("1w", 604800), ("6d23h", 601200),
+    ],
+)  # fmt: skip
+def test_durations_as_prometheus_writes_them(text, seconds):
     assert duration(text, "for") == seconds
+
+
+@pytest.mark.parametrize("text", ["3 seconds", "1s1m", "-1s", "1.5s", "", "1d1d", "s", "3", 3, None, "1y"])
+def test_what_is_not_a_prometheus_duration_is_refused(text):
+    with pytest.raises(RulesError, match="key 'for': "):
+        duration(text, "for")
 
 
 BAD = [
@@ -34,8 +44,16 @@ BAD = [
     ("rules:\n  - {alert: A, below: true}", "rule 1 (A)", "key 'below': True is not a finite number"),
     ("rules:\n  - {alert: A, above: 1, for: 3}", "rule 1 (A)", "key 'for': 3 is not a duration"),
     ("rules:\n  - {alert: A, above: 1, for: -1s}", "rule 1 (A)", "key 'for': '-1s' is not a duration"),
-    ("rules:\n  - {alert: A, above: 1, for: 3d}", "rule 1 (A)", "key 'for': '3d' is not a duration"),
+    ("rules:\n  - {alert: A, above: 1, for: 3x}", "rule 1 (A)", "key 'for': '3x' is not a duration"),
     ("rules:\n  - {alert: A, above: 1, for: 9999h}", "rule 1 (A)", "key 'for': 9999h is longer than a week"),
+    ("rules:\n  - {alert: A, above: 1, stale_after: 0s}", "rule 1 (A)", "key 'stale_after': must be longer than 0s"),
+    ("rules:\n  - {alert: A, silent_for: 1s, stale_after: 1s}", "rule 1 (A)", "key 'stale_after': a silent_for rule"),
+    ("rules:\n  - {alert: A, above: 1, keep_firing_for: 1 s}", "rule 1 (A)", "key 'keep_firing_for': '1 s' is not"),
+    (
+        "rules:\n  - {alert: A, above: 1, annotations: {s: '{{ $value | printf \"%x\" }}'}}",
+        "rule 1 (A)",
+        """key 'annotations': s: the template {{ $value | printf "%x" }} cannot be rendered""",
+    ),
     ("rules:\n  - {alert: A, silent_for: 0s}", "rule 1 (A)", "key 'silent_for': must be longer than 0s"),
     ("rules:\n  - {alert: A, silent_for: 1s, for: 1s}", "rule 1 (A)", "key 'for': a silent_for rule takes no"),
     ("rules:\n  - {alert: A, above: 1, labels: [x]}", "rule 1 (A)", "key 'labels': a mapping"),
@@ -56,6 +74,30 @@ def test_a_bad_file_is_refused_naming_the_rule_and_the_key(text, rule, words):
     message = str(caught.value)
     assert message.startswith(f"rules.yaml: {rule + ': ' if rule else ''}"), message
     assert words in message, message
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "key"),
+    [
+        ("rules:\n  - alert: A\n    above: 1\n    above: 50\n", 4, "above"),
+        ("rules:\n  - {alert: A, above: 1, above: 50}\n", 2, "above"),
+        ("rules:\n  - {alert: A, above: 1}\nrules:\n  - {alert: B, below: 1}\n", 3, "rules"),
+        ("rules:\n  - {alert: A, above: 1, labels: {team: a, team: b}}\n", 2, "team"),
+    ],
+    ids=["in a rule", "in a flow mapping", "a second rules list", "in labels"],
+)
+def test_a_key_given_twice_is_refused_with_its_line_instead_of_the_last_winning(text, line, key):
+    with pytest.raises(RulesError) as caught:
+        parse(text, "rules.yaml")
+    assert f"rules.yaml: line {line}: key '{key}' is given twice" in str(caught.value), str(caught.value)
+
+
+def test_stale_after_and_keep_firing_for_have_defaults_and_only_value_rules_go_stale():
+    high, silent = parse("rules:\n  - {alert: A, above: 1}\n  - {alert: B, silent_for: 5s}\n", "t")
+    assert (high.stale_after, high.keep_firing_for) == (rules.DEFAULT_STALE_AFTER, 0) == (300, 0)
+    assert silent.stale_after is None
+    (rule,) = parse("rules:\n  - {alert: A, below: 1, stale_after: 1m, keep_firing_for: 1d}\n", "t")
+    assert (rule.stale_after, rule.keep_firing_for) == (60, 86400)
 
 
 def test_a_missing_or_huge_file_is_refused(tmp_path):

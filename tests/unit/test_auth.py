@@ -179,3 +179,19 @@ def test_reads_stay_open_and_say_whether_changes_need_the_token(service, status)
             assert client.get(path, environ_base=far).status_code == 200, path
         assert client.get(status, environ_base=far).json["auth"] == mode
         assert client.open("/api/alerts", method="OPTIONS", environ_base=far).status_code == 200
+
+
+def test_a_token_file_is_read_again_when_it_changes_and_an_unusable_one_keeps_the_previous_token(tmp_path):
+    path = tmp_path / "token"
+    path.write_text("first-token-0123456789\n")
+    token = auth.Token("", str(path))
+    assert token.get() == b"first-token-0123456789"
+    replacement = tmp_path / "new"
+    replacement.write_text("second-token-0123456789\n")
+    replacement.replace(path)  # a new inode, as a Secret's symlink swap gives
+    assert token.get() == b"second-token-0123456789"
+    path.write_text("short\n")  # a half-written or wrong file: refused, the token in force stays
+    assert token.get() == b"second-token-0123456789"
+    path.unlink()
+    assert token.get() == b"second-token-0123456789"
+    assert auth.Token("set-in-env-0123456789", "").get() == b"set-in-env-0123456789"

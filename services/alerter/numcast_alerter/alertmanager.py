@@ -1,4 +1,9 @@
-"""Alertmanager's v2 API as Prometheus uses it: changes at once, firing alerts re-sent, each with an `endsAt` lease."""
+"""Alertmanager's v2 API as Prometheus uses it: changes at once, firing alerts re-sent, each with an `endsAt` lease.
+
+An HA set of Alertmanagers gossips silences and the notification log, not alerts, so, as Prometheus does, the
+alerter sends every alert to each of them: one client per Alertmanager, each with its own queue and backoff, so
+that one that is down neither delays nor drops what the others get.
+"""
 
 from __future__ import annotations
 
@@ -18,11 +23,13 @@ log = logging.getLogger(__name__)
 
 BATCH = 64  # alerts per POST
 TIMEOUT_SECONDS = 5.0
-BACKOFF_CAP_SECONDS = 5.0  # once Alertmanager is back, a held alert reaches it within this
+MAX_LIST_BYTES = 16 * 1024 * 1024  # GET /api/v2/alerts: thousands of alerts; anything larger is refused
+# Every state but resolved: a silenced or inhibited alert is still held by Alertmanager, and still firing.
+LIST_QUERY = "/api/v2/alerts?active=true&silenced=true&inhibited=true&unprocessed=true"
 
 
 class AlertmanagerClient:
-    """Sends every change of a stream alert to `POST {url}/api/v2/alerts`, retrying with capped backoff.
+    """Sends every change of a stream alert to `POST {url}/api/v2/alerts` of one Alertmanager, with capped backoff.
 
     A firing alert is sent with `endsAt` = now + `lease`, and re-sent every `resend` seconds while it fires,
     so Alertmanager keeps it as long as we do and resolves it by itself if this process dies. A resolved one
@@ -30,15 +37,30 @@ class AlertmanagerClient:
     a bounded backlog (one entry per alert), and evaluation goes on.
     """
 
-    def __init__(self, url: str, resend: float, lease: float, limit: int, counters: dict, external_url: str) -> None:
-        self.url = url + "/api/v2/alerts"
-        self.resend, self.lease = resend, lease
+    def __init__(
+        self,
+        base: str,
+        resend: float,
+        lease: float,
+        limit: int,
+        metrics: dict,
+        external_url: str,
+        backoff_max: float,
+    ) -> None:
+        """`metrics`: the counters shared by the service and the families labelled by url (sent, errors, queued)."""
+        self.base, self.url = base, base + "/api/v2/alerts"
+        self.resend, self.lease, self.backoff_max = resend, lease, backoff_max
         self.generator_url = external_url + "/api/alerts" if external_url else ""
         self.backlog = Backlog(limit)
-        self.counters = counters
+        self.counters = metrics
+        self.sent_total = metrics["am_sent"].labels(base)
+        self.errors = metrics["am_errors"].labels(base)
+        metrics["am_queued"].labels(base).set_function(lambda: len(self.backlog))
         self.connected: bool | None = None  # unknown until the first attempt
         self.sent = 0
-        self._sent_at: dict[str, float] = {}  # fingerprint -> last delivery of its firing state
+        # fingerprint -> last delivery of its firing state. Written by the sender and, under the service's lock,
+        # by resend_due/update: single dict operations, atomic in CPython, and never iterated.
+        self._sent_at: dict[str, float] = {}
         self.stopping = threading.Event()
         self._warn = Throttled(log, interval=30.0)
 
@@ -59,7 +81,7 @@ class AlertmanagerClient:
     def run(self) -> None:
         """Deliver the backlog until stopped."""
         log.info("sending alerts to %s resend=%gs lease=%gs", self.url, self.resend, self.lease)
-        backoff = Backoff(base=0.2, cap=BACKOFF_CAP_SECONDS)
+        backoff = Backoff(base=min(0.2, self.backoff_max), cap=self.backoff_max)
         while not self.stopping.is_set():
             if not self.backlog.ready.wait(0.5):
                 continue
@@ -73,10 +95,10 @@ class AlertmanagerClient:
                 # Alertmanager read the alerts and refused them: sending them again would not help.
                 self.backlog.done(batch)
                 self.counters["dropped"].labels("alertmanager").inc(len(batch))
-                log.error("alertmanager refused alerts count=%d error=%s", len(batch), exc)
+                log.error("alertmanager refused alerts url=%s count=%d error=%s", self.url, len(batch), exc)
                 continue
             except OSError as exc:
-                self.counters["errors"].labels("alertmanager").inc()
+                self.errors.inc()
                 if self.connected is not False:
                     log.warning("alertmanager unreachable url=%s error=%s; holding alerts", self.url, describe(exc))
                 else:
@@ -92,16 +114,33 @@ class AlertmanagerClient:
             backoff.reset()
             self.backlog.done(batch)
             self.sent += len(batch)
-            self.counters["sent"].inc(len(batch))
+            self.sent_total.inc(len(batch))
             now = time.time()
             for _, message in batch:
                 if message["status"] == "firing":
                     self._sent_at[message["fingerprint"]] = now
 
+    def fingerprints(self) -> set[str] | None:
+        """The fingerprints of every alert this Alertmanager holds, or None (counted, logged) when it cannot say."""
+        request = urllib.request.Request(self.base + LIST_QUERY, headers={"Accept": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=TIMEOUT_SECONDS) as response:
+                raw = response.read(MAX_LIST_BYTES + 1)
+            if len(raw) > MAX_LIST_BYTES:
+                raise ValueError(f"the list is larger than {MAX_LIST_BYTES} bytes")
+            listed = json.loads(raw)
+            if not isinstance(listed, list):
+                raise ValueError("the answer is not a JSON list")
+        except (OSError, ValueError, RecursionError) as exc:
+            self.errors.inc()
+            self._warn.warning("list", "cannot list the alerts of url=%s error=%s", self.base, describe(exc))
+            return None
+        return {a["fingerprint"] for a in listed if isinstance(a, dict) and isinstance(a.get("fingerprint"), str)}
+
     def status(self) -> dict:
         """What /api/alerts says about delivery."""
         return {
-            "url": self.url,
+            "url": self.base,
             "connected": self.connected,
             "queued": len(self.backlog),
             "sent": self.sent,

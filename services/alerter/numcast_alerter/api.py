@@ -9,6 +9,8 @@ from flask import Flask, Response, current_app, jsonify, request
 from numcast import auth
 from numcast.alerts import AlertError
 
+MAX_ERRORS_SHOWN = 10  # of a payload's skipped alerts, in the answer; all are counted and logged
+
 
 def _service():
     return current_app.extensions["numcast"]
@@ -36,7 +38,8 @@ def init_app(app: Flask) -> None:
             _service().counters["rejected"].labels("webhook", "not_json").inc()
             return jsonify(error=f"body is not valid JSON: {str(exc)[:200]}"), 400
         try:
-            published = _service().webhook(payload)
+            published, errors = _service().webhook(payload)
         except AlertError as exc:
             return jsonify(error=str(exc), reason=exc.reason), 400
-        return jsonify(published=published), 200
+        # 200 even with skipped alerts: Alertmanager takes a 4xx as final, and would drop the good ones with them.
+        return jsonify(published=published, rejected=len(errors), errors=errors[:MAX_ERRORS_SHOWN]), 200

@@ -2,6 +2,12 @@
 
 Workers subscribe to the channel for changes and read the hash (HGETALL) after every (re)subscription, so one
 that was away gets the current set at once. The control page reads the hash and the rule states key.
+
+The shipped Redis keeps nothing on disk: after a restart (or a failover to a replica that missed the last
+writes) the hash is empty while the alerts still fire. So the broadcaster keeps the whole set it wants in the
+hash, and writes it back, in one transaction that also publishes every alert, after each connection error and
+whenever the rule-states key it renews every second turns out to be gone. The key is the one sure sign: redis-py's
+pool replaces a connection the server closed without raising, so a restart between two commands shows no error.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from numcast_alerter.backlog import Backlog
 log = logging.getLogger(__name__)
 
 RULES_TTL_SECONDS = 10  # the rule states vanish this long after the alerter stops renewing them
+RULES_EVERY_SECONDS = 1.0
 QUEUE = 1000  # changes held while Redis is down
 
 
@@ -34,17 +41,31 @@ class Broadcaster:
         self.key, self.rules_key = alerts.key(alerts_channel), alerts.rules_key(alerts_channel)
         self.counters, self.on_snapshot = counters, on_snapshot
         self.backlog = Backlog(QUEUE)
+        self.wanted: dict[str, dict] = {}  # fingerprint -> firing message: what the hash must hold
         self.active: set[str] = set()  # fingerprints in the hash
-        self.synced = False
-        self.rules_json = ""  # renewed by the service; written at most once a second
+        self.adopted = False  # the hash a previous run left was read (once per process)
+        self.synced = False  # the hash holds the wanted set, as of the last round
+        self.rules_json = json.dumps({"rules": []})  # renewed by the service; written once a second
         self.stopping = threading.Event()
+        self._lock = threading.Lock()  # `wanted` and the backlog change together
         self._warn = Throttled(log, interval=30.0)
         self.retry_max = RETRY_MAX_SECONDS  # the backoff's cap (REDIS_RETRY_MAX_SECONDS)
 
     def send(self, message: dict) -> None:
         """Publish `message` and apply it to the active set, as soon as Redis allows."""
-        if not self.backlog.put(message["fingerprint"], message):
-            self.counters["dropped"].labels("redis").inc()
+        with self._lock:
+            if message["status"] == "firing":
+                self.wanted[message["fingerprint"]] = message
+            else:
+                self.wanted.pop(message["fingerprint"], None)
+            if not self.backlog.put(message["fingerprint"], message):
+                self.counters["dropped"].labels("redis").inc()
+
+    def hold(self, messages: dict[str, dict]) -> None:
+        """Count `messages` (fingerprint -> message, in the hash already) in the wanted set, unless sent since."""
+        with self._lock:
+            for fp, message in messages.items():
+                self.wanted.setdefault(fp, message)
 
     def run(self) -> None:
         """Deliver until stopped."""
@@ -55,15 +76,23 @@ class Broadcaster:
             try:
                 if conn is None:
                     conn = client(self.url, timeout=2.0)
-                if not self.synced:
-                    self._sync(conn)
+                    if self.adopted:
+                        self._rewrite(conn, "reconnected")
+                    else:
+                        self._adopt(conn)
+                    conn.set(self.rules_key, self.rules_json, ex=RULES_TTL_SECONDS)  # from now on, the sign
+                    rules_due = time.monotonic() + RULES_EVERY_SECONDS
                 self._deliver(conn)
-                if self.rules_json and time.monotonic() >= rules_due:
-                    conn.set(self.rules_key, self.rules_json, ex=RULES_TTL_SECONDS)
-                    rules_due = time.monotonic() + 1.0
+                if time.monotonic() >= rules_due:
+                    previous = conn.set(self.rules_key, self.rules_json, ex=RULES_TTL_SECONDS, get=True)
+                    if previous is None:  # renewed a second ago, so this Redis lost its data
+                        self._rewrite(conn, "the rule states key is gone: Redis restarted empty or failed over")
+                    rules_due = time.monotonic() + RULES_EVERY_SECONDS
+                self.synced = True
                 backoff.reset()
-                self.backlog.ready.wait(1.0)
+                self.backlog.ready.wait(RULES_EVERY_SECONDS)
             except (*CONNECTION_ERRORS, redis.ResponseError) as exc:
+                self.synced = False
                 self.counters["errors"].labels("redis").inc()
                 self._warn.warning("redis", "cannot deliver alerts url=%s error=%s", redact(self.url), describe(exc))
                 if conn is not None:
@@ -73,7 +102,7 @@ class Broadcaster:
         if conn is not None:
             conn.close()
 
-    def _sync(self, conn: redis.Redis) -> None:
+    def _adopt(self, conn: redis.Redis) -> None:
         entries = {}
         for fp, raw in conn.hgetall(self.key).items():
             try:
@@ -82,9 +111,43 @@ class Broadcaster:
                 log.warning("dropping an invalid entry of %s fingerprint=%r error=%s", self.key, fp[:20], exc)
                 conn.hdel(self.key, fp)
         self.active = set(entries)
-        self.synced = True
         log.info("active alerts in redis key=%s count=%d", self.key, len(entries))
-        self.on_snapshot(entries)
+        self.on_snapshot(entries)  # adopts, resolves (queued here) or holds each entry
+        self.adopted = True
+
+    def _rewrite(self, conn: redis.Redis, why: str) -> None:
+        """Make the hash the wanted set and publish every alert: workers that resubscribed read or hear it."""
+        with self._lock:
+            wanted = dict(self.wanted)
+            queued = self.backlog.peek(len(self.backlog))
+        found = conn.hgetall(self.key)
+        now = alerts.rfc3339(time.time())
+        gone: dict[str, dict | None] = {fp: m for fp, m in queued if m["status"] == "resolved" and fp not in wanted}
+        for raw_fp, raw in found.items():
+            fp = raw_fp.decode(errors="replace")
+            if fp not in wanted and fp not in gone:
+                try:
+                    gone[fp] = {**alerts.decode(raw), "status": "resolved", "endsAt": now}
+                except alerts.AlertError:
+                    gone[fp] = None  # invalid: removed, nothing to tell
+        kept = list(wanted.items())[: alerts.MAX_ACTIVE]
+        if len(wanted) > len(kept):
+            self.counters["dropped"].labels("redis").inc(len(wanted) - len(kept))
+            log.error("too many active alerts, dropping count=%d limit=%d", len(wanted) - len(kept), alerts.MAX_ACTIVE)
+        pipe = conn.pipeline(transaction=True)
+        for fp, message in gone.items():
+            pipe.hdel(self.key, fp)
+            if message is not None:
+                pipe.publish(self.alerts_channel, alerts.encode(message))
+        for fp, message in kept:
+            pipe.hset(self.key, fp, alerts.encode(message))
+            pipe.publish(self.alerts_channel, alerts.encode(message))
+        pipe.execute()
+        self.backlog.done(queued)  # all in the hash now; a change queued meanwhile stays for the next delivery
+        self.active = {fp for fp, _ in kept}
+        for message in [m for m in gone.values() if m is not None] + [m for _, m in kept]:
+            self.counters["published"].labels(message["origin"]).inc()
+        log.info("active alerts written back key=%s firing=%d resolved=%d (%s)", self.key, len(kept), len(gone), why)
 
     def _deliver(self, conn: redis.Redis) -> None:
         self.backlog.done([])  # nothing waiting: the next wait sleeps until a change (or a second) comes

@@ -12,13 +12,17 @@ from importlib import resources
 import yaml
 
 from numcast import alerts
+from numcast_alerter import templates
 
 MAX_RULES = 100
 MAX_FILE_BYTES = 256 * 1024
 CONDITIONS = ("above", "below", "silent_for")
-KEYS = frozenset(("alert", *CONDITIONS, "for", "labels", "annotations"))
-_DURATION_RE = re.compile(r"(?:(\d+)h)?(?:(\d+)m(?!s))?(?:(\d+)s)?(?:(\d+)ms)?")
+KEYS = frozenset(("alert", *CONDITIONS, "for", "stale_after", "keep_firing_for", "labels", "annotations"))
+# Prometheus' duration syntax (model.ParseDuration): units from largest to smallest, each once, or a bare 0.
+_UNITS = (("y", 365 * 86400), ("w", 7 * 86400), ("d", 86400), ("h", 3600), ("m", 60), ("s", 1), ("ms", 0.001))
+_DURATION_RE = re.compile("".join(rf"(?:(\d+){unit}{'(?!s)' if unit == 'm' else ''})?" for unit, _ in _UNITS))
 MAX_DURATION = 7 * 24 * 3600.0
+DEFAULT_STALE_AFTER = 300.0  # Prometheus marks a series stale after 5 minutes without a sample
 
 
 class RulesError(ValueError):
@@ -34,12 +38,21 @@ class Rule:
     threshold: float  # the value for above/below, the seconds for silent_for
     for_seconds: float
     labels: dict
-    annotations: dict
+    annotations: dict  # as written; `render` fills in the templates
+    stale_after: float | None = DEFAULT_STALE_AFTER  # a value rule's series with no value this long is stale
+    keep_firing_for: float = 0.0  # a firing alert stays firing this long after its condition stops holding
+    templates: tuple = dataclasses.field(default=(), repr=False)  # (name, compiled template) per annotation
 
     @property
     def fingerprint(self) -> str:
         """The identity of this rule's alert (alertname plus labels), as Alertmanager computes it."""
         return alerts.fingerprint(self.alert, self.labels)
+
+    def render(self, value: float | None, series_labels: dict) -> dict:
+        """The annotations with `$value` and the series' `$labels` filled in, each cut to the channel's limit."""
+        value = 0.0 if value is None else value
+        rendered = {name: templates.render(template, value, series_labels) for name, template in self.templates}
+        return {name: _cut(text, alerts.MAX_ANNOTATION) for name, text in rendered.items()}
 
     def holds(self, value: float) -> bool:
         """True when `value` (a stream value, or seconds without one) meets the condition."""
@@ -51,13 +64,11 @@ class Rule:
 
     def to_dict(self) -> dict:
         """The rule as /api/alerts shows it."""
-        return {
-            "alert": self.alert,
-            self.condition: self.threshold,
-            "for": self.for_seconds,
-            "labels": self.labels,
-            "annotations": self.annotations,
-        }
+        shown = {"alert": self.alert, self.condition: self.threshold, "for": self.for_seconds}
+        if self.stale_after is not None:
+            shown["stale_after"] = self.stale_after
+        shown |= {"keep_firing_for": self.keep_firing_for, "labels": self.labels, "annotations": self.annotations}
+        return shown
 
 
 class RulesFile:
@@ -116,10 +127,33 @@ def load(path: str) -> tuple[Rule, ...]:
         raise RulesError(f"{path}: not UTF-8") from None
 
 
+class _Twice(Exception):
+    """A mapping holds a key twice: YAML loaders keep the last, and a rule would silently change."""
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key given twice in one mapping."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            lines: dict = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(key_node, yaml.ScalarNode):
+                    continue  # a merge (<<) may repeat keys on purpose; a non-scalar key is refused later anyway
+                key = self.construct_object(key_node)
+                line = key_node.start_mark.line + 1
+                if key in lines:
+                    raise _Twice(f"line {line}: key '{key}' is given twice (first on line {lines[key]})")
+                lines[key] = line
+        return super().construct_mapping(node, deep)
+
+
 def parse(text: str, where: str) -> tuple[Rule, ...]:
     """The rules in YAML `text`; `where` names the file in errors."""
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_Loader)
+    except _Twice as exc:
+        raise RulesError(f"{where}: {exc}") from None
     except yaml.YAMLError as exc:
         raise RulesError(f"{where}: not valid YAML: {' '.join(str(exc).split())}") from None
     if not isinstance(data, dict) or set(data) != {"rules"}:
@@ -156,33 +190,52 @@ def _rule(item: object) -> Rule:
             f"key '{conditions[1] if conditions else 'above'}': a rule has exactly one of {', '.join(CONDITIONS)}"
         )
     (condition,) = conditions
+    stale_after: float | None = DEFAULT_STALE_AFTER
     if condition == "silent_for":
         threshold = duration(item[condition], condition)
         if threshold <= 0:
             raise RulesError("key 'silent_for': must be longer than 0s")
         if "for" in item:
             raise RulesError("key 'for': a silent_for rule takes no `for` (its duration is the silence)")
+        if "stale_after" in item:
+            raise RulesError("key 'stale_after': a silent_for rule has no series to go stale")
+        stale_after = None
     else:
         threshold = _number(item[condition], condition)
+        if "stale_after" in item:
+            stale_after = duration(item["stale_after"], "stale_after")
+            if stale_after <= 0:
+                raise RulesError("key 'stale_after': must be longer than 0s")
     for_seconds = duration(item.get("for", "0s"), "for")
-    labels = _strings(item.get("labels", {}), "labels", alerts.MAX_LABEL_VALUE)
+    keep_firing_for = duration(item.get("keep_firing_for", "0s"), "keep_firing_for")
+    # An empty value is no label, as in Alertmanager: dropped here, so the rule's identity is the one it has there.
+    labels = {k: v for k, v in _strings(item.get("labels", {}), "labels", alerts.MAX_LABEL_VALUE).items() if v}
     if "alertname" in labels:
         raise RulesError("key 'labels': alertname is set by `alert`")
     annotations = _strings(item.get("annotations", {}), "annotations", alerts.MAX_ANNOTATION)
+    compiled = []
+    for key, text in annotations.items():
+        try:
+            compiled.append((key, templates.compile_template(text)))
+        except templates.TemplateError as exc:
+            raise RulesError(f"key 'annotations': {key}: the template {text[:200]} cannot be rendered: {exc}") from None
+    rule = Rule(name, condition, threshold, for_seconds, labels, annotations, stale_after, keep_firing_for)
+    rule = dataclasses.replace(rule, templates=tuple(compiled))
     try:  # every message this rule will ever send must pass the channel's own check
-        alerts.build("firing", name, labels, annotations, alerts.rfc3339(0), None, "stream")
+        alerts.build("firing", name, labels, rule.render(0.0, {}), alerts.rfc3339(0), None, "stream")
     except alerts.AlertError as exc:
         raise RulesError(f"key '{exc.reason.removeprefix('bad_')}': {str(exc).split(': ', 1)[1]}") from None
-    return Rule(name, condition, threshold, for_seconds, labels, annotations)
+    return rule
 
 
 def duration(value: object, key: str) -> float:
-    """Seconds of a Prometheus-style duration: 3s, 1m30s, 500ms, 2h, 0s."""
+    """Seconds of a Prometheus duration: 3s, 1m30s, 250ms, 2h, 1d, 1w, or 0."""
+    if (value == 0 and not isinstance(value, bool)) or value == "0":
+        return 0.0
     match = _DURATION_RE.fullmatch(value) if isinstance(value, str) and value else None
     if match is None or not any(match.groups()):
-        raise RulesError(f"key '{key}': {value!r} is not a duration like 3s, 1m30s, 500ms or 0s")
-    h, m, s, ms = (int(part or 0) for part in match.groups())
-    seconds = h * 3600 + m * 60 + s + ms / 1000
+        raise RulesError(f"key '{key}': {value!r} is not a duration like 3s, 1m30s, 250ms, 1d or 0")
+    seconds = sum(int(part or 0) * size for part, (_, size) in zip(match.groups(), _UNITS, strict=True))
     if seconds > MAX_DURATION:
         raise RulesError(f"key '{key}': {value} is longer than a week")
     return seconds
@@ -203,3 +256,7 @@ def _strings(value: object, key: str, max_length: int) -> dict:
         if not isinstance(text, str) or len(text) > max_length:
             raise RulesError(f"key '{key}': {name} must be a string of at most {max_length} characters")
     return dict(value)
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -6,7 +6,7 @@ import logging
 import threading
 import time
 
-from numcast import alerts
+from numcast import alerts, envelope
 from numcast.envelope import EnvelopeError, decode
 from numcast.logs import Throttled
 from numcast.redis_conn import redact
@@ -17,6 +17,7 @@ from numcast_alerter import rules
 from numcast_alerter.alertmanager import AlertmanagerClient
 from numcast_alerter.broadcast import Broadcaster
 from numcast_alerter.evaluator import STATES, Evaluator
+from numcast_alerter.held import WebhookAlerts
 from numcast_alerter.settings import AlerterSettings
 
 log = logging.getLogger(__name__)
@@ -27,7 +28,17 @@ FILE_CHECK_SECONDS = 1.0
 
 
 class AlerterService:
-    """Evaluates the rules on every value and on a clock; publishes changes and sends them to Alertmanager."""
+    """Evaluates the rules on every value and on a clock; publishes changes and sends them to Alertmanager.
+
+    Threads (threading mode runs the subscriber, the clock, the senders and every HTTP request in threads of
+    their own; eventlet runs them as green threads, which switch at any I/O): one lock, `_lock`, guards the rule
+    states and the webhook alerts, and orders what leaves. Every path that changes them (a batch of values, the
+    clock, a reload, a webhook call, the first read of Redis, a reconciliation) computes its changes and hands
+    them to the senders' queues while it holds the lock. The queues only append in memory, so the lock is held
+    for microseconds; the senders do their I/O outside it, and logging waits until it is released. So the
+    changes of one alert reach every queue in the order its state changed, and no reader (the webhook, the
+    status page) ever sees the rules half replaced.
+    """
 
     def __init__(self, settings: AlerterSettings, metrics) -> None:
         self.settings = settings
@@ -36,9 +47,13 @@ class AlerterService:
         except rules.RulesError as exc:
             raise SettingsError(f"ALERT_RULES={settings.alert_rules!r}: {exc}") from None
         self.evaluator = Evaluator(self.rules.rules)
-        self._lock = threading.Lock()  # values and the clock may evaluate at once in threading mode
+        urls = settings.alertmanagers
+        # With Alertmanagers to ask, their list ends a webhook alert; without, a lease does (numcast_alerter.held).
+        self.webhook_alerts = WebhookAlerts(None if urls else settings.webhook_lease_seconds)
+        self._lock = threading.Lock()
         self._reload = threading.Event()
         self._warn = Throttled(log)
+        self.evaluated_at: float | None = None
         self.counters = {
             "received": metrics.counter("received", "Messages received, by path (redis, webhook).", ("path",)),
             "rejected": metrics.counter(
@@ -47,14 +62,30 @@ class AlerterService:
             "published": metrics.counter(
                 "alerts_published", "Alert changes published on ALERTS_CHANNEL, by origin.", ("origin",)
             ),
-            "sent": metrics.counter("alertmanager_sent", "Alerts delivered to Alertmanager (changes and re-sends)."),
             "errors": metrics.counter("publish_errors", "Failed deliveries (then retried), by path.", ("path",)),
             "dropped": metrics.counter("dropped", "Alert changes dropped from a full queue, by path.", ("path",)),
             "reconnects": metrics.counter("reconnects", "Connections re-established after a failure.", ("path",)),
             "reloads": metrics.counter("rule_reloads", "Rules file reloads, by result (ok, error).", ("result",)),
             "ignored": metrics.counter("alerts_ignored", "Webhook alerts ignored as echoes of this alerter's own."),
+            "expired": metrics.counter(
+                "alerts_expired",
+                "Alerts from Alertmanager resolved by the alerter, by reason (sync: no Alertmanager holds them; "
+                "lease: no notification for WEBHOOK_LEASE_SECONDS).",
+                ("reason",),
+            ),
+            "am_sent": metrics.counter(
+                "alertmanager_sent", "Alerts delivered to each Alertmanager (changes and re-sends).", ("url",)
+            ),
+            "am_errors": metrics.counter(
+                "alertmanager_errors", "Failed requests to each Alertmanager (sends, retried, and lists).", ("url",)
+            ),
+            "am_queued": metrics.gauge("alertmanager_queued", "Alert changes waiting for each Alertmanager.", ("url",)),
         }
         self.rule_states = metrics.gauge("alert_rules", "Rules in each state (inactive, pending, firing).", ("state",))
+        metrics.gauge(
+            "rule_reload_successful",
+            "1 while the rules in force are the rules file's content; 0 after a refused reload, until a good one.",
+        ).set_function(lambda: int(not self.rules.error))
         metrics.gauge("subscribed", "1 while subscribed to the channel.").set_function(
             lambda: int(self.subscriber.subscribed)
         )
@@ -65,39 +96,65 @@ class AlerterService:
         )
         self.broadcaster = Broadcaster(settings.redis, settings.alerts_channel, self.counters, self._adopt)
         self.subscriber.retry_max = self.broadcaster.retry_max = settings.redis_retry_max_seconds
-        self.alertmanager = None
-        if settings.alertmanager_url:
-            lease = 4 * max(EVAL_INTERVAL, settings.resend_seconds)  # Prometheus: 4 x max(eval interval, resend)
-            self.alertmanager = AlertmanagerClient(
-                settings.alertmanager_url,
+        self.broadcaster.set_rules([state.to_dict() for state in self.evaluator.states.values()])
+        lease = 4 * max(EVAL_INTERVAL, settings.resend_seconds)  # Prometheus: 4 x max(eval interval, resend)
+        self.alertmanagers = [
+            AlertmanagerClient(
+                url,
                 settings.resend_seconds,
                 lease,
                 settings.alertmanager_queue,
                 self.counters,
                 settings.external_url,
+                settings.alertmanager_backoff_max_seconds,
             )
-            queued = metrics.gauge("alertmanager_queued", "Alert changes waiting for Alertmanager.")
-            queued.set_function(lambda: len(self.alertmanager.backlog))
+            for url in urls
+        ]
+        self._zero()
         self.tasks = Tasks()
         self._started = False
+
+    def _zero(self) -> None:
+        """Every label value the alerter knows, at 0: a series born at its first increment hides it from increase()."""
+        c = self.counters
+        for path in ("redis", "webhook"):
+            c["received"].labels(path)
+        for reason in envelope.REASONS:
+            c["rejected"].labels("redis", reason)
+        for reason in alerts.WEBHOOK_REASONS:
+            c["rejected"].labels("webhook", reason)
+        for origin in alerts.ORIGINS:
+            c["published"].labels(origin)
+        for path in ("redis", "alertmanager"):
+            c["dropped"].labels(path)
+        c["errors"].labels("redis")
+        c["reconnects"].labels("redis")
+        for result in ("ok", "error"):
+            c["reloads"].labels(result)
+        for reason in ("sync", "lease"):
+            c["expired"].labels(reason)
+        for state in STATES:
+            self.rule_states.labels(state)  # the clock sets them from its first tick
 
     def start(self, socketio) -> None:
         """Start the subscriber, the clock and the senders."""
         s = self.settings
         log.info(
-            "alerter starting redis=%s channel=%s alerts_channel=%s rules=%s count=%d alertmanager=%s",
+            "alerter starting redis=%s channel=%s alerts_channel=%s rules=%s count=%d alertmanagers=%s",
             redact(s.redis),
             s.channel,
             s.alerts_channel,
             self.rules.source,
             len(self.evaluator.rules),
-            s.alertmanager_url or "none",
+            ",".join(s.alertmanagers) or "none",
         )
         self.tasks.start(socketio, self.subscriber.run, "subscriber")
         self.tasks.start(socketio, self.broadcaster.run, "broadcaster")
         self.tasks.start(socketio, self._clock, "clock")
-        if self.alertmanager is not None:
-            self.tasks.start(socketio, self.alertmanager.run, "alertmanager")
+        for n, alertmanager in enumerate(self.alertmanagers):
+            self.tasks.start(socketio, alertmanager.run, f"alertmanager-{n}")
+        if self.alertmanagers:
+            self.tasks.start(socketio, self._reconcile, "reconcile")
         self._started = True
 
     def stop(self) -> None:
@@ -105,13 +162,12 @@ class AlerterService:
         self.subscriber.stop()
         deadline = time.monotonic() + 2.0
         while time.monotonic() < deadline and (
-            len(self.broadcaster.backlog) or (self.alertmanager is not None and len(self.alertmanager.backlog))
+            len(self.broadcaster.backlog) or any(len(am.backlog) for am in self.alertmanagers)
         ):
             time.sleep(0.05)
-        for sender in (self.broadcaster, self.alertmanager):
-            if sender is not None:
-                sender.stopping.set()
-                sender.backlog.ready.set()  # wakes its loop now rather than at its next poll
+        for sender in (self.broadcaster, *self.alertmanagers):
+            sender.stopping.set()
+            sender.backlog.ready.set()  # wakes its loop now rather than at its next poll
         if not self.tasks.join(timeout=5):
             log.warning("some tasks did not stop within 5s")
         log.info("alerter stopped")
@@ -127,36 +183,54 @@ class AlerterService:
             detail["redis_refused"] = self.subscriber.refused
         return self._started, detail
 
-    def webhook(self, payload: object) -> int:
-        """Publish every alert of an Alertmanager webhook payload; raise AlertError (publishing nothing) if invalid."""
+    def webhook(self, payload: object) -> tuple[int, list[str]]:
+        """Publish the good alerts of an Alertmanager webhook payload; (published, errors of the skipped ones).
+
+        Raises AlertError, publishing nothing, when the payload itself is not a webhook payload.
+        """
         try:
-            messages = alerts.from_webhook(payload)
+            messages, rejected = alerts.from_webhook(payload)
         except alerts.AlertError as exc:
             self.counters["rejected"].labels("webhook", exc.reason).inc()
             self._warn.warning(f"webhook:{exc.reason}", "webhook rejected reason=%s detail=%s", exc.reason, exc)
             raise
         self.counters["received"].labels("webhook").inc()
-        own = {rule.fingerprint for rule in self.evaluator.rules}
-        published = 0
-        for message in messages:
-            # Our own stream alerts come back when Alertmanager routes everything here; the stream already told.
-            if alerts.fingerprint(message["alertname"], message["labels"]) in own:
-                self.counters["ignored"].inc()
-                continue
-            self.broadcaster.send(message)
-            published += 1
-        return published
+        now = time.time()
+        published = ignored = 0
+        with self._lock:
+            own = self.evaluator.fingerprints()
+            for message in messages:
+                # Our own stream alerts come back when Alertmanager routes everything here; the stream already told.
+                if alerts.fingerprint(message["alertname"], message["labels"]) in own:
+                    ignored += 1
+                elif self.webhook_alerts.accept(message, now):
+                    self.broadcaster.send(message)
+                    published += 1
+                else:
+                    rejected.append(alerts.AlertError("too_many", f"{message['alertname']}: {alerts.MAX_ACTIVE} held"))
+        self.counters["ignored"].inc(ignored)
+        for exc in rejected:
+            self.counters["rejected"].labels("webhook", exc.reason).inc()
+            self._warn.warning(f"webhook:{exc.reason}", "webhook alert skipped reason=%s detail=%s", exc.reason, exc)
+        return published, [str(exc) for exc in rejected]
 
     def status(self) -> dict:
         """Every rule with its state, and how delivery goes, as GET /api/alerts shows it."""
         with self._lock:
             rule_states = [state.to_dict() for state in self.evaluator.states.values()]
+            held = len(self.webhook_alerts)
         return {
             "rules": rule_states,
             "source": self.rules.source,
             "loaded_at": self.rules.loaded_at,
             "reload_error": self.rules.error or None,
-            "alertmanager": self.alertmanager.status() if self.alertmanager is not None else None,
+            "evaluated_at": self.evaluated_at,
+            "alertmanagers": [alertmanager.status() for alertmanager in self.alertmanagers],
+            "webhook": {
+                "held": held,
+                "lease_seconds": self.webhook_alerts.lease,
+                "sync_seconds": self.settings.alertmanager_sync_seconds if self.alertmanagers else None,
+            },
             "redis": {
                 "subscribed": self.subscriber.subscribed,
                 "synced": self.broadcaster.synced,
@@ -177,7 +251,8 @@ class AlerterService:
         if values:
             with self._lock:
                 changes = self.evaluator.observe(values)
-            self._emit(changes)
+                self._emit(changes)
+            self._log(changes)
 
     def _subscribed(self, resumed: bool) -> None:
         if resumed:
@@ -194,17 +269,25 @@ class AlerterService:
             if self._reload.is_set():
                 self._reload.clear()
                 self._do_reload()
-            with self._lock:
-                changes = self.evaluator.tick()
-                firing = self.evaluator.firing()
-                counts = self.evaluator.counts()
-                rule_states = [state.to_dict() for state in self.evaluator.states.values()]
-            self._emit(changes)
-            if self.alertmanager is not None:
-                self.alertmanager.resend_due(firing, time.time())
-            for state in STATES:
-                self.rule_states.labels(state).set(counts[state])
-            self.broadcaster.set_rules(rule_states)
+            self._tick()
+
+    def _tick(self) -> None:
+        now = time.time()
+        with self._lock:
+            changes = self.evaluator.tick()
+            expired = self.webhook_alerts.expired(now)
+            self._emit(changes + expired)
+            firing = self.evaluator.firing()
+            for alertmanager in self.alertmanagers:  # under the lock: a re-send never overtakes a resolution
+                alertmanager.resend_due(firing, now)
+            counts = self.evaluator.counts()
+            rule_states = [state.to_dict() for state in self.evaluator.states.values()]
+        self._log(changes)
+        self._expired(expired, "lease")
+        for state in STATES:
+            self.rule_states.labels(state).set(counts[state])
+        self.broadcaster.set_rules(rule_states)
+        self.evaluated_at = now
 
     def _do_reload(self) -> None:
         try:
@@ -215,34 +298,69 @@ class AlerterService:
             return
         with self._lock:
             changes = self.evaluator.replace(loaded)
-        self._emit(changes)
+            self._emit(changes)
+        self._log(changes)
         self.counters["reloads"].labels("ok").inc()
         log.info("rules reloaded source=%s count=%d", self.rules.source, len(loaded))
 
+    def _reconcile(self) -> None:
+        """Every ALERTMANAGER_SYNC_SECONDS: resolve the webhook alerts that no Alertmanager holds any more."""
+        while not self.tasks.stopping.wait(self.settings.alertmanager_sync_seconds):
+            asked_at = time.time()
+            answers = [alertmanager.fingerprints() for alertmanager in self.alertmanagers]
+            present = [answer for answer in answers if answer is not None]
+            if not present:
+                continue  # none could say: keep everything rather than guess
+            with self._lock:
+                ended = self.webhook_alerts.reconcile(set().union(*present), asked_at, time.time())
+                self._emit(ended)
+            self._expired(ended, "sync")
+
     def _emit(self, changes: list[dict]) -> None:
+        """Hand `changes` to the senders' queues; the caller holds `_lock` (see the class docstring)."""
         for message in changes:
-            state = self.evaluator.states.get(message["alertname"])
+            self.broadcaster.send(message)
+            if message["origin"] == "stream":
+                for alertmanager in self.alertmanagers:
+                    alertmanager.update(message)
+
+    def _log(self, changes: list[dict]) -> None:
+        for message in changes:
             log.info(
-                "alert %s alertname=%s value=%s fingerprint=%s",
+                "alert %s alertname=%s fingerprint=%s startsAt=%s",
                 message["status"],
                 message["alertname"],
-                state.value if state is not None else None,
                 message["fingerprint"],
+                message["startsAt"],
             )
-            self.broadcaster.send(message)
-            if self.alertmanager is not None:
-                self.alertmanager.update(message)
+
+    def _expired(self, ended: list[dict], reason: str) -> None:
+        for message in ended:
+            self.counters["expired"].labels(reason).inc()
+            why = "no Alertmanager holds it" if reason == "sync" else "its lease ran out"
+            log.info("alert from alertmanager resolved: %s alertname=%s fingerprint=%s", why, message["alertname"],
+                     message["fingerprint"])  # fmt: skip
 
     def _adopt(self, entries: dict[str, dict]) -> None:
-        """What a previous run left in Redis: a stream alert of ours fires on; any other stream alert resolves."""
+        """What a previous run left in Redis: a stream alert that still holds fires on; an Alertmanager one is held.
+
+        Any other stream alert resolves. Called by the broadcaster at its first connection.
+        """
         now = time.time()
-        for fp, message in entries.items():
-            if message["origin"] != "stream":
-                continue
-            with self._lock:
-                adopted = self.evaluator.adopt(fp, alerts.timestamp(message["startsAt"]))
-            if adopted:
-                log.info("alert still firing from the previous run alertname=%s", message["alertname"])
-                continue
-            resolved = {**message, "status": "resolved", "endsAt": alerts.rfc3339(now)}
-            self._emit([resolved])
+        changes, kept = [], {}
+        with self._lock:
+            for fp, message in entries.items():
+                if message["origin"] == "alertmanager":  # held as if just notified: its lease starts now
+                    adopted = [] if self.webhook_alerts.accept(message, now) else None
+                else:
+                    adopted = self.evaluator.adopt(fp, alerts.timestamp(message["startsAt"]))
+                if adopted is None:
+                    changes.append({**message, "status": "resolved", "endsAt": alerts.rfc3339(now)})
+                else:
+                    changes += adopted
+                    kept[fp] = message
+            self._emit(changes)
+            self.broadcaster.hold(kept)
+        for message in kept.values():
+            log.info("alert still firing from the previous run alertname=%s", message["alertname"])
+        self._log(changes)

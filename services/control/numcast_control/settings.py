@@ -50,7 +50,10 @@ class ControlSettings(Common):
         secret=True,
     )
     control_token_file: str = env(
-        "CONTROL_TOKEN_FILE", "", "File holding that token (a mounted Secret), instead of `CONTROL_TOKEN`.", secret=True
+        "CONTROL_TOKEN_FILE",
+        "",
+        "File holding that token (a mounted Secret), instead of `CONTROL_TOKEN`; read again when it changes.",
+        secret=True,
     )
 
     def validate(self) -> None:
