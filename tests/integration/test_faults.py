@@ -123,7 +123,7 @@ def test_a_worker_is_not_ready_before_it_serves(services):
     from numcast.local import free_port
 
     worker = services("worker", f"redis://127.0.0.1:{free_port()}/0")
-    time.sleep(1.5)
+    eventually(lambda: "reconnecting url=" in worker.logs(), message="its first try to reach Redis failed")
     assert worker.get("/readyz") == (503, {"status": "not ready", "redis": "down", "sink": "ok", "history": "pending"})
 
 
