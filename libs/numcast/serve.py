@@ -103,6 +103,8 @@ def run(app: Flask, socketio: SocketIO, host: str, port: int) -> None:
         options = http_doors.werkzeug_options(doors)
     socketio.start_background_task(doors.reap, socketio.sleep)
     service.start(socketio)
+    # After the service, which may wrap engineio's WebSocket driver too (numcast_worker.direct): checks come first.
+    app.extensions["numcast.socket_input"].install(socketio.server.eio)
     log.info("serving http://%s:%d async_mode=%s", host, port, socketio.async_mode)
     try:
         socketio.run(app, host=host, port=port, log_output=False, allow_unsafe_werkzeug=True, **options)
