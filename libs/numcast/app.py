@@ -41,5 +41,11 @@ def create_app(
     if hasattr(settings, "control_token"):  # a service that takes changes: each needs the token (numcast.auth)
         auth.init_app(app, settings, metrics)
     init_api(app)
-    socketio.init_app(app, async_mode=settings.async_mode, cors_allowed_origins=web.allowed_origins(cors_origins))
+    # WebSocket only, as the dashboard connects: long-polling would be a second way in for packets, unchecked.
+    socketio.init_app(
+        app,
+        async_mode=settings.async_mode,
+        cors_allowed_origins=web.allowed_origins(cors_origins),
+        transports=["websocket"],
+    )
     return app

@@ -224,6 +224,13 @@ def test_a_frame_over_the_size_limit_closes_that_websocket_only(stack, case):
     stack.still_serves()
 
 
+def test_long_polling_is_refused(stack):
+    """WebSocket only, as the dashboard connects: a polling session's packets would be a way around the checks."""
+    status, body = stack.service.get("/socket.io/?EIO=4&transport=polling")
+    assert status == 400, (status, body)
+    stack.still_serves()
+
+
 # --- Bytes that are no HTTP -----------------------------------------------------------------------------------
 
 
