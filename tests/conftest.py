@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from needs import missing
 
 from numcast.local import (
     ALERTMANAGER_MISSING,

@@ -10,6 +10,7 @@ from flask_socketio import SocketIO
 from numcast import auth, web
 from numcast.doors import Doors
 from numcast.metrics import Metrics
+from numcast.socket_input import SocketInput
 
 
 def create_app(
@@ -33,10 +34,18 @@ def create_app(
     app.extensions["numcast"] = service
     # The HTTP server's connections (numcast.doors), counted in this app's metrics; `numcast.serve.run` uses it.
     app.extensions["numcast.doors"] = Doors(settings.http_max_connections, settings.http_header_timeout, metrics)
+    # What clients send over WebSockets to /socket.io/ (numcast.socket_input), installed by `numcast.serve.run`.
+    app.extensions["numcast.socket_input"] = SocketInput(metrics)
     metrics.init_app(app)
     web.init_app(app, service.ready, max_body)
     if hasattr(settings, "control_token"):  # a service that takes changes: each needs the token (numcast.auth)
         auth.init_app(app, settings, metrics)
     init_api(app)
-    socketio.init_app(app, async_mode=settings.async_mode, cors_allowed_origins=web.allowed_origins(cors_origins))
+    # WebSocket only, as the dashboard connects: long-polling would be a second way in for packets, unchecked.
+    socketio.init_app(
+        app,
+        async_mode=settings.async_mode,
+        cors_allowed_origins=web.allowed_origins(cors_origins),
+        transports=["websocket"],
+    )
     return app

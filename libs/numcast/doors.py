@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 # /metrics, pages and the API are still answered when every browser slot is taken: browsers stay busy, and
 # busy connections are never closed to make room.
 HEADROOM = 64
-REASONS = ("header_timeout", "evicted", "refused")
+REASONS = ("header_timeout", "evicted", "refused", "bad_request")
 _BODY = b'{"error": "too many connections", "status": 503}'
 REFUSAL = (
     b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 5\r\n"
@@ -102,6 +102,14 @@ class Doors:
             self._waiting.pop(sock, None)
             self._busy.discard(sock)
 
+    def malformed(self, sock: socket.socket) -> None:
+        """The server answered what came instead of a request (400, 414) and closes: counted, unless this closed it
+        (too slow, or evicted: counted then, and a cut request line is no proof of anything)."""
+        with self._lock:
+            waiting = sock in self._waiting
+        if waiting:
+            self._count("bad_request")
+
     def expire(self) -> int:
         """Close every connection that has waited longer than the header timeout; how many."""
         late = []
@@ -173,9 +181,13 @@ def eventlet_options(doors: Doors) -> dict:
     class Protocol(eventlet.wsgi.HttpProtocol):
         def handle_one_request(self):
             doors.waiting(self.request)
+            self.served = False
             super().handle_one_request()
+            if self.close_connection and getattr(self, "raw_requestline", b"") and not self.served:
+                doors.malformed(self.request)  # eventlet refused the request line or headers itself
 
         def handle_one_response(self):
+            self.served = True
             if doors.busy(self.request):
                 return super().handle_one_response()
             self.close_connection = 1  # closed while its headers came in: not served
@@ -212,11 +224,18 @@ def werkzeug_options(doors: Doors) -> dict:
 
         def handle_one_request(self):
             doors.waiting(self.connection)
+            self.served = False
             super().handle_one_request()
+            if self.close_connection and getattr(self, "raw_requestline", b"") and not self.served:
+                doors.malformed(self.connection)  # http.server refused the request line or headers itself
 
         def run_wsgi(self):
+            self.served = True
             if doors.busy(self.connection):
-                return super().run_wsgi()
+                super().run_wsgi()
+                if self.headers.get("Upgrade", "").lower() == "websocket":
+                    self.close_connection = True  # the WebSocket is over; its bytes are no next request
+                return
             self.close_connection = True  # closed while its headers came in: not served
 
     return {"request_handler": Handler}

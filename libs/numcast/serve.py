@@ -108,6 +108,8 @@ def run(app: Flask, socketio: SocketIO, host: str, port: int) -> None:
     socketio.start_background_task(doors.reap, socketio.sleep)
     server = _listen(app, socketio, host, port, BACKLOG, options)  # a taken port fails here
     service.start(socketio)
+    # After the service, which may wrap engineio's WebSocket driver too (numcast_worker.direct): checks come first.
+    app.extensions["numcast.socket_input"].install(socketio.server.eio)
     log.info("serving http://%s:%d async_mode=%s", host, port, socketio.async_mode)
     try:
         server()

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import re
 import urllib.parse
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 import pytest
+from needs import missing
 
 from numcast.local import CHROMIUM_ARGS, CHROMIUM_MISSING, chromium
 
@@ -29,9 +29,7 @@ def browser() -> Iterator[Browser]:
     """One headless Chromium for the session; skipped without one, except in CI where that is a failure."""
     path = chromium()
     if path is None:
-        if os.environ.get("CI"):
-            pytest.fail(CHROMIUM_MISSING)
-        pytest.skip(CHROMIUM_MISSING)
+        missing(CHROMIUM_MISSING)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=path, args=list(CHROMIUM_ARGS))
         yield browser

@@ -74,18 +74,27 @@ def test_chart_draws_and_stats_move(redis_server, services, page):
     stop = threading.Event()
 
     sent = [3]  # the last seq published
+    published: list[float] = []  # the ts of each value the stream published
 
     def stream() -> None:
         while not stop.is_set():
             sent[0] += 1
-            publish(redis_server, envelope(sent[0], 50.0 + sent[0] % 7))
-            time.sleep(0.05)
+            ts = time.time()
+            publish(redis_server, envelope(sent[0], 50.0 + sent[0] % 7, ts=ts))
+            published.append(ts)
+            time.sleep(0.05)  # about 20 values/s: what the page shows is checked against what really went out
 
     feeder = threading.Thread(target=stream, daemon=True)
     feeder.start()
     try:
-        eventually(lambda: 10 <= float(page.locator("#rate").get_attribute("data-value") or 0) <= 30, 8,
-                   message="about 20 messages per second")  # fmt: skip
+        eventually(lambda: published and published[-1] - published[0] > 6, 15, message="a full window of the stream")
+        shown = float(page.locator("#rate").get_attribute("data-value") or "nan")
+        read_at = time.time()
+        # The page counts what arrived over the last 5 s, at its last refresh (every 250 ms, a few ms after the
+        # publish): the values published in each 5 s window that ends in the last half second, give or take two
+        # at the window's edges.
+        counts = [sum(end - 5 < ts <= end for ts in published) for end in (read_at - n / 100 for n in range(51))]
+        assert (min(counts) - 2) / 5 <= shown <= (max(counts) + 2) / 5, (shown, min(counts) / 5, max(counts) / 5)
         first = int(text(page, "#count"))
         eventually(lambda: int(text(page, "#count").replace(",", "")) > first + 10, message="the count moves")
         assert re.fullmatch(r"[\d.]+ ms", text(page, "#latency-p50")), text(page, "#latency-p50")

@@ -10,8 +10,10 @@ import socket
 import subprocess
 
 import pytest
+import redis
 from conftest import NUMCAST, envelope, eventually, http, publish
 
+from numcast.envelope import decode
 from numcast.local import free_port
 
 
@@ -91,23 +93,38 @@ def up(tmp_path, request):
             running.process.kill()
 
 
-def watch_as_viewer(password: str, cli: str, port: int) -> None:
-    """Run the banner's redis-cli command: it gets a value; the viewer's PUBLISH and FLUSHALL get NOPERM."""
+def watch_as_viewer(password: str, cli: str, port: int) -> bytes:
+    """Run the banner's redis-cli command and return the envelope it shows; the viewer's PUBLISH and FLUSHALL get
+    NOPERM."""
     env = {**os.environ, "REDISCLI_AUTH": password}
     command = [cli, "--user", "viewer", "-h", "127.0.0.1", "-p", str(port)]
-    watching = subprocess.Popen(
-        [*command, "subscribe", "numbers", "alerts"], env=env, stdout=subprocess.PIPE, text=True
-    )
+    watching = subprocess.Popen([*command, "subscribe", "numbers", "alerts"], env=env, stdout=subprocess.PIPE)
     try:
         # subscribe, numbers, 1, subscribe, alerts, 2, then message, numbers, <envelope>
-        lines = [watching.stdout.readline().strip() for _ in range(9)]
+        lines = [watching.stdout.readline().removesuffix(b"\n") for _ in range(9)]
     finally:
         watching.kill()
         watching.wait()
-    assert lines[6:8] == ["message", "numbers"] and json.loads(lines[8])["seq"] >= 1, lines
+    assert lines[6:8] == [b"message", b"numbers"], lines
     for refused in (["publish", "numbers", "forged"], ["flushall"]):
         result = subprocess.run([*command, *refused], env=env, capture_output=True, text=True, timeout=10)
         assert "NOPERM" in result.stdout + result.stderr, (refused, result)
+    return lines[8]
+
+
+def published(pids: list[int], port: int) -> list[bytes]:
+    """Every envelope in the replay log (the messages exactly as published), read as the user `numcast up` gave
+    its worker: the name and password file in the worker process's environment."""
+    for pid in pids:
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            if b"worker" not in cmdline.read().split(b"\0"):
+                continue
+        with open(f"/proc/{pid}/environ", "rb") as environ:
+            env = dict(item.split(b"=", 1) for item in environ.read().split(b"\0") if b"=" in item)
+        with open(env[b"REDIS_PASSWORD_FILE"]) as password:
+            conn = redis.Redis(port=port, username=env[b"REDIS_USERNAME"].decode(), password=password.read().strip())
+        return [fields[b"envelope"] for _, fields in conn.xrange("numbers:log")]
+    raise AssertionError("no worker among the processes of numcast up")
 
 
 def children_of(pid: int) -> list[int]:
@@ -143,7 +160,7 @@ def test_up_runs_the_pipeline_and_stops_every_process(up, tmp_path, signum):
         r"REDISCLI_AUTH=(\w+) (\S+) --user viewer -h 127\.0\.0\.1 -p (\d+) subscribe numbers alerts", text
     )
     assert viewer, "the viewer's redis-cli command"
-    watch_as_viewer(viewer.group(1), viewer.group(2), int(viewer.group(3)))
+    shown = watch_as_viewer(viewer.group(1), viewer.group(2), int(viewer.group(3)))
     # A token of its own for each run: in the control page's link and in a curl command that works as printed.
     (token,) = re.findall(rf"http://127\.0\.0\.1:{running.control}/#token=([\w-]+)", text)
     curl = re.search(r"curl -X PATCH (\S+) -H 'Authorization: Bearer ([\w-]+)' .* -d '(.+)'", text)
@@ -162,6 +179,8 @@ def test_up_runs_the_pipeline_and_stops_every_process(up, tmp_path, signum):
     assert tailed.returncode == 0 and " seq=" in tailed.stdout, tailed.stderr
     children = children_of(running.process.pid)
     assert len(children) == 5, "Redis, the control-plane, two workers and the alerter"
+    decode(shown)  # a valid envelope, whole: byte for byte one the control-plane published
+    assert shown in published(children, int(viewer.group(3))), shown
     rules = http("GET", f"http://127.0.0.1:{running.alerter}/api/alerts")[1]["rules"]
     assert [rule["alert"] for rule in rules] == ["NumcastValueHigh", "NumcastStreamSilent"], "the built-in rules"
     for port in (running.worker, running.worker + 1):
@@ -169,7 +188,8 @@ def test_up_runs_the_pipeline_and_stops_every_process(up, tmp_path, signum):
     assert running.stop(signum) == 0
     assert not [pid for pid in children if alive(pid)], "no process left behind"
     assert "stopped the embedded Redis" in running.output()
-    assert (tmp_path / "data" / "machine-1.jsonl").stat().st_size > 0
+    sink = (tmp_path / "data" / "machine-1.jsonl").read_bytes().splitlines()
+    assert shown in sink, "the worker's file has the envelope redis-cli showed, byte for byte"
 
 
 def test_up_uses_a_reachable_redis_url(up, redis_server):

@@ -35,6 +35,20 @@ def collect(redis_server, seconds: float) -> list:
     return found
 
 
+def pause(control) -> int:
+    """Pause; the last seq, once it stands still between two looks with every output's queue empty."""
+    assert http("PATCH", control.url + "/api/config", {"paused": True})[0] == 200
+    seqs = []
+
+    def settled() -> int:
+        status = control.json("/api/status")
+        seqs.append(status["seq"])
+        idle = status["config"]["paused"] and not any(output["queued"] for output in status["outputs"])
+        return idle and seqs[-2:] == [status["seq"]] * 2 and status["seq"]
+
+    return eventually(settled, interval=0.1, message="the control-plane stops generating and sending")
+
+
 def test_publishes_valid_envelopes_at_the_configured_rate(redis_server, control):
     envelopes = collect(redis_server, 2.0)
     assert 34 <= len(envelopes) <= 46
@@ -53,9 +67,9 @@ def test_patch_changes_rate_range_and_pause(redis_server, control):
     envelopes = collect(redis_server, 1.0)
     assert 40 <= len(envelopes) <= 60
     assert all(5 <= e.value <= 6 for e in envelopes)
-    assert http("PATCH", control.url + "/api/config", {"paused": True})[0] == 200
-    time.sleep(0.2)
-    assert collect(redis_server, 0.6) == []
+    last = pause(control)
+    assert collect(redis_server, 0.6) == [], "paused: nothing more is published"
+    assert control.json("/api/status")["seq"] == last
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,7 @@ import signal
 import time
 
 import pytest
+import redis
 from conftest import envelope, eventually, publish
 
 
@@ -29,8 +30,10 @@ def published_then_seen(redis_server, worker, seq: int, timeout: float = 10.0) -
     def arrived():
         try:
             publish(redis_server, envelope(seq))
-        except Exception:
-            return False  # Redis not back yet
+        except redis.exceptions.ConnectionError as exc:
+            if type(exc) is not redis.exceptions.ConnectionError:
+                raise  # a Redis that answers and refuses (a password, an ACL), or loads: a cause to show, not a wait
+            return False  # refused or reset: Redis is not back yet
         return seq in seqs(worker)
 
     eventually(arrived, timeout=timeout, interval=0.1, message=f"seq {seq} reaches the worker")
@@ -120,7 +123,7 @@ def test_a_worker_is_not_ready_before_it_serves(services):
     from numcast.local import free_port
 
     worker = services("worker", f"redis://127.0.0.1:{free_port()}/0")
-    time.sleep(1.5)
+    eventually(lambda: "reconnecting url=" in worker.logs(), message="its first try to reach Redis failed")
     assert worker.get("/readyz") == (503, {"status": "not ready", "redis": "down", "sink": "ok", "history": "pending"})
 
 

@@ -25,6 +25,12 @@ def closed_by_peer(conn: socket.socket) -> bool:
         return True
 
 
+def seconds_until_closed(conn: socket.socket, since: float) -> float:
+    """Seconds from `since` (time.monotonic()) until the worker closed `conn`; fails if it sent anything instead."""
+    assert closed_by_peer(conn), "closed, not answered"
+    return time.monotonic() - since
+
+
 def listening_address(port: int) -> str:
     """The local address a socket listening on `port` is bound to, from /proc/net/tcp (hex, as the kernel shows it)."""
     with open("/proc/net/tcp") as table:
@@ -46,9 +52,11 @@ def test_the_mirror_port_binds_loopback_unless_tcp_host_says_otherwise(redis_ser
 @pytest.mark.parametrize("sent", [b"", b'{"seq": 1, "va'], ids=["nothing", "half a line"])
 def test_a_connection_that_sends_no_complete_line_is_closed(redis_server, services, sent):
     worker = services("worker", redis_server.url, TCP_IDLE_SECONDS=str(IDLE))
+    connecting = time.monotonic()  # the worker's clock starts at its accept, after this
     conn = connect(worker)
     conn.sendall(sent)
-    assert closed_by_peer(conn), "closed after TCP_IDLE_SECONDS"
+    # At TCP_IDLE_SECONDS, never before, and long before the 5 s an ignored setting would give.
+    assert IDLE <= seconds_until_closed(conn, connecting) < IDLE + 2
     eventually(lambda: worker.metric("numcast_tcp_closed_total", 'reason="idle"') == 1)
     assert worker.metric("numcast_tcp_connections") == 0
     conn.close()

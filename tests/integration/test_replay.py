@@ -13,10 +13,19 @@ RATE = "200"
 
 
 def pause(control) -> int:
-    """Stop generating; return the last seq generated."""
+    """Stop generating; return the last seq generated, once the control-plane has stopped and handed it all out."""
     assert http("PATCH", control.url + "/api/config", {"paused": True})[0] == 200
-    time.sleep(0.2)  # a value being generated as the pause lands
-    return control.json("/api/status")["seq"]
+    seqs = []
+
+    def settled() -> int:
+        # A value being generated as the pause lands comes after it: the seq must stand still between two looks,
+        # with every output's queue empty.
+        status = control.json("/api/status")
+        seqs.append(status["seq"])
+        idle = status["config"]["paused"] and not any(output["queued"] for output in status["outputs"])
+        return idle and seqs[-2:] == [status["seq"]] * 2 and status["seq"]
+
+    return eventually(settled, interval=0.1, message="the control-plane stops generating and sending")
 
 
 def history(worker) -> list[int]:
@@ -59,7 +68,11 @@ def test_client_kill_ten_times_loses_and_duplicates_nothing(redis_server, servic
     running = control()
     client = redis_server.client()
     for kill in range(1, 11):
-        time.sleep(0.3)
+        heard = worker.metric("numcast_received_total", 'path="redis"')
+        eventually(
+            lambda heard=heard: worker.metric("numcast_received_total", 'path="redis"') > heard + 20,
+            message="subscribed again, and hearing the channel",
+        )
         assert client.execute_command("CLIENT", "KILL", "TYPE", "pubsub") == 1
         eventually(lambda kill=kill: worker.metric("numcast_reconnects_total", 'path="redis"') == kill, timeout=5)
     last = pause(running)
@@ -98,9 +111,9 @@ def test_a_worker_killed_and_restarted_gets_the_downtime_from_the_log(redis_serv
     running = control()
     eventually(lambda: len(history(worker)) >= 600)
     accepted, in_file = stop_with_lines_unwritten(worker)
-    time.sleep(3)
-    downtime_until = running.json("/api/status")["seq"]
-    assert downtime_until - accepted >= 500, "three seconds down at 200 values/s"
+    downtime_until = eventually(
+        lambda: (seq := running.json("/api/status")["seq"]) >= accepted + 500 and seq, message="500 values missed"
+    )
 
     worker.start(wait="/readyz")
     got = history(worker)
@@ -133,7 +146,7 @@ def test_redis_restarted_empty_counts_the_loss_as_gaps(redis_server, services):
     running = services("control", redis_server.url, RATE_HZ=RATE, MIRROR_QUEUE="100", wait="/readyz")
     eventually(lambda: len(history(worker)) >= 100)
     redis_server.kill()
-    time.sleep(3)
+    eventually(lambda: running.metric("numcast_dropped_total", 'path="redis"') >= 300, message="the queue overflows")
     redis_server.restart()
     eventually(lambda: worker.get("/readyz")[1]["redis"] == "subscribed", timeout=10)
     last = pause(running)

@@ -25,7 +25,7 @@ def test_a_spoofed_seq_far_ahead_does_not_silence_the_running_control_plane(redi
         publish(redis_server, spoof)  # someone who may PUBLISH, but not write the replay log
         mirror = socket.create_connection(("127.0.0.1", int(worker.env["TCP_PORT"])), timeout=5)
         mirror.sendall((spoof + "\n").encode())  # and someone who reaches the mirror port
-        time.sleep(0.2)  # let the mirror's line in first (its handling is checked by the counts below)
+        eventually(lambda: worker.json("/api/status")["counters"]["quarantined"] == 2, message="both copies held apart")
         after = control.json("/api/status")["seq"]
 
         # 40 values at 20 Hz after the spoof; before the fix only the first of them was shown.

@@ -9,10 +9,15 @@ import os
 import subprocess
 from pathlib import Path
 
+import needs
 import pytest
 from conftest import Browser, as_user, eventually, http, sink_seqs
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: mount, setpriv, chattr")
+
+@pytest.fixture(autouse=True)
+def _root() -> None:
+    needs.root("mount", "setpriv", "chattr")
+
 
 UID = 10002  # not the image user (10001): test_k8s_container looks for files of its uid left in /tmp
 BACKUPS = 100  # enough that no line of the test is rotated away: the files must hold every value

@@ -95,10 +95,72 @@ def test_every_expression_parses_and_uses_metrics_the_selected_service_serves(ru
         assert family in served, f"{rule['alert']} uses {selector.name}, which {' or '.join(commands)} never serves"
 
 
-def test_a_worker_or_control_plane_that_is_down_or_gone_alerts():
-    # promtool's cases show each firing for up == 0 and for series that are gone; this keeps the rules from
-    # leaving together with their cases.
-    assert {"NumcastWorkerDown", "NumcastNoWorkers", "NumcastControlPlaneDown"} <= {r["alert"] for r in rules()}
+# Each target's `up`, one sample per 15 s scrape: answering for 2.5 minutes, then a fault from 2m45s.
+UP, DOWN, GONE = "1x30", "1x10 0x20", "1x10 stale"  # DOWN: every scrape fails; GONE: the target disappears
+TARGETS = {
+    "machine-1": 'up{job="numcast", namespace="numcast", component="worker", pod="machine-1-a", worker="machine-1"}',
+    "machine-2": 'up{job="numcast", namespace="numcast", component="worker", pod="machine-2-a", worker="machine-2"}',
+    "control": 'up{job="numcast", namespace="numcast", component="control-plane", pod="control-plane-a"}',
+}
+# (machine-1, machine-2, control-plane) -> the down alerts firing at 5m, as (alertname, worker).
+DOWN_OR_GONE = {
+    "all up": ((UP, UP, UP), []),
+    "a worker down": ((DOWN, UP, UP), [("NumcastWorkerDown", "machine-1")]),
+    "a worker gone": ((GONE, UP, UP), [("NumcastWorkerDown", "machine-1")]),
+    "every worker down": (
+        (DOWN, DOWN, UP),
+        [("NumcastNoWorkers", ""), ("NumcastWorkerDown", "machine-1"), ("NumcastWorkerDown", "machine-2")],
+    ),
+    "every worker gone": (
+        (GONE, GONE, UP),
+        [("NumcastNoWorkers", ""), ("NumcastWorkerDown", "machine-1"), ("NumcastWorkerDown", "machine-2")],
+    ),
+    "the control-plane down": ((UP, UP, DOWN), [("NumcastControlPlaneDown", "")]),
+    "the control-plane gone": ((UP, UP, GONE), [("NumcastControlPlaneDown", "")]),
+}
+
+
+FIRING = (
+    'count by (alertname, worker) (ALERTS{alertstate="firing", '
+    'alertname=~"NumcastWorkerDown|NumcastNoWorkers|NumcastControlPlaneDown"})'
+)
+
+
+def sample(alertname: str, worker: str) -> str:
+    """The labels of one series of FIRING."""
+    return f'{{alertname="{alertname}"' + (f', worker="{worker}"' if worker else "") + "}"
+
+
+@pytest.mark.parametrize("case", DOWN_OR_GONE)
+def test_a_worker_or_control_plane_that_is_down_or_gone_alerts(case, tmp_path):
+    """The rules themselves, evaluated by promtool on the series of each case: what fires, and only that."""
+    import yaml
+
+    values, firing = DOWN_OR_GONE[case]
+    test = {
+        "rule_files": [str(RULES)],
+        "evaluation_interval": "15s",
+        "tests": [
+            {
+                "interval": "15s",
+                "input_series": [
+                    {"series": series, "values": value} for series, value in zip(TARGETS.values(), values, strict=True)
+                ],
+                "promql_expr_test": [
+                    {"expr": FIRING, "eval_time": "2m", "exp_samples": []},  # before the fault: quiet
+                    {
+                        "expr": FIRING,
+                        "eval_time": "5m",
+                        "exp_samples": [{"labels": sample(*alert), "value": 1} for alert in firing],
+                    },
+                ],
+            }
+        ],
+    }
+    path = tmp_path / "down-or-gone.test.yaml"
+    path.write_text(yaml.safe_dump(test, sort_keys=False))
+    result = subprocess.run([tool("promtool"), "test", "rules", str(path)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_the_alerter_s_own_failures_alert():

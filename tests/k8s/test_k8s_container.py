@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import needs
 import pytest
 import redis
 from conftest import NUMCAST, as_user, envelope, eventually, http
@@ -25,12 +26,13 @@ UID = GID = 10001  # the Dockerfiles' USER; test_k8s_images checks that the mani
 STOP_SECONDS = 5.0  # well inside the manifests' terminationGracePeriodSeconds
 CAP_DAC_READ_SEARCH = 1 << 2
 
-pytestmark = [
-    pytest.mark.k8s,
-    pytest.mark.skipif(
-        os.geteuid() != 0 or shutil.which("setpriv") is None, reason="needs root and setpriv to become the image's uid"
-    ),
-]
+pytestmark = pytest.mark.k8s
+
+
+@pytest.fixture(autouse=True)
+def _root() -> None:
+    needs.root("setpriv")  # to become the image's uid
+
 
 # The image's uid, no groups, no new privileges, and only the capability to read any path (the image has the
 # interpreter world-readable under /opt/venv; this host may not). Writes are what these tests are about.
