@@ -48,13 +48,6 @@ def eventually(check: Callable[[], object], timeout: float = 10.0, interval: flo
         time.sleep(interval)
 
 
-def missing(hint: str) -> None:
-    """What a test does without a tool or permission it needs: skip with `hint`, except in CI, where it fails."""
-    if os.environ.get("CI"):
-        pytest.fail(hint)
-    pytest.skip(hint)
-
-
 def http(method: str, url: str, body: bytes | dict | None = None, headers: dict | None = None):
     """(status, parsed JSON or text) of one real HTTP request."""
     if isinstance(body, dict):

@@ -135,7 +135,8 @@ def _listen(app: Flask, socketio: SocketIO, host: str, port: int, backlog: int, 
 
         family, *_, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
         sock = eventlet.listen(address, family, backlog=backlog)
-        return lambda: eventlet.wsgi.server(sock, app, log_output=False, **options)
+        # debug=False: an exception that escapes the app is answered 500 without its traceback.
+        return lambda: eventlet.wsgi.server(sock, app, log_output=False, debug=False, **options)
     from werkzeug.serving import ThreadedWSGIServer
 
     class Server(ThreadedWSGIServer):

@@ -10,14 +10,14 @@ import itertools
 import os
 import resource
 import selectors
-import shutil
 import signal
 import socket
 import time
 
 import pytest
 import socketio
-from conftest import envelope, eventually, missing, publish
+from conftest import envelope, eventually, publish
+from needs import missing, tools
 from raw_browsers import open_browsers
 from test_browsers import upgrade
 
@@ -264,8 +264,7 @@ def test_browsers_are_never_closed_to_make_room_and_keep_receiving(redis_server,
 
 
 def test_a_low_limit_of_open_files_lowers_the_connection_limit_instead_of_failing_accept(redis_server, services):
-    if not shutil.which("prlimit"):
-        missing("needs prlimit: apt-get install -y util-linux")
+    tools("prlimit")
     # 600 open files at most, hard: the service cannot have 4,096 connections, and must not run out of files.
     prefix = ("prlimit", "--nofile=600:600")
     control = services("control", redis_server.url, wait="/readyz", prefix=prefix, HTTP_HEADER_TIMEOUT="120")

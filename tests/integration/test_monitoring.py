@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import NUMCAST, eventually, http
+from needs import missing
 
 from numcast import monitoring
 from numcast.local import free_port
@@ -27,10 +28,7 @@ HOLD = "3s"  # every alert's `for:` in the live tests
 def servers_on_path():
     """Prometheus and Alertmanager must be installed: a failure in CI, a skip with the apt hint elsewhere."""
     if len(monitoring.binaries()) < 2:
-        hint = f"Prometheus and Alertmanager not found: {monitoring.INSTALL_HINT}"
-        if os.environ.get("CI"):
-            pytest.fail(hint)
-        pytest.skip(hint)
+        missing(f"Prometheus and Alertmanager not found: {monitoring.INSTALL_HINT}")
 
 
 def shipped(config: Path = CONFIG) -> dict[str, str]:
