@@ -128,7 +128,9 @@ def test_a_worker_is_not_ready_before_it_serves(services):
 
 
 def test_the_tcp_mirror_keeps_the_worker_complete_while_redis_is_down(redis_server, services):
-    worker = services("worker", redis_server.url, wait="/readyz")
+    worker = services(
+        "worker", redis_server.url, wait="/readyz", SEQ_GRACE_SECONDS="0.5", REDIS_RETRY_MAX_SECONDS="0.2"
+    )
     control = services(
         "control", redis_server.url, RATE_HZ="20", TCP_MIRROR_TARGETS=f"127.0.0.1:{worker.env['TCP_PORT']}"
     )
@@ -138,7 +140,7 @@ def test_the_tcp_mirror_keeps_the_worker_complete_while_redis_is_down(redis_serv
     eventually(lambda: max(seqs(worker)) >= down_at + 40, timeout=6, message="values keep coming over TCP")
     redis_server.restart()
     eventually(lambda: redis_state(worker) == "subscribed", timeout=6)
-    time.sleep(3)  # past the gap grace period
+    eventually(lambda: worker.json("/api/status")["counters"]["pending"] == 0, message="nothing left awaited")
     got = seqs(worker)
     assert sorted(got) == list(range(min(got), max(got) + 1)), "every seq exactly once"
     counters = worker.json("/api/status")["counters"]

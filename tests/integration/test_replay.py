@@ -32,6 +32,11 @@ def history(worker) -> list[int]:
     return [e["seq"] for e in worker.json("/api/history")["envelopes"]]
 
 
+def pending(worker) -> int:
+    """Seqs the worker still awaits: once 0, the gap count is final."""
+    return worker.json("/api/status")["counters"]["pending"]
+
+
 def has_all(worker, last: int):
     return lambda: history(worker)[-1:] == [last]
 
@@ -141,9 +146,10 @@ def test_a_fresh_worker_fills_its_history_from_the_log(redis_server, services, c
 
 
 def test_redis_restarted_empty_counts_the_loss_as_gaps(redis_server, services):
-    worker = services("worker", redis_server.url, wait="/readyz")
+    quick = {"REDIS_RETRY_MAX_SECONDS": "0.2"}
+    worker = services("worker", redis_server.url, wait="/readyz", SEQ_GRACE_SECONDS="0.5", **quick)
     # A small queue: three seconds without Redis overflow it, so values are lost for good.
-    running = services("control", redis_server.url, RATE_HZ=RATE, MIRROR_QUEUE="100", wait="/readyz")
+    running = services("control", redis_server.url, RATE_HZ=RATE, MIRROR_QUEUE="100", wait="/readyz", **quick)
     eventually(lambda: len(history(worker)) >= 100)
     redis_server.kill()
     eventually(lambda: running.metric("numcast_dropped_total", 'path="redis"') >= 300, message="the queue overflows")
@@ -153,7 +159,7 @@ def test_redis_restarted_empty_counts_the_loss_as_gaps(redis_server, services):
     eventually(has_all(worker, last), message="recovery as before: new values flow")
     dropped = running.metric("numcast_dropped_total", 'path="redis"')
     assert dropped >= 300
-    time.sleep(2.5)  # past the grace period
+    eventually(lambda: pending(worker) == 0, message="each missing seq come or counted as a gap")
     gaps = worker.json("/api/status")["counters"]["gaps"]
     worker.stop()
     seqs = sink_seqs(worker.env["SINK_FILE"])
@@ -163,14 +169,14 @@ def test_redis_restarted_empty_counts_the_loss_as_gaps(redis_server, services):
 
 
 def test_a_skipped_seq_is_read_back_from_the_log(redis_server, services):
-    worker = services("worker", redis_server.url, wait="/readyz")
+    worker = services("worker", redis_server.url, wait="/readyz", SEQ_GRACE_SECONDS="0.5")
     writer = replay_log.Writer(redis_server.client(), "numbers", 1000, "test-1", 1_000)
     writer.publish([envelope(1)])
     for seq in (2, 3, 4):  # logged, but their PUBLISH never reached the worker
         redis_server.client().xadd("numbers:log", {"envelope": envelope(seq)}, id=f"1000-{seq}")
     writer.publish([envelope(5)])
     eventually(lambda: sorted(history(worker)) == [1, 2, 3, 4, 5])
-    time.sleep(2.5)  # past the grace period
+    assert pending(worker) == 0, "nothing left awaited: nothing can become a gap"
     counters = worker.json("/api/status")["counters"]
     assert (counters["gaps"], counters["accepted"]["replay"]) == (0, 3)
 

@@ -9,6 +9,8 @@ from numcast import replay_log
 
 SPOOF = 2**53  # the largest seq an envelope may carry
 
+STALE = 1.0  # SEQ_STALE_SECONDS where a test waits it out (5 s by default)
+
 
 def history(worker) -> list[int]:
     return [e["seq"] for e in worker.json("/api/history")["envelopes"]]
@@ -59,8 +61,10 @@ def test_a_far_jump_the_replay_log_holds_is_taken(redis_server, services):
     writer = replay_log.Writer(redis_server.client(), "numbers", 100_000, "test-1", 1_000)
     writer.publish([envelope(seq) for seq in range(1, 11)])
     eventually(lambda: history(worker) == list(range(1, 11)))
+    pipe = redis_server.client().pipeline(transaction=False)
     for seq in range(11, 5001):  # logged, but their PUBLISH never reached this worker
-        redis_server.client().xadd("numbers:log", {"envelope": envelope(seq)}, id=f"1000-{seq}")
+        pipe.xadd("numbers:log", {"envelope": envelope(seq)}, id=f"1000-{seq}")
+    pipe.execute()
     writer.publish([envelope(5001)])
     eventually(lambda: history(worker)[-1:] == [5001], message="the jump is taken once the log confirms it")
     writer.publish([envelope(5002)])
@@ -73,10 +77,10 @@ def test_a_far_jump_the_replay_log_holds_is_taken(redis_server, services):
 
 def test_a_far_jump_with_no_log_is_taken_on_continuity_once_the_source_was_silent(redis_server, services):
     """No replay log to ask (a publish-only deployment): consecutive seqs confirm a jump, after STALE_SECONDS."""
-    worker = services("worker", redis_server.url, wait="/readyz")
+    worker = services("worker", redis_server.url, wait="/readyz", SEQ_STALE_SECONDS=str(STALE))
     publish(redis_server, *(envelope(seq) for seq in range(1, 11)))
     eventually(lambda: history(worker) == list(range(1, 11)))
-    time.sleep(5.5)  # the source's line silent longer than STALE_SECONDS (5 s)
+    time.sleep(STALE + 0.2)  # the scenario: the source's own line silent longer than SEQ_STALE_SECONDS
     publish(redis_server, *(envelope(seq) for seq in range(9001, 9006)))
     eventually(lambda: 9005 in history(worker), message="the jump is taken on continuity")
     assert history(worker) == [*range(1, 11), 9003, 9004, 9005], "the first two, unconfirmed then, are gaps"
