@@ -110,12 +110,12 @@ class Subscriber:
         heard, next_ping = now, now + self.ping_interval
         pending = set(self.handlers)  # channels whose SUBSCRIBE is not confirmed yet
         while not self.stopping.is_set():
-            # parse_response rather than get_message: the raw reply, without a dict per message, and all that
-            # is already buffered handed over as one batch per channel.
+            # The raw reply rather than get_message(): no dict per message, and all that is already buffered
+            # handed over as one batch per channel.
             batches: dict[bytes, list[bytes]] = {}
             size = 0
             got = False
-            response = pubsub.parse_response(block=False, timeout=0.2)
+            response = _next(pubsub, 0.2)
             while response is not None:
                 got = True
                 kind = response[0] if isinstance(response, list) else b"pong"
@@ -128,7 +128,7 @@ class Subscriber:
                     pending.discard(response[1])
                     if not pending:
                         self._subscribed(backoff)
-                response = pubsub.parse_response(block=False, timeout=0)
+                response = _next(pubsub, 0)
             now = time.monotonic()
             if got:
                 heard = now
@@ -150,6 +150,20 @@ class Subscriber:
         log.info("subscribed url=%s channels=%s", redact(self.url), self.channels)
         resumed, self._lost = self._lost, False
         self.on_subscribed(resumed)
+
+
+def _next(pubsub, wait: float):
+    """The next reply, if one begins within `wait` seconds; None if none does.
+
+    A reply that has begun is read to its end with the connection's own timeout (`deaf_after`). redis-py's
+    `parse_response(block=False, timeout=wait)` gives the rest of a reply only `wait` seconds, and with 0 fails
+    any reply split across two reads whose second half is not in yet: under load, a live connection would be
+    taken for a dead one, and what was published while it resubscribed lost.
+    """
+    connection = pubsub.connection
+    if not connection.can_read(timeout=wait):
+        return None
+    return connection.read_response(disconnect_on_error=False, push_request=True)
 
 
 def _close_quietly(pubsub) -> None:
