@@ -184,7 +184,7 @@ def test_the_rate_limit_answers_429_with_retry_after():
 
 
 def test_a_full_queue_to_redis_answers_503_and_drops_nothing():
-    app = make(PUSH_MAX_SAMPLES="100", PUSH_QUEUE="700")  # room: 700 - 500 kept for a batch in flight
+    app = make(PUSH_MAX_SAMPLES="100", PUSH_QUEUE="5200")  # room: 5200 - 5000 kept for a batch in flight
     client = app.test_client()
     for _ in range(2):
         assert push(client, [GOOD] * 100).status_code == 200

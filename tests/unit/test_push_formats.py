@@ -114,7 +114,9 @@ def test_exposition_errors_name_the_line_or_the_sample(body, where):
 
 def test_the_push_stream_frames_lines_and_refuses_an_oversized_message_whole():
     lines = ['{"a":1}', '{"b":2}']
-    assert stream.split(stream.frame(lines).encode()) == [b'{"a":1}', b'{"b":2}']
+    (message,) = stream.frame(lines)
+    assert stream.split(message.encode()) == [b'{"a":1}', b'{"b":2}']
+    assert [len(m.split("\n")) for m in stream.frame(lines * 301)] == [stream.MAX_LINES, 602 - stream.MAX_LINES]
     huge = b"x" * (stream.MAX_MESSAGE_BYTES + 1)
     assert stream.split(huge) == [huge]
     assert stream.channel("numbers") == "numbers:push" and stream.is_channel("numbers:push")

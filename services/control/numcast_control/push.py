@@ -91,13 +91,13 @@ class Pusher:
                 raise PushError(
                     429, "rate", f"over PUSH_RATE ({s.push_rate:g} samples/s for this token)", math.ceil(wait)
                 )
+            room = self.output.outbox.room() - self._in_flight()
+            if len(samples) > room:  # before any work: a client that retries a full queue costs nothing more
+                raise PushError(
+                    503, "queue_full", f"{len(samples)} samples do not fit in the queue to Redis (room for {room})", 1
+                )
             now = self.clock()
             lines, seen = self._encode(samples, group, now, check_twice=group is not None)
-            room = self.output.outbox.room() - self._in_flight()
-            if len(lines) > room:
-                raise PushError(
-                    503, "queue_full", f"{len(lines)} samples do not fit in the queue to Redis (room for {room})", 1
-                )
             self.table.apply(seen, group, replace, now)  # raises PushError(series_limit) before any change
             self.seq += len(lines)
             self.output.put_many(lines)
