@@ -221,10 +221,11 @@ def test_pushgateway_put_replaces_the_group_post_replaces_the_names_delete_forge
     app = make()
     client = app.test_client()
     group = (("instance", ""), ("job", "batch"))
-    assert client.put("/metrics/job/batch", data=b"a 1\nb 2\n").status_code == 202
-    assert scrape(client) == {("a", group): 1.0, ("b", group): 2.0}
-    assert client.post("/metrics/job/batch", data=b"a 3\n").status_code == 202
-    assert scrape(client) == {("a", group): 3.0, ("b", group): 2.0}, "POST: only the pushed names"
+    x1, x2 = (("instance", ""), ("job", "batch"), ("x", "1")), (("instance", ""), ("job", "batch"), ("x", "2"))
+    assert client.put("/metrics/job/batch", data=b'a{x="1"} 1\nb 2\n').status_code == 202
+    assert scrape(client) == {("a", x1): 1.0, ("b", group): 2.0}
+    assert client.post("/metrics/job/batch", data=b'a{x="2"} 3\n').status_code == 202
+    assert scrape(client) == {("a", x2): 3.0, ("b", group): 2.0}, "POST: every series of the pushed names replaced"
     assert client.put("/metrics/job/batch", data=b"c 4\n").status_code == 202
     assert scrape(client) == {("c", group): 4.0}, "PUT: the whole group"
     assert client.delete("/metrics/job/batch").status_code == 202
