@@ -203,7 +203,10 @@ def test_prometheus_client_pushes_as_to_a_pushgateway(pipeline):
         ("queue_depth", {"job": "nightly", "instance": "pods/7", "queue": "mail"}),
         ("queue_depth", {"job": "nightly", "instance": "pods/7", "queue": "mail"}),
     ]
-    eventually(lambda: len(pushed_in(worker)) == len(watch.envelopes()) == 5, message="jobs_done_created too")
+    published = watch.envelopes()
+    assert len(published) == 5, published  # jobs_done_created too
+    seqs = [e["seq"] for e in published]
+    eventually(lambda: [e["seq"] for e in pushed_in(worker)] == seqs, timeout=30, message=f"the worker has {seqs}")
     with pytest.raises(OSError):  # urllib's HTTPError: the client says the push failed
         push_to_gateway(control.url, job="nightly", registry=registry)  # no token
 
