@@ -7,6 +7,7 @@ so a mutation added later is guarded without a word; reads stay open. Services w
 
 from __future__ import annotations
 
+import base64
 import hmac
 import ipaddress
 import logging
@@ -22,6 +23,7 @@ from numcast.settings import SettingsError
 log = logging.getLogger(__name__)
 
 TOKEN_VAR, FILE_VAR = "CONTROL_TOKEN", "CONTROL_TOKEN_FILE"
+PUSH_VARS = ("PUSH_TOKEN", "PUSH_TOKEN_FILE")  # the publisher's token (numcast_control.push_api), not for changes
 MIN_LENGTH, MAX_LENGTH = 16, 1024
 # RFC 6750's b64token: what `openssl rand -hex 24`, `openssl rand -base64 24` and secrets.token_urlsafe() make.
 _TOKEN_RE = re.compile(r"[A-Za-z0-9._~+/-]+=*")
@@ -49,15 +51,15 @@ def problem(token: str) -> str | None:
     return None
 
 
-def check_settings(token: str, token_file: str) -> None:
-    """Settings validation: at most one of the two variables, and a usable token in the first."""
+def check_settings(token: str, token_file: str, names: tuple[str, str] = (TOKEN_VAR, FILE_VAR)) -> None:
+    """Settings validation: at most one of the two variables (`names`), and a usable token in the first."""
     if token and token_file:
-        raise SettingsError(f"{TOKEN_VAR} and {FILE_VAR} are both set: set one of them")
+        raise SettingsError(f"{names[0]} and {names[1]} are both set: set one of them")
     if token and (why := problem(token)):
-        raise SettingsError(f"{TOKEN_VAR}: {why}")
+        raise SettingsError(f"{names[0]}: {why}")
 
 
-def load(token: str, token_file: str) -> bytes | None:
+def load(token: str, token_file: str, file_var: str = FILE_VAR) -> bytes | None:
     """The token, from `token` or read from `token_file` (a trailing newline dropped); None when neither is set."""
     if token:
         return token.encode()
@@ -67,10 +69,10 @@ def load(token: str, token_file: str) -> bytes | None:
         with open(token_file, "rb") as file:
             raw = file.read(MAX_LENGTH + 3)  # enough to tell a token that is too long
     except OSError as exc:
-        raise SettingsError(f"{FILE_VAR}={token_file!r}: cannot read it: {exc.strerror}") from None
+        raise SettingsError(f"{file_var}={token_file!r}: cannot read it: {exc.strerror}") from None
     text = raw.decode("ascii", errors="replace").removesuffix("\n").removesuffix("\r")
     if why := problem(text):
-        raise SettingsError(f"{FILE_VAR}={token_file!r}: the token in it {why}")
+        raise SettingsError(f"{file_var}={token_file!r}: the token in it {why}")
     return text.encode()
 
 
@@ -83,10 +85,10 @@ class Token:
     be read or holds no usable token leaves the previous token in force, logged, and is tried again next time.
     """
 
-    def __init__(self, token: str, token_file: str) -> None:
-        """Read now: a bad file at start-up is a SettingsError."""
-        self.file = "" if token else token_file
-        self.value = load(token, token_file)
+    def __init__(self, token: str, token_file: str, file_var: str = FILE_VAR) -> None:
+        """Read now: a bad file at start-up is a SettingsError naming `file_var`."""
+        self.file, self.file_var = "" if token else token_file, file_var
+        self.value = load(token, token_file, file_var)
         self._seen = self._stat()
         self._warn = Throttled(log, interval=30.0)
 
@@ -96,7 +98,7 @@ class Token:
             seen = self._stat()
             if seen != self._seen:
                 try:
-                    self.value = load("", self.file)
+                    self.value = load("", self.file, self.file_var)
                 except SettingsError as exc:
                     self._warn.warning(
                         "file", "token file changed but is not usable, the previous token stays: %s", exc
@@ -125,8 +127,39 @@ def loopback(address: str | None) -> bool:
     return ip.is_loopback
 
 
+def local_refusal() -> str | None:
+    """With no token set: None for a loopback client of this site; else why not (`not_loopback`, `cross_origin`)."""
+    # The TCP peer, never X-Forwarded-For: a header is whatever the client wrote.
+    if not loopback(request.remote_addr):
+        return "not_loopback"
+    # A browser is a loopback client that runs any site's script: a simple cross-site POST, or a page whose
+    # name was rebound to 127.0.0.1, must not change anything. Such requests carry another Origin or Host.
+    host = urllib.parse.urlsplit(f"//{request.host}").hostname or ""
+    origin = request.headers.get("Origin")
+    if not (host == "localhost" or loopback(host)) or origin not in (None, f"{request.scheme}://{request.host}"):
+        return "cross_origin"
+    return None
+
+
+def presented() -> str | None:
+    """The token a request carries: `Bearer <t>`, `Token <t>` (InfluxDB's clients) or HTTP Basic's password."""
+    scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
+    scheme, credentials = scheme.lower(), credentials.strip()
+    if scheme in ("bearer", "token") and credentials:
+        return credentials
+    if scheme == "basic" and credentials:
+        try:
+            return base64.b64decode(credentials, validate=True).decode("utf-8").partition(":")[2] or None
+        except (ValueError, UnicodeDecodeError):
+            return None
+    return None
+
+
 class Guard:
-    """Before every change: without the token, 401; with no token configured, 403 unless loopback and same-site."""
+    """Before every change: without the token, 401; with no token configured, 403 unless loopback and same-site.
+
+    Blueprints named in `own` (the push doors) check a token of their own instead.
+    """
 
     def __init__(self, token: Token, metrics) -> None:
         self.source = token
@@ -136,6 +169,7 @@ class Guard:
         for reason in REASONS:
             self.refused.labels(reason)
         self._warn = Throttled(log)
+        self.own: set[str] = set()
 
     @property
     def token(self) -> bytes | None:
@@ -149,8 +183,8 @@ class Guard:
 
     def check(self) -> tuple[Response, int] | None:
         """Flask's before_request: None lets the request through, a response refuses it."""
-        if request.method in SAFE_METHODS or request.routing_exception is not None:
-            return None  # reads, and requests that get 404 or 405 anyway
+        if request.method in SAFE_METHODS or request.routing_exception is not None or request.blueprint in self.own:
+            return None  # reads, requests that get 404 or 405 anyway, and doors with a guard of their own
         token = self.token
         if token is not None:
             scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
@@ -160,16 +194,8 @@ class Guard:
             if not hmac.compare_digest(credentials.encode("utf-8", "replace"), token):
                 return self._refuse("wrong", 401)
             return None
-        # The TCP peer, never X-Forwarded-For: a header is whatever the client wrote.
-        if not loopback(request.remote_addr):
-            return self._refuse("not_loopback", 403)
-        # A browser is a loopback client that runs any site's script: a simple cross-site POST, or a page whose
-        # name was rebound to 127.0.0.1, must not change anything. Such requests carry another Origin or Host.
-        host = urllib.parse.urlsplit(f"//{request.host}").hostname or ""
-        origin = request.headers.get("Origin")
-        if not (host == "localhost" or loopback(host)) or origin not in (None, f"{request.scheme}://{request.host}"):
-            return self._refuse("cross_origin", 403)
-        return None
+        reason = local_refusal()
+        return self._refuse(reason, 403) if reason else None
 
     def _refuse(self, reason: str, status: int) -> tuple[Response, int]:
         self.refused.labels(reason).inc()

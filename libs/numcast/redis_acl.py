@@ -17,6 +17,7 @@ import hashlib
 import secrets
 
 from numcast import alerts, presence, replay_log
+from numcast.push import stream
 
 DEFAULT_VERSION = 7  # the cluster's Redis (infra/k8s/10-redis.yaml)
 
@@ -39,6 +40,8 @@ class Role:
             "channel": channel,
             "alerts_channel": alerts_channel,
             "log": replay_log.key(channel),
+            "push_channel": stream.channel(channel),
+            "push_log": replay_log.key(stream.channel(channel)),
             "presence": presence.pattern(channel),
             "alerts_key": alerts.key(alerts_channel),
             "rules_key": alerts.rules_key(alerts_channel),
@@ -74,21 +77,22 @@ ALERTER_COMMANDS = (
 ROLES = (
     Role(
         "control",
-        "publish on CHANNEL and write the replay log (one script: XREVRANGE, XADD, PUBLISH); read the workers' "
-        "presence and the alerter's state for the control page",
+        "publish on CHANNEL and its push channel and write their replay logs (one script: XREVRANGE, XADD, "
+        "PUBLISH); read the workers' presence and the alerter's state for the control page",
         # EVALSHA runs the script's commands under this user's ACL: XREVRANGE, XADD and PUBLISH are granted too.
         ("ping", "select", "evalsha", "script|load", "xrevrange", "xadd", "publish", "scan", "mget", "get", "hgetall"),
         reads=("{presence}", "{alerts_key}", "{rules_key}"),
-        writes=("{log}",),
-        publishes=("{channel}",),
+        writes=("{log}", "{push_log}"),
+        publishes=("{channel}", "{push_channel}"),
     ),
     Role(
         "worker",
-        "subscribe to CHANNEL and ALERTS_CHANNEL, read the replay log and the active alerts, write presence keys",
+        "subscribe to CHANNEL, its push channel and ALERTS_CHANNEL, read the replay logs and the active alerts, "
+        "write presence keys",
         ("ping", "select", "subscribe", "unsubscribe", "xrange", "xrevrange", "hgetall", "set", "del"),
-        reads=("{log}", "{alerts_key}"),
+        reads=("{log}", "{push_log}", "{alerts_key}"),
         writes=("{presence}",),
-        subscribes=("{channel}", "{alerts_channel}"),
+        subscribes=("{channel}", "{push_channel}", "{alerts_channel}"),
     ),
     Role(
         "alerter",
@@ -100,9 +104,10 @@ ROLES = (
     ),
     Role(
         "viewer",
-        "subscribe to CHANNEL and ALERTS_CHANNEL: `redis-cli subscribe` or `numcast tail` for a person",
+        "subscribe to CHANNEL, its push channel and ALERTS_CHANNEL: `redis-cli subscribe` or `numcast tail` for a "
+        "person",
         ("ping", "subscribe", "unsubscribe"),
-        subscribes=("{channel}", "{alerts_channel}"),
+        subscribes=("{channel}", "{push_channel}", "{alerts_channel}"),
     ),
     Role("probe", "PING only: Redis's own readiness probe", ("ping",)),
 )

@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from numcast.envelope import SOURCE_RULE, valid_source
+from numcast.push import stream
 from numcast.redis_conn import RETRY_MAX_SECONDS, Endpoint, read_password
 
 ASYNC_MODES = ("eventlet", "threading")
@@ -174,12 +175,14 @@ class Common:
             "must be 0.05-300 (seconds)",
         )
         # A channel name follows the same rule as a source: it is shown in pages and names Redis keys.
-        check(valid_source(self.channel), "CHANNEL", self.channel, SOURCE_RULE)
+        # Pushed samples travel on `<CHANNEL>:push` (numcast.push.stream), which must follow the rule too.
+        check(valid_source(stream.channel(self.channel)), "CHANNEL", self.channel, f"{SOURCE_RULE}, with `:push` added")
         check(
-            valid_source(self.alerts_channel) and self.alerts_channel != self.channel,
+            valid_source(self.alerts_channel)
+            and self.alerts_channel not in (self.channel, stream.channel(self.channel)),
             "ALERTS_CHANNEL",
             self.alerts_channel,
-            f"{SOURCE_RULE}, not the same as CHANNEL",
+            f"{SOURCE_RULE}, not the same as CHANNEL or its push channel",
         )
         check(self.log_level in LOG_LEVELS, "LOG_LEVEL", self.log_level, f"one of {', '.join(LOG_LEVELS)}")
         check(self.async_mode in ASYNC_MODES, "ASYNC_MODE", self.async_mode, f"one of {', '.join(ASYNC_MODES)}")

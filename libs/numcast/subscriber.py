@@ -22,6 +22,8 @@ from numcast.redis_conn import (
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 1000  # messages handed over at once; then the loop yields to the rest of the process
+# ...or this many bytes: a message of the push channel holds hundreds of envelopes (numcast.push.stream).
+MAX_BATCH_BYTES = 512 * 1024
 
 
 class Deaf(Exception):
@@ -113,7 +115,7 @@ class Subscriber:
             # The raw reply rather than get_message(): no dict per message, and all that is already buffered
             # handed over as one batch per channel.
             batches: dict[bytes, list[bytes]] = {}
-            size = 0
+            size = volume = 0
             got = False
             response = _next(pubsub, 0.2)
             while response is not None:
@@ -122,7 +124,8 @@ class Subscriber:
                 if kind == b"message":
                     batches.setdefault(response[1], []).append(response[2])
                     size += 1
-                    if size >= MAX_BATCH:
+                    volume += len(response[2])
+                    if size >= MAX_BATCH or volume >= MAX_BATCH_BYTES:
                         break
                 elif kind == b"subscribe":
                     pending.discard(response[1])

@@ -6,11 +6,13 @@ It needs only to subscribe: the Redis user `viewer` will do (REDIS_USERNAME, RED
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
 
 from numcast.envelope import EnvelopeError, decode
+from numcast.push import stream
 from numcast.redis_conn import Endpoint
 from numcast.subscriber import Subscriber
 
@@ -19,7 +21,11 @@ def main(argv: list[str]) -> int:
     """Print messages until Ctrl-C (or `--count` of them)."""
     parser = argparse.ArgumentParser(prog="numcast tail", description=__doc__)
     parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
-    parser.add_argument("--channel", default=os.environ.get("CHANNEL", "numbers"))
+    parser.add_argument(
+        "--channel",
+        default=os.environ.get("CHANNEL", "numbers"),
+        help="the channel; pushed samples travel on `<CHANNEL>:push` (numbers:push)",
+    )
     parser.add_argument("--count", type=int, default=0, help="exit after this many messages (0: never)")
     parser.add_argument("--json", action="store_true", help="print each valid envelope as JSON")
     args = parser.parse_args(argv)
@@ -38,8 +44,9 @@ def main(argv: list[str]) -> int:
             else:
                 clock = time.strftime("%H:%M:%S", time.localtime(env.ts)) + f".{int(env.ts % 1 * 1000):03d}"
                 latency_ms = (time.time() - env.ts) * 1000
+                series = f" {env.series}{json.dumps(env.labels, ensure_ascii=False)}" if env.series else ""
                 print(
-                    f"{env.source} seq={env.seq} value={env.value:g} ts={clock} latency={latency_ms:.1f}ms",
+                    f"{env.source} seq={env.seq}{series} value={env.value:g} ts={clock} latency={latency_ms:.1f}ms",
                     flush=True,
                 )
         seen += 1
@@ -47,9 +54,11 @@ def main(argv: list[str]) -> int:
             subscriber.stop()
 
     def show_all(batch: list[bytes]) -> None:
-        for data in batch:
-            if not subscriber.stopping.is_set():
-                show(data)
+        for message in batch:
+            # A message of the push channel holds one envelope per line (numcast.push.stream).
+            for data in stream.split(message) if stream.is_channel(args.channel) else (message,):
+                if not subscriber.stopping.is_set():
+                    show(data)
 
     def subscribed(resumed: bool) -> None:
         if resumed:

@@ -92,8 +92,8 @@ def test_bad_values_name_the_variable(cls, environ, variable):
     [
         ("control", True),
         ("ops.eu-1:blue_2", True),  # every character a source may hold
-        ("x" * 57, True),  # with "-" and six hex digits: 64, the longest source
-        ("x" * 58, False),
+        ("x" * 52, True),  # with "-", six hex digits and the push stream's ".push": 64, the longest source
+        ("x" * 53, False),
         ("with space", False),
         ("<b>", False),
         ("control\n", False),  # the same full-string rule as a source: no trailing newline
@@ -101,11 +101,13 @@ def test_bad_values_name_the_variable(cls, environ, variable):
 )
 def test_source_prefix_follows_the_rule_of_a_source(prefix, ok):
     from numcast.envelope import decode
+    from numcast.push import stream
     from numcast_control.generator import new_source
 
     if ok:
         source = new_source(from_env(ControlSettings, {}, source_prefix=prefix).source_prefix)
-        assert decode(json.dumps({"seq": 1, "value": 1, "ts": 1, "source": source})).source == source
+        for each in (source, stream.source(source)):
+            assert decode(json.dumps({"seq": 1, "value": 1, "ts": 1, "source": each})).source == each
     else:
         with pytest.raises(SettingsError, match=r"^SOURCE_PREFIX="):
             from_env(ControlSettings, {}, source_prefix=prefix)

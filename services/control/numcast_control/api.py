@@ -7,6 +7,7 @@ import json
 from flask import Flask, Response, current_app, jsonify, render_template, request
 
 from numcast import auth
+from numcast_control import push_api
 from numcast_control.config import ConfigError
 
 
@@ -20,7 +21,8 @@ def _status() -> dict:
 
 
 def init_app(app: Flask) -> None:
-    """Register the routes on `app`."""
+    """Register the routes on `app`, and the push doors (numcast_control.push_api)."""
+    push_api.init_app(app, app.extensions["numcast"].settings)
 
     @app.get("/")
     def index() -> str:

@@ -26,6 +26,19 @@ class Outbox:
         self._items.append(item)
         self._ready.set()
 
+    def put_many(self, items: list) -> None:
+        """Queue `items` in order, dropping the oldest (counted) beyond the limit."""
+        over = len(self._items) + len(items) - self._items.maxlen
+        if over > 0:
+            self.dropped += over
+            self._on_drop(over)
+        self._items.extend(items)
+        self._ready.set()
+
+    def room(self) -> int:
+        """Items it takes before the oldest drop."""
+        return self._items.maxlen - len(self._items)
+
     def take(self, most: int, timeout: float) -> list:
         """Up to `most` items, oldest first, waiting up to `timeout` seconds for the first."""
         if not self._items:

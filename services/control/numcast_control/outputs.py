@@ -12,6 +12,7 @@ import redis
 
 from numcast import replay_log
 from numcast.logs import Throttled
+from numcast.push import stream
 from numcast.redis_conn import (
     CONNECTION_ERRORS,
     CREDENTIAL_ERRORS,
@@ -30,13 +31,14 @@ log = logging.getLogger(__name__)
 BATCH = 500  # envelopes sent in one pipeline or one write
 # Sent again after a reconnect: Redis may have acknowledged them and died before they left for any subscriber.
 # The script logs and publishes only those the log lacks, so a Redis that kept its data sees nothing twice.
-RESEND = 2 * BATCH
+RESEND = 2  # batches
 
 
 class Output:
     """Drains its outbox to a destination; on failure keeps the batch, backs off (capped) and reconnects."""
 
     path = "?"
+    batch = BATCH
 
     def __init__(self, name: str, queue_limit: int, metrics: dict) -> None:
         self.name = name
@@ -53,6 +55,10 @@ class Output:
     def put(self, line: str) -> None:
         """Queue one envelope line; never blocks."""
         self.outbox.put(line)
+
+    def put_many(self, lines: list[str]) -> None:
+        """Queue envelope lines in order; never blocks."""
+        self.outbox.put_many(lines)
 
     def stop(self) -> None:
         """Ask `run()` to return, waking it if it waits for envelopes."""
@@ -75,7 +81,7 @@ class Output:
         """Send until stopped."""
         backoff = Backoff(cap=self.retry_max)
         while not self.stopping.is_set():
-            batch = self.outbox.take(BATCH, timeout=0.5)
+            batch = self.outbox.take(self.batch, timeout=0.5)
             try:
                 self.send(batch)
             except CONNECTION_ERRORS as exc:
@@ -136,16 +142,26 @@ class RedisOutput(Output):
     path = "redis"
 
     def __init__(
-        self, url: Endpoint | str, channel: str, queue_limit: int, metrics: dict, writer: dict | None = None
+        self,
+        url: Endpoint | str,
+        channel: str,
+        queue_limit: int,
+        metrics: dict,
+        writer: dict | None = None,
+        framed: bool = False,
     ) -> None:
-        """`writer`: the replay log's {"maxlen", "source", "run"}; None publishes only."""
+        """`writer`: the replay log's {"maxlen", "source", "run"}; None publishes only.
+
+        `framed`: each batch goes out as one message of envelope lines (the push channel, numcast.push.stream).
+        """
         super().__init__(redact(url), queue_limit, metrics)
-        self.channel = channel
+        self.channel, self.framed = channel, framed
         self._client = client(url)
-        self.writer = replay_log.Writer(self._client, channel, **writer) if writer else None
+        per_message = stream.MAX_LINES if framed else 0
+        self.writer = replay_log.Writer(self._client, channel, **writer, per_message=per_message) if writer else None
         self._log_errors = metrics["log_errors"]
         self._warn = Throttled(log)
-        self._recent: deque[str] = deque(maxlen=RESEND)
+        self._recent: deque[str] = deque(maxlen=RESEND * self.batch)
         self._resend = False
 
     def send(self, batch: list[str]) -> None:
@@ -170,13 +186,24 @@ class RedisOutput(Output):
 
     def _publish(self, batch: list[str]) -> None:
         pipe = self._client.pipeline(transaction=False)
-        for line in batch:
+        for line in stream.frame(batch) if self.framed else batch:
             pipe.publish(self.channel, line)
         pipe.execute()
 
     def close(self) -> None:
         self._client.connection_pool.disconnect()
         self._resend = True  # what Redis acknowledged last may have died with it
+
+
+class PushOutput(RedisOutput):
+    """Pushed samples to their own channel and log: a batch is one message of envelope lines (numcast.push.stream)."""
+
+    path = "push"
+    batch = stream.SEND_LINES
+
+    def __init__(self, url: Endpoint | str, channel: str, queue_limit: int, metrics: dict, writer: dict | None) -> None:
+        super().__init__(url, channel, queue_limit, metrics, writer, framed=True)
+        self.name = f"{self.name} {channel}"
 
 
 class TcpMirror(Output):

@@ -10,11 +10,13 @@ import time
 import redis
 
 from numcast import alerts, presence, replay_log
+from numcast.push import stream
 from numcast.redis_conn import CONNECTION_ERRORS, client, redact
 from numcast.tasks import Tasks
 from numcast_control.config import Config, apply_patch
 from numcast_control.generator import Generator, new_source
-from numcast_control.outputs import RedisOutput, TcpMirror
+from numcast_control.outputs import PushOutput, RedisOutput, TcpMirror
+from numcast_control.push import Pusher
 from numcast_control.settings import ControlSettings
 
 log = logging.getLogger(__name__)
@@ -47,8 +49,19 @@ class ControlService:
         self.mirrors = [TcpMirror(host, port, limit, counters) for host, port in settings.tcp_mirror_targets]
         config = Config(settings.rate_hz, settings.value_min, settings.value_max)
         self.generator = Generator(config, source, [self.redis, *self.mirrors], metrics)
-        connected = metrics.gauge("connected", "Outputs connected now (redis: 0 or 1; tcp: targets).", ("path",))
+        # Pushed samples: a source and a channel (and log) of their own, the same TCP mirrors (docs/contract.md).
+        push_writer = {**writer, "source": stream.source(source)}
+        self.push = PushOutput(
+            settings.redis,
+            stream.channel(settings.channel),
+            settings.push_queue,
+            counters,
+            push_writer if settings.stream_maxlen else None,
+        )
+        self.pusher = Pusher(settings, stream.source(source), self.push, self.mirrors, metrics)
+        connected = metrics.gauge("connected", "Outputs connected now (redis, push: 0 or 1; tcp: targets).", ("path",))
         connected.labels(path="redis").set_function(lambda: int(self.redis.connected))
+        connected.labels(path="push").set_function(lambda: int(self.push.connected))
         connected.labels(path="tcp").set_function(lambda: sum(m.connected for m in self.mirrors))
         self._lock = threading.Lock()
         self.tasks = Tasks()
@@ -56,8 +69,8 @@ class ControlService:
 
     @property
     def outputs(self) -> list:
-        """Every output, Redis first."""
-        return [self.redis, *self.mirrors]
+        """Every output, Redis first, then the push channel's."""
+        return [self.redis, self.push, *self.mirrors]
 
     def start(self, socketio) -> None:
         """Start the generator and one sender per output as background tasks."""
@@ -106,6 +119,12 @@ class ControlService:
             "channel": self.settings.channel,
             "config": self.generator.config.to_dict(),
             "log": {"key": replay_log.key(self.settings.channel), "maxlen": self.settings.stream_maxlen},
+            "push": {
+                "channel": self.push.channel,
+                "source": self.pusher.source,
+                "seq": self.pusher.seq,
+                "series": len(self.pusher.table),
+            },
             "outputs": [output.status() for output in self.outputs],
         }
 

@@ -85,6 +85,8 @@ class Ingest:
                 continue
             accepted += 1
             item = {"seq": envelope.seq, "value": envelope.value, "ts": envelope.ts, "source": envelope.source}
+            if envelope.series is not None:  # a pushed sample: its series and labels go along, as they came
+                item["series"], item["labels"] = envelope.series, envelope.labels
             # The message as it came is a valid envelope; only one spread over lines needs re-encoding.
             sink.write(raw if b"\n" not in raw else envelope.to_json())
             history.append(item)

@@ -1,4 +1,5 @@
-"""Catching up from the replay log: what pub/sub did not deliver, read back from Redis through the same ingest."""
+"""Catching up from the replay logs (the channel's and the push channel's): what pub/sub did not deliver, read
+back from Redis through the same ingest."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import time
 
 import redis
 
+from numcast.push import stream
 from numcast.redis_conn import CONNECTION_ERRORS, client, describe
 from numcast.replay_log import Reader
 
@@ -23,6 +25,11 @@ class Replay:
     def __init__(self, settings, ingest) -> None:
         self.settings, self.ingest = settings, ingest
         self.channel = settings.channel
+        # Each log with the sources it holds: the generator's, and the push stream's (numcast.push.stream).
+        self.logs = (
+            (self.channel, lambda source: not stream.is_source(source)),
+            (stream.channel(self.channel), stream.is_source),
+        )
         self.runs = 0  # catch-ups finished
         self.errors = 0
         self.caught_up = False  # a catch-up asked for by a subscription has ended (read, or failed trying)
@@ -77,14 +84,19 @@ class Replay:
             self.catch_up()
 
     def catch_up(self) -> int:
-        """Read what the log holds after what this worker has; return how many entries were read."""
+        """Read what the logs hold after what this worker has; return how many entries were read."""
+        read = sum(self._catch_up(channel, owns) for channel, owns in self.logs)
+        self.runs += 1
+        return read
+
+    def _catch_up(self, channel: str, owns) -> int:
         started = time.monotonic()
-        reader = Reader(self._client(), self.channel)
-        resume = self.ingest.resume_points()
+        reader = Reader(self._client(), channel)
+        resume = {source: seq for source, seq in self.ingest.resume_points().items() if owns(source)}
         after = reader.start_after(resume.get)
         read = 0
         if after is None and not resume:
-            # A worker with nothing, not even a file: its history, from the newest entries.
+            # A worker with nothing of this log, not even in its file: its history, from the newest entries.
             newest = reader.newest(self.settings.history_size, PAGE)
             for start in range(0, len(newest), PAGE):
                 read += self._ingest(newest[start : start + PAGE])
@@ -92,10 +104,9 @@ class Replay:
             # The log holds no run this worker knows: every entry in it came after what it has.
             for page in reader.pages(after or "-", PAGE):
                 read += self._ingest(page)
-        self.runs += 1
         if read:
             took = time.monotonic() - started
-            log.info("caught up channel=%s after=%s read=%d took=%.3fs", self.channel, after, read, took)
+            log.info("caught up channel=%s after=%s read=%d took=%.3fs", channel, after, read, took)
         return read
 
     def _ingest(self, page: list[bytes]) -> int:

@@ -10,6 +10,7 @@ import time
 import redis
 
 from numcast import presence
+from numcast.push import stream
 from numcast.redis_conn import CONNECTION_ERRORS, client, redact
 from numcast.serve import Gate
 from numcast.subscriber import Subscriber
@@ -57,7 +58,11 @@ class WorkerService:
         self.ingest.on_skip = self.replay.request
         self.subscriber = Subscriber(
             settings.redis,
-            {settings.channel: self._from_redis, settings.alerts_channel: self.alerts.accept_batch},
+            {
+                settings.channel: self._from_redis,
+                stream.channel(settings.channel): self._from_push,
+                settings.alerts_channel: self.alerts.accept_batch,
+            },
             on_subscribed=self._subscribed,
         )
         self.subscriber.retry_max = settings.redis_retry_max_seconds
@@ -99,6 +104,10 @@ class WorkerService:
 
     def _from_redis(self, batch: list[bytes]) -> None:
         self.ingest.accept_batch(batch, "redis")
+
+    def _from_push(self, batch: list[bytes]) -> None:
+        """Messages of the push channel: each holds envelope lines, which go through the same door."""
+        self.ingest.accept_batch([line for message in batch for line in stream.split(message)], "redis")
 
     def _subscribed(self, resumed: bool) -> None:
         if resumed:

@@ -1,0 +1,1 @@
+"""Pushed samples: the stream that carries them (`stream`), the formats they come in (`formats`), the relay."""
