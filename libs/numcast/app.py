@@ -20,12 +20,14 @@ def create_app(
     socketio: SocketIO,
     cors_origins: tuple[str, ...] = (),
     max_body: int = web.MAX_BODY_BYTES,
+    max_message: int = 1_000_000,
 ) -> Flask:
     """A Flask app whose service (`app.extensions["numcast"]`) has `ready`, `start` and `stop`; nothing runs yet.
 
     The page's own origin may always open the Socket.IO connection; `cors_origins` adds others (never '*').
-    Request bodies over `max_body` bytes get 413. With settings that declare `CONTROL_TOKEN`, every change
-    (POST, PUT, PATCH, DELETE) needs that token, or comes from loopback when none is set (`numcast.auth`).
+    Request bodies over `max_body` bytes get 413; a Socket.IO message over `max_message` bytes closes its
+    connection (python-engineio's `max_http_buffer_size`). With settings that declare `CONTROL_TOKEN`, every
+    change (POST, PUT, PATCH, DELETE) needs that token, or comes from loopback when none is set (`numcast.auth`).
     """
     app = Flask(import_name)
     metrics = Metrics()
@@ -38,5 +40,10 @@ def create_app(
     if hasattr(settings, "control_token"):  # a service that takes changes: each needs the token (numcast.auth)
         auth.init_app(app, settings, metrics)
     init_api(app)
-    socketio.init_app(app, async_mode=settings.async_mode, cors_allowed_origins=web.allowed_origins(cors_origins))
+    socketio.init_app(
+        app,
+        async_mode=settings.async_mode,
+        cors_allowed_origins=web.allowed_origins(cors_origins),
+        max_http_buffer_size=max_message,
+    )
     return app

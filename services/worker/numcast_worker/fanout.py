@@ -92,7 +92,7 @@ class Fanout:
     ) -> None:
         self.socketio, self.interval = socketio, interval  # interval: the longest a round is held back
         self.states = dict(states or {})  # event -> what it sends, read when it is sent
-        self.subscriptions = subscriptions or Subscriptions(1000)
+        self.subscriptions = subscriptions if subscriptions is not None else Subscriptions(1000)
         self._limit = limit
         # (index of ring[0], ring): one tuple, so a reader never sees one without the other. The ring holds
         # envelopes as pushed; a round replaces each by (seq, its JSON) the first time it sends it.

@@ -42,7 +42,9 @@ class Ingest:
         """`on_skip()` is called (under the lock: it must only take note) when a live value skipped seqs."""
         self.sequences, self.sink, self.fanout, self.stats = sequences, sink, fanout, stats
         self.latency = latency
-        self.series = series or SeriesTable(10_000, 3600.0, history_size, max(history_size, 100_000), time.monotonic())
+        if series is None:  # (not `series or`: an empty table is falsy)
+            series = SeriesTable(10_000, 3600.0, history_size, max(history_size, 100_000), time.monotonic())
+        self.series = series
         self.last_value_at = 0.0
         self.on_skip = on_skip
         self._lock = threading.Lock()

@@ -32,8 +32,9 @@ class Subscription:
     __slots__ = ("key", "matchers", "names", "users")
 
     def __init__(self, names: tuple[str, ...], matchers: tuple[Matcher, ...] = ()) -> None:
-        self.names, self.matchers = names, matchers
-        self.key = (names, tuple(matcher.key for matcher in matchers))
+        self.names = tuple(sorted(set(names)))  # in any order, with repeats: the same subscription
+        self.matchers = tuple(sorted(set(matchers), key=_key))
+        self.key = (self.names, tuple(matcher.key for matcher in self.matchers))
         self.users = 0
 
     def accepts(self, labels: dict | None) -> bool:
@@ -65,7 +66,7 @@ def parse(data: object, max_series: int) -> Subscription:
         matchers = from_json(data["match"]) if data.get("match") is not None else ()
     except MatcherError as exc:
         raise SubscribeError("invalid", "match", f"{exc} ({MATCH_RULE})") from None
-    return Subscription(tuple(sorted(set(series))), matchers)
+    return Subscription(tuple(series), matchers)
 
 
 class Subscriptions:
@@ -101,3 +102,7 @@ class Subscriptions:
         held.users -= 1
         if held.users <= 0 and held is not self.default:
             self._held.pop(held.key, None)
+
+
+def _key(matcher: Matcher) -> tuple:
+    return matcher.key
