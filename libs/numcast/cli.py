@@ -8,15 +8,16 @@ import importlib
 import os
 import sys
 
-USAGE = """usage: numcast {control,worker,alerter,up,tail} [options]
+USAGE = """usage: numcast {control,worker,alerter,up,tail,relay} [options]
 
   control   run the control-plane (configured by env vars; see docs/configuration.md)
   worker    run a worker (configured by env vars; see docs/configuration.md)
   alerter   run the alerter: rules on the stream, alerts to Alertmanager and the dashboards (see docs/monitoring.md)
   up        run the whole pipeline locally: Redis, the control-plane, two workers and the alerter
   tail      print the channel's messages, decoded (like `redis-cli subscribe numbers`)
+  relay     scrape a Prometheus exporter on a schedule and push what matches to the control-plane (docs/push.md)
 
-`numcast up --help` and `numcast tail --help` list their options."""
+`numcast up --help`, `numcast tail --help` and `numcast relay --help` list their options."""
 
 
 # The long-running services: each package has `Settings`, `create_app(settings)` and `socketio`.
@@ -51,6 +52,10 @@ def main(argv: list[str] | None = None) -> int:
         from numcast import tail
 
         return tail.main(argv[1:])
+    if command == "relay":
+        from numcast.push import relay
+
+        return relay.main(argv[1:])
     print(USAGE, file=sys.stderr if command not in ("-h", "--help") else sys.stdout)
     return 0 if command in ("-h", "--help") else 2
 

@@ -59,6 +59,9 @@ def missing(config_dir: Path = CONFIG_DIR) -> str | None:
     return None
 
 
+PUSHED_JOB = "numcast-pushed"  # prometheus.yml's job for /api/push/metrics, with honor_labels
+
+
 def prometheus_config(
     shipped: dict, config_dir: Path, targets: list[Target], alertmanager: str, intervals: str | None = None
 ) -> dict:
@@ -66,11 +69,17 @@ def prometheus_config(
     config = copy.deepcopy(shipped)
     config["rule_files"] = [str((config_dir / name).resolve()) for name in shipped.get("rule_files", [])]
     config["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": [alertmanager]}]}]}
-    (job,) = config["scrape_configs"]
-    # Discovery and the relabelling of what it finds give way to targets that already carry the labels.
-    job.pop("kubernetes_sd_configs")
-    job.pop("relabel_configs", None)
-    job["static_configs"] = [{"targets": [f"127.0.0.1:{t.port}"], "labels": t.labels()} for t in targets]
+    # Discovery and the relabelling of what it finds give way to targets that already carry the labels: every
+    # process for the job `numcast`, the control-plane's pushed series for `numcast-pushed` (docs/push.md).
+    for job in config["scrape_configs"]:
+        job.pop("kubernetes_sd_configs")
+        job.pop("relabel_configs", None)
+        if job["job_name"] == PUSHED_JOB:  # as its relabelling in the cluster: the control-plane, no labels added
+            job["static_configs"] = [
+                {"targets": [f"127.0.0.1:{t.port}"]} for t in targets if t.component == "control-plane"
+            ]
+        else:
+            job["static_configs"] = [{"targets": [f"127.0.0.1:{t.port}"], "labels": t.labels()} for t in targets]
     if intervals:
         config["global"].update(scrape_interval=intervals, scrape_timeout=intervals, evaluation_interval=intervals)
     return config

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import secrets
 import shlex
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from numcast import monitoring
 from numcast.local import Redis, free_port, redis_binary, service, stop, wait_http
+from numcast.push import stream
 from numcast.redis_conn import Endpoint, reachable, redact
 
 
@@ -68,6 +70,7 @@ class Stack:
         self.alerter_env = alerter_env or {}
         self.control_token = secrets.token_urlsafe(24) if tokens else ""
         self.alerter_token = secrets.token_urlsafe(24) if tokens else ""
+        self.push_token = secrets.token_urlsafe(24) if tokens else ""  # the publishers' (docs/push.md)
         self.processes: list[tuple[str, subprocess.Popen, int]] = []  # control-plane first
 
     @property
@@ -107,6 +110,8 @@ class Stack:
             targets = ",".join(f"127.0.0.1:{tcp_port}" for _, _, tcp_port in self.workers) if self.mirror else ""
             env = {**common, "PORT": str(self.control_port), "TCP_MIRROR_TARGETS": targets, **self._user("control")}
             env |= {**_token(self.control_token), **self.control_env}
+            if self.push_token:
+                env |= {"PUSH_TOKEN": self.push_token, "PUSH_TOKEN_FILE": ""}
             self.processes.insert(0, ("control-plane", service("control", env), self.control_port))
             for _, process, port in self.processes:
                 wait_http(f"http://127.0.0.1:{port}/healthz", timeout, process)
@@ -270,6 +275,7 @@ def banner(stack: Stack, extra: list[tuple[str, str]] = ()) -> str:
         *watch,
         "",
     ]
+    lines += _push_lines(stack, cli, host)
     if stack.control_token:
         lines += [
             "Change the stream (the control-plane's token is new at each run):",
@@ -282,3 +288,41 @@ def banner(stack: Stack, extra: list[tuple[str, str]] = ()) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _push_lines(stack: Stack, cli: str, host: str) -> list[str]:
+    """A ready `curl` line per push door with the push token, and how to watch the push channel (docs/push.md)."""
+    url, token = stack.control_url, stack.push_token
+    channel = stream.channel(os.environ.get("CHANNEL") or "numbers")
+    sample = {"samples": [{"series": "queue_depth", "labels": {"queue": "billing"}, "value": 42}]}
+    if token:
+        title = "Push your metrics (docs/push.md; the push token is new at each run, and not the control token):"
+        bearer, influx, basic = (
+            f"-H 'Authorization: Bearer {token}' ",
+            f"-H 'Authorization: Token {token}' ",
+            (f"-u 'pusher:{token}' "),
+        )
+    else:
+        title, bearer, influx, basic = "Push your metrics (docs/push.md; from this machine):", "", "", ""
+    lines = [
+        title,
+        f"  curl -X POST {url}/api/push {bearer}-H 'Content-Type: application/json' -d '{json.dumps(sample)}'",
+        f"  curl -X POST '{url}/api/v2/write?precision=s' {influx}"
+        "--data-binary 'room_temperature,room=lab celsius=21.5'",
+        f"  printf 'jobs_done_total{{queue=\"billing\"}} 17\\n' | curl -X PUT --data-binary @- {basic}"
+        f"{url}/metrics/job/nightly",
+        f"Watch the pushed samples on {channel}:",
+    ]
+    if stack.embedded is not None and stack.embedded.passwords:
+        viewer = shlex.quote(stack.embedded.passwords["viewer"])
+        lines += [
+            f"  REDISCLI_AUTH={viewer} {cli} --user viewer {host} subscribe {channel}",
+            f"  REDIS_USERNAME=viewer REDIS_PASSWORD={viewer} REDIS_URL={stack.redis_url} {_here('numcast')} tail "
+            f"--channel {channel}",
+        ]
+    else:
+        lines += [
+            f"  {cli} {host} subscribe {channel}",
+            f"  REDIS_URL={redact(stack.redis_url)} numcast tail --channel {channel}",
+        ]
+    return [*lines, ""]

@@ -69,7 +69,13 @@ def test_up_with_monitoring_scrapes_every_process_with_the_shipped_rules(tmp_pat
             active = http("GET", prometheus + "/api/v1/targets")[1]["data"]["activeTargets"]
             return active if active and all(t["health"] == "up" for t in active) else None
 
-        labels = sorted((t["labels"] for t in eventually(targets, timeout=60)), key=lambda labels: labels["pod"])
+        active = eventually(targets, timeout=60)
+        # The job numcast-pushed scrapes the control-plane's pushed series (docs/push.md), with no labels of its own.
+        pushed = [t for t in active if t["labels"]["job"] == "numcast-pushed"]
+        assert [t["scrapeUrl"] for t in pushed] == [f"http://127.0.0.1:{control}/api/push/metrics"]
+        assert [t["honorLabels"] for t in pushed if "honorLabels" in t] in ([], [True])
+        active = [t for t in active if t not in pushed]
+        labels = sorted((t["labels"] for t in active), key=lambda labels: labels["pod"])
         assert [(t["component"], t["pod"], t.get("worker")) for t in labels] == [
             ("alerter", "alerter", None),
             ("control-plane", "control-plane", None),
@@ -159,7 +165,8 @@ def test_a_killed_worker_fires_in_prometheus_and_reaches_the_other_workers_brows
 
             def all_up():
                 active = http("GET", prometheus + "/api/v1/targets")[1]["data"]["activeTargets"]
-                return len(active) == 4 and all(t["health"] == "up" for t in active)
+                # The control-plane, two workers, the alerter, and the control-plane's pushed series (numcast-pushed).
+                return len(active) == 5 and all(t["health"] == "up" for t in active)
 
             eventually(all_up, timeout=60, message="every process scraped")
             name, process, port = next(entry for entry in stack.processes if entry[0] == "machine-1")

@@ -24,6 +24,8 @@ ROOT = Path(__file__).resolve().parents[2]
 MANIFESTS = ROOT / "infra" / "k8s"
 # Applied after infra/k8s; its subfolders (config/, operator/) are not read by `kubectl apply -f infra/monitoring`.
 MONITORING = ROOT / "infra" / "monitoring"
+# Examples beside infra/k8s that `kubectl apply -f infra/k8s` does not read (a subfolder): hardened all the same.
+EXAMPLES = MANIFESTS / "examples"
 NAMESPACE = "numcast"
 # The README's six commands build the images the manifests must name.
 READMES = (ROOT / "README.md", ROOT / "docs" / "kubernetes.md")
@@ -138,8 +140,8 @@ def containers(*, init: bool = True, folder: Path = MANIFESTS) -> list[Container
 
 
 def every_container() -> list[Container]:
-    """The containers of infra/k8s and of infra/monitoring: the same hardening holds for all of them."""
-    return containers() + containers(folder=MONITORING)
+    """The containers of infra/k8s, infra/monitoring and the examples: the same hardening holds for all of them."""
+    return containers() + containers(folder=MONITORING) + containers(folder=EXAMPLES)
 
 
 def project_version() -> str:

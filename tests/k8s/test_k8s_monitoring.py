@@ -42,6 +42,12 @@ def prometheus_yml() -> dict:
     return load(CONFIG / "prometheus.yml")
 
 
+def numcast_job(config: dict) -> dict:
+    """The job the rules are written for (job="numcast"); `numcast-pushed` scrapes what pods push (docs/push.md)."""
+    (job,) = [job for job in config["scrape_configs"] if job["job_name"] == "numcast"]
+    return job
+
+
 def args_of(container) -> dict[str, str]:
     """A container's `--flag=value` arguments."""
     return dict(arg.removeprefix("--").split("=", 1) for arg in container.spec.get("args", []))
@@ -111,9 +117,9 @@ def test_promtool_checks_the_config_with_file_discovery_for_kubernetes(tmp_path)
 
     # Debian's promtool is built without Kubernetes discovery; everything else it checks as it stands.
     config = prometheus_yml()
-    (job,) = config["scrape_configs"]
-    job.pop("kubernetes_sd_configs")
-    job["file_sd_configs"] = [{"files": [str(tmp_path / "targets.json")]}]
+    for job in config["scrape_configs"]:
+        job.pop("kubernetes_sd_configs")
+        job["file_sd_configs"] = [{"files": [str(tmp_path / "targets.json")]}]
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
     for name in config["rule_files"]:
         (tmp_path / name).write_text((CONFIG / name).read_text())
@@ -122,7 +128,7 @@ def test_promtool_checks_the_config_with_file_discovery_for_kubernetes(tmp_path)
 
 
 def test_discovery_lists_the_pods_of_the_namespace_only():
-    (job,) = prometheus_yml()["scrape_configs"]
+    job = numcast_job(prometheus_yml())
     (sd,) = job["kubernetes_sd_configs"]
     assert set(sd) <= KUBERNETES_SD_KEYS
     assert sd["role"] == "pod"
@@ -274,7 +280,8 @@ def active_targets(tmp_path) -> list[dict]:
     config = prometheus_yml()
     config.pop("rule_files"), config.pop("alerting")
     config["global"]["scrape_interval"] = "1h"  # the targets are fake: no scrape during the test
-    (job,) = config["scrape_configs"]
+    job = numcast_job(config)
+    config["scrape_configs"] = [job]
     job.pop("kubernetes_sd_configs")
     job["file_sd_configs"] = [{"files": [str(tmp_path / "targets.json")]}]
     (tmp_path / "targets.json").write_text(json.dumps(discovered_targets()))
@@ -444,7 +451,7 @@ def test_the_podmonitor_scrapes_the_pods_the_annotations_name_on_the_same_port()
 
 
 def test_the_podmonitor_labels_targets_as_prometheus_yml_does():
-    (job,) = prometheus_yml()["scrape_configs"]
+    job = numcast_job(prometheus_yml())
     camel = {"source_labels": "sourceLabels", "target_label": "targetLabel", "regex": "regex", "action": "action"}
     camel |= {"replacement": "replacement", "separator": "separator"}
     # The operator sets namespace and pod itself; the rest of prometheus.yml's labels come from relabelings.

@@ -105,7 +105,7 @@ def test_alertmanager_calls_the_webhook_with_the_alerter_s_token():
 def test_the_development_tokens_are_marked_and_the_docs_say_how_to_replace_each():
     assert (MANIFESTS / "07-tokens.yaml").read_text().startswith("# DEVELOPMENT TOKENS ONLY.")
     names = {doc["metadata"]["name"] for file, doc in documents() if file == "07-tokens.yaml"}
-    assert names == {"control-token", "alerter-token"}
+    assert names == {"control-token", "alerter-token", "push-token"}
     page = (ROOT / "docs" / "security.md").read_text()
     for name in names:
         assert f"kubectl -n numcast create secret generic {name} " in page, f"docs/security.md: how to replace {name}"
