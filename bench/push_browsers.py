@@ -36,12 +36,14 @@ def series_name(n: int) -> str:
     return f"bench_series_{n:03d}"
 
 
-def pusher(url: str, series: list[int], rate: float, seconds: float, ready, start, results) -> None:
-    """POST one batch per tick (a sample of each of `series`) for `seconds`, on a drift-free schedule."""
+def pusher(url: str, series: list[int], rate: float, seconds: float, phase: float, ready, start, results) -> None:
+    """POST one batch per tick (a sample of each of `series`) for `seconds`, on a drift-free schedule that starts
+    `phase` of a tick late: pods push on clocks of their own, not all at the same instant."""
     host, port = url.split("//", 1)[1].split(":")
     conn = http.client.HTTPConnection(host, int(port), timeout=30)
     ready.put(True)
     start.wait(60)
+    time.sleep(phase / rate)
     sent, errors, n, began = dict.fromkeys(series, 0), 0, 0, time.time()
     while time.time() - began < seconds:
         ts = time.time()
@@ -190,8 +192,9 @@ def run(args, server, control: Proc, worker: Worker) -> None:
         subscriptions = pick(worker.metrics(), "numcast_subscriptions")
         pushers, start = [], new_event()
         share = [list(range(args.series))[i :: args.pushers] for i in range(args.pushers)]
-        for part in share:
-            pushers.append(spawn(pusher, control.url, part, args.rate, args.seconds, ready, start, results))
+        for i, part in enumerate(share):
+            phase = i / args.pushers if args.spread else 0.0
+            pushers.append(spawn(pusher, control.url, part, args.rate, args.seconds, phase, ready, start, results))
         for _ in pushers:
             ready.get(timeout=30)
         time.sleep(1)
@@ -270,11 +273,15 @@ def main() -> int:
     parser.add_argument("--distinct", type=int, default=20, help="distinct sets of series among the browsers")
     parser.add_argument("--procs", type=int, default=4, help="browser processes")
     parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument(
+        "--together", dest="spread", action="store_false", help="all pushers at the same instant of each tick"
+    )
     args = parser.parse_args()
     args.distinct = max(1, min(args.distinct, args.browsers))
     print(
         f"push to browser bench: {args.series} series x {args.rate:g} samples/s through POST /api/push from "
-        f"{args.pushers} pushers, {args.browsers} browsers each watching {args.watch} ({args.distinct} distinct "
+        f"{args.pushers} pushers{'' if args.spread else ' at the same instants'}, "
+        f"{args.browsers} browsers each watching {args.watch} ({args.distinct} distinct "
         f"sets), {args.seconds:g}s",
         flush=True,
     )
