@@ -14,8 +14,8 @@ from playwright.sync_api import Page, expect
 pytestmark = pytest.mark.e2e
 
 # Saturated pixels (the lines' colours; axes, grid and text are grey) in a band of columns of a chart's plot area,
-# at fractions `from`..`to` of its width.
-COLOURED = """([series, from, to]) => {
+# at fractions `from`..`to` of its width; near the colour `rgb` only, if given.
+COLOURED = """([series, from, to, rgb]) => {
   const card = document.querySelector(`.chart-card[data-series="${series}"]`);
   const canvas = card.querySelector("canvas");
   const over = card.querySelector(".u-over").getBoundingClientRect();
@@ -27,7 +27,8 @@ COLOURED = """([series, from, to]) => {
   let n = 0;
   for (let i = 0; i < data.length; i += 4) {
     const [r, g, b, a] = [data[i], data[i + 1], data[i + 2], data[i + 3]];
-    if (a > 200 && Math.max(r, g, b) - Math.min(r, g, b) > 80) n++;
+    const near = !rgb || Math.abs(r - rgb[0]) + Math.abs(g - rgb[1]) + Math.abs(b - rgb[2]) < 90;
+    if (a > 200 && Math.max(r, g, b) - Math.min(r, g, b) > 80 && near) n++;
   }
   return n;
 }"""
@@ -119,22 +120,29 @@ def test_the_address_keeps_the_choice_and_a_link_opens_the_same_view(pushed, red
     eventually(lambda: legend(page, "queue_depth") == ['{queue="mail"}77'], message="the same view after a reload")
 
 
+BLUE, ORANGE = [11, 95, 180], [194, 65, 12]  # --line-1 and --line-2, light scheme
+
+
 def test_a_line_breaks_where_a_pod_stopped_pushing_instead_of_bridging_the_gap(redis_server, services, page):
+    """Pod a pushes for 10 s, stops for 60 s, pushes again; pod b pushes all along, on the same chart."""
     worker = services("worker", redis_server.url, wait="/readyz")
     now, lines = time.time(), []
-    # 10 s of values, 60 s of nothing, then 30 s of values again: the same value, so a bridge would be a flat line.
+    # The same value before and after: a bridge would be a flat line across the gap.
     times = [now - 100 + n * 0.5 for n in range(21)] + [now - 30 + n * 0.5 for n in range(61)]
-    for seq, ts in enumerate(times, 1):
-        lines.append(sample(seq, "gap_demo", 5.0, ts, pod="a"))
+    for ts in times:
+        lines.append(sample(len(lines) + 1, "gap_demo", 5.0, ts, pod="a"))
+    for n in range(201):
+        lines.append(sample(len(lines) + 1, "gap_demo", 9.0, now - 100 + n * 0.5, pod="b"))
     push(redis_server, *lines)
     eventually(lambda: worker.json("/api/series")["series"], message="the worker has it")
     page.goto(worker.url + "/?series=gap_demo")
     expect(page.locator("#connection")).to_have_text("connected")
-    expect(page.locator(".chart-card[data-series=gap_demo] .legend li")).to_have_text(['{pod="a"}5'])
+    expect(page.locator(".chart-card[data-series=gap_demo] .legend li")).to_have_text(['{pod="a"}5', '{pod="b"}9'])
     # The window runs from the first value (now - 100) to now: the gap is 0.1-0.7 of the width.
-    eventually(lambda: page.evaluate(COLOURED, ["gap_demo", 0.01, 0.08]) > 0, message="drawn before the gap")
-    eventually(lambda: page.evaluate(COLOURED, ["gap_demo", 0.8, 0.95]) > 0, message="and after it")
-    assert page.evaluate(COLOURED, ["gap_demo", 0.2, 0.6]) == 0, "nothing drawn across the gap"
+    eventually(lambda: page.evaluate(COLOURED, ["gap_demo", 0.01, 0.08, BLUE]) > 0, message="drawn before the gap")
+    eventually(lambda: page.evaluate(COLOURED, ["gap_demo", 0.8, 0.95, BLUE]) > 0, message="and after it")
+    assert page.evaluate(COLOURED, ["gap_demo", 0.2, 0.6, ORANGE]) > 0, "pod b's line goes on through it"
+    assert page.evaluate(COLOURED, ["gap_demo", 0.2, 0.6, BLUE]) == 0, "pod a's is not drawn across the gap"
 
 
 def test_the_default_view_shows_the_generator_as_before_whatever_is_pushed(pushed, redis_server, page):

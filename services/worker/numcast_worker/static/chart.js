@@ -31,6 +31,7 @@ export function gapLimit(items) {
  */
 export function alignedData(lines) {
   const points = [];
+  const holes = []; // [line, from, to]: uPlot breaks a line only across its nulls' neighbours in the shared x
   lines.forEach((line, index) => {
     const items = line.items;
     const limit = gapLimit(items);
@@ -39,7 +40,10 @@ export function alignedData(lines) {
       if (i) {
         const before = items[i - 1];
         const skipped = line.contiguous && before.source === e.source && e.seq - before.seq > 1;
-        if (skipped || e.ts - before.ts > limit) points.push([(before.ts + e.ts) / 2, index, null]);
+        if (skipped || e.ts - before.ts > limit) {
+          points.push([(before.ts + e.ts) / 2, index, null]);
+          holes.push([index, before.ts, e.ts]);
+        }
       }
       points.push([e.ts, index, e.value]);
     }
@@ -57,7 +61,23 @@ export function alignedData(lines) {
     for (const column of ys) column.push(undefined);
     ys[index][at + 1] = y;
   }
+  // Every x of other lines within a hole is a null of this line too, so that the break spans the whole hole.
+  for (const [index, from, to] of holes) {
+    const column = ys[index];
+    for (let i = firstAbove(xs, from); i < xs.length && xs[i] < to; i++) if (column[i] === undefined) column[i] = null;
+  }
   return [xs, ...ys];
+}
+
+function firstAbove(xs, x) {
+  let lo = 0;
+  let hi = xs.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (xs[mid] <= x) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
 }
 
 export class Chart {
