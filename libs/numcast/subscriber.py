@@ -21,6 +21,8 @@ from numcast.redis_conn import (
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 1000  # messages handed over at once; then the loop yields to the rest of the process
+# ...or this many bytes: a message of the push channel holds hundreds of envelopes (numcast.push.stream).
+MAX_BATCH_BYTES = 512 * 1024
 
 
 class Deaf(Exception):
@@ -111,22 +113,23 @@ class Subscriber:
             # parse_response rather than get_message: the raw reply, without a dict per message, and all that
             # is already buffered handed over as one batch per channel.
             batches: dict[bytes, list[bytes]] = {}
-            size = 0
+            size = volume = 0
             got = False
-            response = pubsub.parse_response(block=False, timeout=0.2)
+            response = _next(pubsub, 0.2, self.deaf_after)
             while response is not None:
                 got = True
                 kind = response[0] if isinstance(response, list) else b"pong"
                 if kind == b"message":
                     batches.setdefault(response[1], []).append(response[2])
                     size += 1
-                    if size >= MAX_BATCH:
+                    volume += len(response[2])
+                    if size >= MAX_BATCH or volume >= MAX_BATCH_BYTES:
                         break
                 elif kind == b"subscribe":
                     pending.discard(response[1])
                     if not pending:
                         self._subscribed(backoff)
-                response = pubsub.parse_response(block=False, timeout=0)
+                response = _next(pubsub, 0, self.deaf_after)
             now = time.monotonic()
             if got:
                 heard = now
@@ -148,6 +151,17 @@ class Subscriber:
         log.info("subscribed url=%s channels=%s", redact(self.url), self.channels)
         resumed, self._lost = self._lost, False
         self.on_subscribed(resumed)
+
+
+def _next(pubsub, wait: float, finish: float):
+    """The next reply, waiting up to `wait` seconds for one to begin and `finish` for the rest of it; else None.
+
+    redis-py reads a reply with the same timeout it waited with: with 0, a message that has only partly arrived
+    (Redis writes a large one in 64 KiB steps) raises TimeoutError, and the connection is given up.
+    """
+    if not pubsub.connection.can_read(timeout=wait):
+        return None
+    return pubsub.parse_response(block=False, timeout=finish)
 
 
 def _close_quietly(pubsub) -> None:
