@@ -20,15 +20,15 @@ FIELD = "envelope"
 MAX_RUNS_WALKED = 100  # runs (control-plane restarts) looked through for a source a reader knows
 
 # One atomic step per batch: the PUBLISH of each envelope and its XADD, with no round trip of their own.
-# KEYS[1]: the log. ARGV: channel, MAXLEN, the run's source, the run's start (Unix ms), framed ("1": the batch's
-# envelopes go out as one message, one per line, as on the push channel; "0": one message each), then the
-# envelopes. A seq at or below the newest entry of this run was published and logged already (a batch sent again
+# KEYS[1]: the log. ARGV: channel, MAXLEN, the run's source, the run's start (Unix ms), lines per message (N > 0:
+# the batch's envelopes go out N to a message, one per line, as on the push channel; 0: one message each), then
+# the envelopes. A seq at or below the newest entry of this run was published and logged already (a batch sent again
 # after a lost reply, or after a reconnect): it is skipped. Nothing else is: a log that cannot be written never
 # stops the PUBLISH.
 PUBLISH_SCRIPT = """
 local log, channel, maxlen, source = KEYS[1], ARGV[1], ARGV[2], ARGV[3]
 local run, last = tonumber(ARGV[4]), -1
-local framed, lines = ARGV[5] == '1', {}
+local per_message, lines = tonumber(ARGV[5]), {}
 local newest = redis.pcall('XREVRANGE', log, '+', '-', 'COUNT', 1)
 local usable = not newest.err
 if usable and newest[1] then
@@ -40,7 +40,15 @@ if usable and newest[1] then
   end
 end
 local function send(envelope)
-  if framed then lines[#lines + 1] = envelope else redis.call('PUBLISH', channel, envelope) end
+  if per_message == 0 then
+    redis.call('PUBLISH', channel, envelope)
+    return
+  end
+  lines[#lines + 1] = envelope
+  if #lines == per_message then
+    redis.call('PUBLISH', channel, table.concat(lines, '\\n'))
+    lines = {}
+  end
 end
 local failed = 0
 for i = 6, #ARGV do
@@ -70,17 +78,17 @@ class Writer:
     """Publishes batches of envelopes with their log entries (EVALSHA, loading the script when Redis lacks it)."""
 
     def __init__(
-        self, conn: redis.Redis, channel: str, maxlen: int, source: str, run: int, framed: bool = False
+        self, conn: redis.Redis, channel: str, maxlen: int, source: str, run: int, per_message: int = 0
     ) -> None:
-        """`framed`: each batch is one message of envelope lines (the push channel), not one message each."""
+        """`per_message` > 0: envelopes go out that many to a message, one per line (the push channel)."""
         self.conn, self.channel, self.maxlen, self.source, self.run = conn, channel, maxlen, source, run
-        self.framed = "1" if framed else "0"
+        self.per_message = per_message
         self.key = key(channel)
         self._script = conn.register_script(PUBLISH_SCRIPT)
 
     def publish(self, lines: list[str]) -> int:
         """PUBLISH and log the lines of one run the log lacks, atomically; return how many could not be logged."""
-        args = [self.channel, self.maxlen, self.source, self.run, self.framed, *lines]
+        args = [self.channel, self.maxlen, self.source, self.run, self.per_message, *lines]
         return self._script(keys=[self.key], args=args)
 
 

@@ -53,18 +53,34 @@ def test_each_printed_push_line_works_and_the_printed_watch_shows_the_samples(ru
     env = {**os.environ, "REDISCLI_AUTH": watch.group(1)}
     command = [watch.group(2), "--user", "viewer", "-h", "127.0.0.1", "-p", watch.group(3), "subscribe", "numbers:push"]
     watching = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True)
+    tail = re.search(
+        r"REDIS_USERNAME=viewer REDIS_PASSWORD=(\w+) REDIS_URL=(\S+) (\S+) tail --channel numbers:push", text
+    )
+    assert tail, "the printed numcast tail command for the push channel"
+    tail_env = {**os.environ, "REDIS_USERNAME": "viewer", "REDIS_PASSWORD": tail.group(1), "REDIS_URL": tail.group(2)}
+    tailing = subprocess.Popen(
+        [tail.group(3), "tail", "--channel", "numbers:push", "--count", "3"],
+        env=tail_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert [watching.stdout.readline().strip() for _ in range(3)] == ["subscribe", "numbers:push", "1"]
+        assert "subscribed to 'numbers:push'" in tailing.stderr.readline()
         for line in doors:
             assert run(line.replace(token, control_token)) == "401", "the control token does not push"
         assert [run(line) for line in doors] == ["200", "204", "202"]
         messages = [[watching.stdout.readline().strip() for _ in range(3)] for _ in doors]
+        tailed, _ = tailing.communicate(timeout=20)
     finally:
-        watching.kill()
-        watching.wait()
+        for process in (watching, tailing):
+            process.kill()
+            process.wait()
     assert {kind for kind, channel, _ in messages} == {"message"}
     series = [decode(payload).series for _, _, payload in messages]
     assert series == ["queue_depth", "room_temperature_celsius", "jobs_done_total"]
+    assert [line.split()[2].split("{")[0] for line in tailed.splitlines()] == series, tailed
 
     def pushed() -> list[str]:
         history = http("GET", f"http://127.0.0.1:{running.worker}/api/history")[1]["envelopes"]

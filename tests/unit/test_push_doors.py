@@ -184,7 +184,7 @@ def test_the_rate_limit_answers_429_with_retry_after():
 
 
 def test_a_full_queue_to_redis_answers_503_and_drops_nothing():
-    app = make(PUSH_MAX_SAMPLES="100", PUSH_QUEUE="700")  # room: 700 - 500 kept for a batch in flight
+    app = make(PUSH_MAX_SAMPLES="100", PUSH_QUEUE="5200")  # room: 5200 - 5000 kept for a batch in flight
     client = app.test_client()
     for _ in range(2):
         assert push(client, [GOOD] * 100).status_code == 200
@@ -221,10 +221,11 @@ def test_pushgateway_put_replaces_the_group_post_replaces_the_names_delete_forge
     app = make()
     client = app.test_client()
     group = (("instance", ""), ("job", "batch"))
-    assert client.put("/metrics/job/batch", data=b"a 1\nb 2\n").status_code == 202
-    assert scrape(client) == {("a", group): 1.0, ("b", group): 2.0}
-    assert client.post("/metrics/job/batch", data=b"a 3\n").status_code == 202
-    assert scrape(client) == {("a", group): 3.0, ("b", group): 2.0}, "POST: only the pushed names"
+    x1, x2 = (("instance", ""), ("job", "batch"), ("x", "1")), (("instance", ""), ("job", "batch"), ("x", "2"))
+    assert client.put("/metrics/job/batch", data=b'a{x="1"} 1\nb 2\n').status_code == 202
+    assert scrape(client) == {("a", x1): 1.0, ("b", group): 2.0}
+    assert client.post("/metrics/job/batch", data=b'a{x="2"} 3\n').status_code == 202
+    assert scrape(client) == {("a", x2): 3.0, ("b", group): 2.0}, "POST: every series of the pushed names replaced"
     assert client.put("/metrics/job/batch", data=b"c 4\n").status_code == 202
     assert scrape(client) == {("c", group): 4.0}, "PUT: the whole group"
     assert client.delete("/metrics/job/batch").status_code == 202

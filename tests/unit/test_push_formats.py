@@ -8,7 +8,7 @@ from numcast.push import formats, stream
 def test_json_samples_with_and_without_labels_and_ts():
     body = b'{"samples": [{"series": "a", "labels": {"x": "1"}, "value": 2, "ts": 5.5}, {"series": "b", "value": 1.5}]}'
     (a, b) = formats.from_json(body)
-    assert (a.series, a.labels, a.value, a.ts, a.where) == ("a", {"x": "1"}, 2, 5.5, "samples[0]")
+    assert (a.series, a.labels, a.value, a.ts, a.named) == ("a", {"x": "1"}, 2, 5.5, "samples[0]")
     assert (b.series, b.labels, b.value, b.ts) == ("b", {}, 1.5, None)
 
 
@@ -48,7 +48,7 @@ def test_line_protocol_fields_become_series_and_tags_labels_with_the_precision_h
         ("cpu_up", (("host", "a"), ("region", "eu west")), 1.0, 1764150000.123),
         ("mem_free", (), 2.0, None),
     }
-    assert [s.where for s in samples] == ["line 1"] * 3 + ["line 4"]
+    assert [s.named for s in samples] == ["line 1"] * 3 + ["line 4"]
 
 
 @pytest.mark.parametrize(
@@ -94,7 +94,7 @@ plain 1 1764150000000
     assert got[0] == ("jobs_total", {"queue": "a"}, 3, "jobs_total", "counter")
     assert got[1] == ("latency_seconds_bucket", {"le": "0.1"}, 1, "latency_seconds", "histogram")
     assert samples[-1].ts == 1764150000.0 and samples[-1].kind == "unknown"
-    assert samples[0].where == 'jobs_total{queue="a"}'
+    assert samples[0].named == 'jobs_total{queue="a"}'
 
 
 @pytest.mark.parametrize(
@@ -114,7 +114,9 @@ def test_exposition_errors_name_the_line_or_the_sample(body, where):
 
 def test_the_push_stream_frames_lines_and_refuses_an_oversized_message_whole():
     lines = ['{"a":1}', '{"b":2}']
-    assert stream.split(stream.frame(lines).encode()) == [b'{"a":1}', b'{"b":2}']
+    (message,) = stream.frame(lines)
+    assert stream.split(message.encode()) == [b'{"a":1}', b'{"b":2}']
+    assert [len(m.split("\n")) for m in stream.frame(lines * 301)] == [stream.MAX_LINES, 602 - stream.MAX_LINES]
     huge = b"x" * (stream.MAX_MESSAGE_BYTES + 1)
     assert stream.split(huge) == [huge]
     assert stream.channel("numbers") == "numbers:push" and stream.is_channel("numbers:push")

@@ -35,9 +35,14 @@ class Sample(NamedTuple):
     labels: dict
     value: float
     ts: float | None
-    where: str  # how the error message names it
+    where: str | int  # where it is in the body: `line 3`, or the index in a JSON push's samples
     family: str = ""  # the metric family it belongs to (exposition format); empty: the series itself
     kind: str = "untyped"
+
+    @property
+    def named(self) -> str:
+        """How an error message names it (built only then: a push holds thousands)."""
+        return f"samples[{self.where}]" if type(self.where) is int else self.where
 
 
 def _no_constant(name: str) -> None:
@@ -65,7 +70,7 @@ def from_json(body: bytes) -> list[Sample]:
         if type(value) not in (float, int) or not (ts is None or type(ts) in (float, int)):
             raise FormatError(f"samples[{n}]", "value and ts must be numbers")
         labels = item.get("labels")
-        samples.append(Sample(item["series"], {} if labels is None else labels, value, ts, f"samples[{n}]"))
+        samples.append(Sample(item["series"], {} if labels is None else labels, value, ts, n))
     return samples
 
 

@@ -12,7 +12,10 @@ from numcast.envelope import MAX_BYTES
 
 CHANNEL_SUFFIX = ":push"
 SOURCE_SUFFIX = ".push"
-MAX_LINES = 500  # envelopes in one message: the control-plane's Redis output sends batches of at most this many
+MAX_LINES = 500  # envelopes in one message
+# Envelopes the control-plane hands Redis in one script call (as messages of MAX_LINES): under eventlet a request
+# being checked holds the process, so each round trip to Redis must carry much more than a message.
+SEND_LINES = 5000
 MAX_MESSAGE_BYTES = MAX_LINES * (MAX_BYTES + 1)
 
 
@@ -36,9 +39,9 @@ def is_source(source: str) -> bool:
     return source.endswith(SOURCE_SUFFIX)
 
 
-def frame(lines: list[str]) -> str:
-    """One message of envelope lines."""
-    return "\n".join(lines)
+def frame(lines: list[str]) -> list[str]:
+    """The messages of envelope lines, MAX_LINES at most each."""
+    return ["\n".join(lines[start : start + MAX_LINES]) for start in range(0, len(lines), MAX_LINES)]
 
 
 def split(message: bytes) -> list[bytes]:

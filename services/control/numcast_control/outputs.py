@@ -27,16 +27,17 @@ from numcast_control.outbox import Outbox
 
 log = logging.getLogger(__name__)
 
-BATCH = stream.MAX_LINES  # envelopes sent in one pipeline or one write (and one push channel message, at most)
+BATCH = 500  # envelopes sent in one pipeline or one write
 # Sent again after a reconnect: Redis may have acknowledged them and died before they left for any subscriber.
 # The script logs and publishes only those the log lacks, so a Redis that kept its data sees nothing twice.
-RESEND = 2 * BATCH
+RESEND = 2  # batches
 
 
 class Output:
     """Drains its outbox to a destination; on failure keeps the batch, backs off (capped) and reconnects."""
 
     path = "?"
+    batch = BATCH
 
     def __init__(self, name: str, queue_limit: int, metrics: dict) -> None:
         self.name = name
@@ -77,7 +78,7 @@ class Output:
         """Send until stopped."""
         backoff = Backoff()
         while not self.stopping.is_set():
-            batch = self.outbox.take(BATCH, timeout=0.5)
+            batch = self.outbox.take(self.batch, timeout=0.5)
             try:
                 self.send(batch)
             except CONNECTION_ERRORS as exc:
@@ -153,10 +154,11 @@ class RedisOutput(Output):
         super().__init__(redact(url), queue_limit, metrics)
         self.channel, self.framed = channel, framed
         self._client = client(url)
-        self.writer = replay_log.Writer(self._client, channel, **writer, framed=framed) if writer else None
+        per_message = stream.MAX_LINES if framed else 0
+        self.writer = replay_log.Writer(self._client, channel, **writer, per_message=per_message) if writer else None
         self._log_errors = metrics["log_errors"]
         self._warn = Throttled(log)
-        self._recent: deque[str] = deque(maxlen=RESEND)
+        self._recent: deque[str] = deque(maxlen=RESEND * self.batch)
         self._resend = False
 
     def send(self, batch: list[str]) -> None:
@@ -181,7 +183,7 @@ class RedisOutput(Output):
 
     def _publish(self, batch: list[str]) -> None:
         pipe = self._client.pipeline(transaction=False)
-        for line in [stream.frame(batch)] if self.framed else batch:
+        for line in stream.frame(batch) if self.framed else batch:
             pipe.publish(self.channel, line)
         pipe.execute()
 
@@ -194,6 +196,7 @@ class PushOutput(RedisOutput):
     """Pushed samples to their own channel and log: a batch is one message of envelope lines (numcast.push.stream)."""
 
     path = "push"
+    batch = stream.SEND_LINES
 
     def __init__(self, url: Endpoint | str, channel: str, queue_limit: int, metrics: dict, writer: dict | None) -> None:
         super().__init__(url, channel, queue_limit, metrics, writer, framed=True)

@@ -65,6 +65,7 @@ class Pusher:
         self._lock = threading.Lock()
         self._series_ok: set[str] = set()
         self._label_names_ok: set[str] = set()
+        self._values_ok: set[str] = set()  # label values checked once (within PUSH_MAX_LABEL_VALUE: checked each time)
         self.accepted = metrics.counter("pushed", "Samples accepted by the push doors, by format.", ("format",))
         self.refused = metrics.counter(
             "push_refused", f"Pushes refused, by reason ({', '.join(REASONS)}).", ("reason",)
@@ -91,13 +92,13 @@ class Pusher:
                 raise PushError(
                     429, "rate", f"over PUSH_RATE ({s.push_rate:g} samples/s for this token)", math.ceil(wait)
                 )
+            room = self.output.outbox.room() - self._in_flight()
+            if len(samples) > room:  # before any work: a client that retries a full queue costs nothing more
+                raise PushError(
+                    503, "queue_full", f"{len(samples)} samples do not fit in the queue to Redis (room for {room})", 1
+                )
             now = self.clock()
             lines, seen = self._encode(samples, group, now, check_twice=group is not None)
-            room = self.output.outbox.room() - self._in_flight()
-            if len(lines) > room:
-                raise PushError(
-                    503, "queue_full", f"{len(lines)} samples do not fit in the queue to Redis (room for {room})", 1
-                )
             self.table.apply(seen, group, replace, now)  # raises PushError(series_limit) before any change
             self.seq += len(lines)
             self.output.put_many(lines)
@@ -141,42 +142,42 @@ class Pusher:
         for sample in samples:
             series, labels = sample.series, sample.labels
             if series not in self._series_ok:
-                self._check_series(series, sample.where)
+                self._check_series(series, sample.named)
             if type(labels) is not dict:
-                raise PushError(400, "invalid", f"{sample.where}: labels must be an object of names to strings")
+                raise PushError(400, "invalid", f"{sample.named}: labels must be an object of names to strings")
             if group is not None:
-                labels = group.merge(labels, sample.where)
+                labels = group.merge(labels, sample.named)
             if "" in labels.values():  # to Prometheus an empty label is no label: leave it out
                 labels = {name: value for name, value in labels.items() if value != ""}
             if len(labels) > max_labels:
-                raise PushError(400, "too_many_labels", f"{sample.where}: {len(labels)} labels, at most {max_labels}")
+                raise PushError(400, "too_many_labels", f"{sample.named}: {len(labels)} labels, at most {max_labels}")
             for name, text in labels.items():
                 if name not in self._label_names_ok:
-                    self._check_label_name(name, sample.where)
+                    self._check_label_name(name, sample.named)
                 if type(text) is not str or len(text) > max_value:
                     raise PushError(
                         400,
                         "label_too_long" if type(text) is str else "invalid",
-                        f"{sample.where}: label {name} must be a string of at most {max_value} characters",
+                        f"{sample.named}: label {name} must be a string of at most {max_value} characters",
                     )
-                if not valid_label_value(text):
-                    raise PushError(400, "invalid", f"{sample.where}: label {name} holds control characters")
+                if text not in self._values_ok and not self._check_value(text):
+                    raise PushError(400, "invalid", f"{sample.named}: label {name} holds control characters")
             value, ts = sample.value, sample.ts
             try:
                 value = float(value)
                 ts = now if ts is None else float(ts)
             except (OverflowError, TypeError, ValueError):
-                raise PushError(400, "invalid", f"{sample.where}: value and ts must be finite numbers") from None
+                raise PushError(400, "invalid", f"{sample.named}: value and ts must be finite numbers") from None
             if not math.isfinite(value) or not 0 < ts <= latest:
                 raise PushError(
                     400,
                     "invalid",
-                    f"{sample.where}: value must be finite and ts Unix seconds, > 0 and at most "
+                    f"{sample.named}: value must be finite and ts Unix seconds, > 0 and at most "
                     f"{MAX_FUTURE_SECONDS} s ahead of this server's clock",
                 )
             key = (series, tuple(sorted(labels.items())))
             if check_twice and key in seen:
-                raise PushError(400, "invalid", f"{sample.where}: the same series twice in one push")
+                raise PushError(400, "invalid", f"{sample.named}: the same series twice in one push")
             fragment = known.get(key) or self.table.fragment(key)
             seq += 1
             line = head % (seq, value, ts, fragment)
@@ -184,7 +185,7 @@ class Pusher:
                 raise PushError(
                     400,
                     "too_large",
-                    f"{sample.where}: as an envelope it takes {len(line.encode())} bytes, at most {MAX_BYTES}: "
+                    f"{sample.named}: as an envelope it takes {len(line.encode())} bytes, at most {MAX_BYTES}: "
                     "fewer or shorter labels",
                 )
             lines.append(line)
@@ -199,6 +200,14 @@ class Pusher:
         if len(self._series_ok) >= _KNOWN_MAX:
             self._series_ok.clear()
         self._series_ok.add(series)
+
+    def _check_value(self, text: str) -> bool:
+        if not valid_label_value(text):
+            return False
+        if len(self._values_ok) >= _KNOWN_MAX:
+            self._values_ok.clear()
+        self._values_ok.add(text)
+        return True
 
     def _check_label_name(self, name: str, where: str) -> None:
         if not valid_label_name(name):

@@ -105,7 +105,7 @@ class SeriesTable:
             family, kind = sample.family or sample.series, sample.kind
             known = self.families.get(family)
             if known and kind in TYPED and known[0] in TYPED and known[0] != kind:
-                raise PushError(400, "invalid", f"{sample.where}: {family} is a {known[0]}, not a {kind}")
+                raise PushError(400, "invalid", f"{sample.named}: {family} is a {known[0]}, not a {kind}")
         for key in dropped:
             self._remove(key)
         if group is not None:

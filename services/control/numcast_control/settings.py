@@ -15,7 +15,7 @@ MAX_ABS_VALUE = 1e12
 # What new_source adds to SOURCE_PREFIX (a dash and six hex digits), and the push stream's source after that.
 SOURCE_SUFFIX = "-xxxxxx" + stream.SOURCE_SUFFIX
 MAX_STREAM_MAXLEN = 10_000_000
-PUSH_IN_FLIGHT = stream.MAX_LINES  # pushed samples the Redis output sends at once (numcast_control.outputs.BATCH)
+PUSH_IN_FLIGHT = stream.SEND_LINES  # pushed samples the push output sends at once (numcast_control.outputs)
 
 
 @dataclasses.dataclass(frozen=True)
