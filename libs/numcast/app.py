@@ -21,12 +21,14 @@ def create_app(
     socketio: SocketIO,
     cors_origins: tuple[str, ...] = (),
     max_body: int = web.MAX_BODY_BYTES,
+    max_message: int = 1_000_000,
 ) -> Flask:
     """A Flask app whose service (`app.extensions["numcast"]`) has `ready`, `start` and `stop`; nothing runs yet.
 
     The page's own origin may always open the Socket.IO connection; `cors_origins` adds others (never '*').
-    Request bodies over `max_body` bytes get 413. With settings that declare `CONTROL_TOKEN`, every change
-    (POST, PUT, PATCH, DELETE) needs that token, or comes from loopback when none is set (`numcast.auth`).
+    Request bodies over `max_body` bytes get 413; a Socket.IO message over `max_message` bytes closes its
+    connection (python-engineio's `max_http_buffer_size`). With settings that declare `CONTROL_TOKEN`, every
+    change (POST, PUT, PATCH, DELETE) needs that token, or comes from loopback when none is set (`numcast.auth`).
     """
     app = Flask(import_name)
     metrics = Metrics()
@@ -47,5 +49,6 @@ def create_app(
         async_mode=settings.async_mode,
         cors_allowed_origins=web.allowed_origins(cors_origins),
         transports=["websocket"],
+        max_http_buffer_size=max_message,
     )
     return app

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.e2e
 
 # Pixels of the chart's line colour (--chart-line, light scheme): axes and grid are grey, so only data counts.
 LINE_PIXELS = """() => {
-  const canvas = document.querySelector("#chart canvas");
+  const canvas = document.querySelector(".chart-card canvas");
   const data = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
   let n = 0;
   for (let i = 0; i < data.length; i += 4) {

@@ -208,3 +208,65 @@ def test_the_socket_is_found_in_python_engineio_itself():
     fanout.push(envelope(2))
     assert fanout.flush() is True, "the previous batch has not left: skipped"
     assert eio_socket.queue.get().encode() == '42["numbers",[{"seq":1,"value":0.0,"ts":1.0,"source":"a"}]]'
+
+
+def pushed(seq, series, **labels):
+    return {"seq": seq, "value": 0.0, "ts": 1.0, "source": "p", "series": series, "labels": labels}
+
+
+def test_each_browser_gets_its_subscription_only_and_browsers_that_share_one_share_the_packet():
+    from numcast.matchers import from_json
+    from numcast_worker.subscriptions import Subscription
+
+    fanout = Fanout_(limit=100, interval=0.05)
+    for sid in ("a1", "a2", "b", "plain"):
+        fanout.connect(sid)
+    fanout.subscribe("a1", Subscription(("q", "t")))
+    fanout.subscribe("a2", Subscription(("t", "q")))  # the same set, in another order
+    fanout.subscribe("b", Subscription(("q",), from_json(["job=~x.*"])))
+    assert len(fanout.subscriptions) == 3
+    fanout.push(pushed(3, "q", job="y"))
+    fanout.push(envelope(1))
+    fanout.push(pushed(2, "t"))
+    fanout.push(pushed(4, "q", job="xa"))
+    fanout.flush()
+    seqs = {
+        sid: [[e["seq"] for e in batch] for batch in fanout.sockets[sid].events("numbers")] for sid in fanout.sockets
+    }
+    assert seqs == {"a1": [[2, 3, 4]], "a2": [[2, 3, 4]], "b": [[4]], "plain": [[1]]}
+    assert fanout.sockets["a1"].packets[-1] is fanout.sockets["a2"].packets[-1], "one packet for the subscription"
+    assert fanout.encoded == 3
+    fanout.push(pushed(5, "t"))
+    fanout.flush()
+    assert fanout.sockets["b"].events("numbers") == [[pushed(4, "q", job="xa")]], "nothing for b: no frame at all"
+    assert fanout.encoded == 4
+
+
+def test_a_browser_behind_the_others_gets_its_envelopes_from_where_it_was():
+    from numcast_worker.subscriptions import Subscription
+
+    fanout = Fanout_(limit=100, interval=0.05)
+    for sid in ("fast", "slow"):
+        fanout.connect(sid)
+        fanout.subscribe(sid, Subscription(("q",)))
+    fanout.sockets["slow"].busy = True
+    for seq in range(1, 7):
+        fanout.push(pushed(seq, "q" if seq % 2 else "t"))
+        fanout.flush()
+    fanout.sockets["slow"].busy = False
+    fanout.push(pushed(7, "q"))
+    fanout.flush()  # the index now reaches back to where the slow one was
+    assert [[e["seq"] for e in b] for b in fanout.sockets["slow"].events("numbers")] == [[1, 3, 5, 7]]
+    assert [[e["seq"] for e in b] for b in fanout.sockets["fast"].events("numbers")] == [[1], [3], [5], [7]]
+
+
+def test_subscribing_again_releases_the_old_subscription_and_disconnecting_the_last_one():
+    from numcast_worker.subscriptions import Subscription
+
+    fanout = Fanout_(limit=10, interval=0.05)
+    fanout.connect("a")
+    fanout.subscribe("a", Subscription(("q",)))
+    fanout.subscribe("a", Subscription(("t",)))
+    assert [s.names for s in fanout.subscriptions._held.values()] == [("numcast_value",), ("t",)]
+    fanout.disconnect("a")
+    assert len(fanout.subscriptions) == 1, "only the default one"

@@ -11,6 +11,9 @@ from numcast_worker.service import WorkerService
 from numcast_worker.settings import WorkerSettings as Settings
 
 socketio = SocketIO()
+# A browser only sends pongs and `subscribe` (at most SUBSCRIBE_MAX_SERIES names and 16 matchers: a few KB);
+# a larger message closes its connection instead of being read into memory.
+MAX_MESSAGE_BYTES = 16 * 1024
 
 
 def create_app(settings: Settings) -> Flask:
@@ -22,6 +25,7 @@ def create_app(settings: Settings) -> Flask:
         lambda flask_app: api.init_app(flask_app, socketio),
         socketio,
         settings.cors_origins,
+        max_message=MAX_MESSAGE_BYTES,
     )
     flask_app.extensions["numcast"].gate.init_app(flask_app)  # outside Socket.IO's own middleware
     return flask_app

@@ -3,10 +3,12 @@
 python-socketio's emit queues without limit for a client that stopped reading, and encodes its packet once
 per client. Here a browser gets a new batch only when its previous one has left the server (its Engine.IO
 queue, or the bytes of a direct write the kernel had not taken), so each costs at most two batches of memory;
-a browser that falls more than the ring's length behind loses the oldest values, counted and told. Each round
-encodes every new envelope once and builds one frame per distinct cursor (nearly every browser shares one):
-under eventlet it writes those same WebSocket frame bytes to each browser's socket itself (`direct`), in
-threading mode it queues the same encoded packet on each browser's Engine.IO socket.
+a browser that falls more than the ring's length behind loses the oldest values, counted and told. Each browser
+watches a subscription (the series it named, and label matchers; the generator's series until it names others).
+Each round encodes every new envelope once and builds one frame per distinct subscription and cursor (nearly
+every browser of a subscription shares one), from an index of the round's envelopes by series name: under
+eventlet it writes those same WebSocket frame bytes to each browser's socket itself (`direct`), in threading
+mode it queues the same encoded packet on each browser's Engine.IO socket.
 """
 
 from __future__ import annotations
@@ -15,12 +17,15 @@ import json
 import logging
 import threading
 import time
+from bisect import bisect_left
 from collections.abc import Callable, Mapping
 
 from engineio import packet as eio_packet
 from engineio.exceptions import SocketIsClosedError
 
+from numcast.envelope import GENERATOR_SERIES
 from numcast_worker import direct
+from numcast_worker.subscriptions import Subscription, Subscriptions
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +43,11 @@ _dumps = json.JSONEncoder(separators=(",", ":")).encode  # python-socketio's own
 class Browser:
     """One connected browser: where it is in the ring, its Engine.IO socket, and its WebSocket once written to."""
 
-    __slots__ = ("cursor", "missed", "pending", "seen", "socket", "ws")
+    __slots__ = ("cursor", "missed", "pending", "seen", "socket", "subscription", "ws")
 
-    def __init__(self, cursor: int, socket) -> None:
-        self.cursor = cursor  # index of the next envelope it gets
+    def __init__(self, cursor: int, socket, subscription: Subscription) -> None:
+        self.cursor = cursor  # index of the next envelope it gets (or skips, if it is not of its subscription)
+        self.subscription = subscription
         self.seen = 0  # it has every state changed up to this version
         self.missed = 0  # values dropped for it and not yet told to it
         self.socket = socket
@@ -77,10 +83,16 @@ class Fanout:
     """
 
     def __init__(
-        self, socketio, limit: int, interval: float, states: Mapping[str, Callable[[], object]] | None = None
+        self,
+        socketio,
+        limit: int,
+        interval: float,
+        states: Mapping[str, Callable[[], object]] | None = None,
+        subscriptions: Subscriptions | None = None,
     ) -> None:
         self.socketio, self.interval = socketio, interval  # interval: the longest a round is held back
         self.states = dict(states or {})  # event -> what it sends, read when it is sent
+        self.subscriptions = subscriptions if subscriptions is not None else Subscriptions(1000)
         self._limit = limit
         # (index of ring[0], ring): one tuple, so a reader never sees one without the other. The ring holds
         # envelopes as pushed; a round replaces each by (seq, its JSON) the first time it sends it.
@@ -88,7 +100,7 @@ class Fanout:
         self._browsers: dict[str, Browser] = {}
         self._version = 1  # of the states: a browser with `seen` below it has a state to get
         self._changed: dict[str, int] = {}  # state -> version of its last change (1 if never marked)
-        self._lock = threading.Lock()  # for mark's two fields; push never takes it
+        self._lock = threading.Lock()  # for mark's two fields and the subscriptions; push never takes it
         self._trim_at, self._hurry_at = 2 * limit, limit // 2
         self._woken = False  # set with _wake by push, cleared by run before it reads the ring
         self._wake = threading.Event()
@@ -97,6 +109,7 @@ class Fanout:
         self._websockets: direct.WebSockets | None = None  # set by write_directly: under eventlet only
         self.dropped = 0
         self.rounds = 0
+        self.encoded = 0  # `numbers` frames built: one per distinct subscription and cursor per round
         self.stopping = threading.Event()
 
     def write_directly(self) -> None:
@@ -126,12 +139,32 @@ class Fanout:
     def connect(self, sid: str) -> None:
         """Start sending `sid` what arrives from now on; the page backfills the past from /api/history."""
         base, ring = self._ring
-        self._browsers[sid] = Browser(base + len(ring), self._socket(sid))
+        with self._lock:
+            subscription = self.subscriptions.acquire(self.subscriptions.default)
+        self._browsers[sid] = Browser(base + len(ring), self._socket(sid), subscription)
         self._wake.set()  # its states go at once
 
     def disconnect(self, sid: str) -> None:
         """Forget `sid`."""
-        self._browsers.pop(sid, None)
+        browser = self._browsers.pop(sid, None)
+        if browser is not None:
+            with self._lock:
+                self.subscriptions.release(browser.subscription)
+
+    def subscribe(self, sid: str, wanted: Subscription) -> Subscription:
+        """From its next batch on, send `sid` only envelopes of `wanted`; raise SubscribeError when it cannot be held.
+
+        What was queued for it and not yet sent goes by the new subscription: nothing it asked for is skipped.
+        """
+        with self._lock:
+            held = self.subscriptions.acquire(wanted)
+            browser = self._browsers.get(sid)
+            if browser is None:  # gone meanwhile
+                self.subscriptions.release(held)
+                return held
+            previous, browser.subscription = browser.subscription, held
+            self.subscriptions.release(previous)
+        return held
 
     def mark(self, event: str) -> None:
         """State `event` changed: every browser gets its new value with its next batch."""
@@ -171,7 +204,7 @@ class Fanout:
         end = self._sent = base + len(ring)
         first = max(base, end - self._limit)
         version = self._version
-        frames: dict[int, Message] = {}  # cursor -> what every browser at that cursor gets
+        frames = _Frames(self, ring, base, end)  # (subscription, cursor) -> what every browser there gets
         states: dict[str, Message] = {}  # event -> its message, read and encoded once per round
         websockets = self._websockets
         pending = False
@@ -228,10 +261,9 @@ class Fanout:
             messages.append(Message("dropped", _dumps({"count": browser.missed})))
             browser.missed = 0
         if browser.cursor < end:
-            message = frames.get(browser.cursor)
-            if message is None:
-                message = frames[browser.cursor] = self._numbers(ring, browser.cursor - base, end - base)
-            messages.append(message)
+            message = frames.get(browser.subscription, browser.cursor)
+            if message is not None:  # None: nothing of its subscription came
+                messages.append(message)
             browser.cursor = end
         if browser.seen < version:
             for event in list(self.states):
@@ -241,17 +273,6 @@ class Fanout:
                     messages.append(states[event])
             browser.seen = version
         return messages
-
-    @staticmethod
-    def _numbers(ring: list, start: int, stop: int) -> Message:
-        """The `numbers` packet for ring[start:stop], in seq order; each envelope is encoded the first time only."""
-        for i in range(start, stop):
-            item = ring[i]
-            if type(item) is dict:
-                ring[i] = (item["seq"], _dumps(item))
-        batch = ring[start:stop]
-        batch.sort(key=_seq)
-        return Message("numbers", "[" + ",".join([encoded for _, encoded in batch]) + "]")
 
     def _socket(self, sid: str):
         """The Engine.IO socket of `sid`: where its packets queue, and where its backlog is read."""
@@ -266,5 +287,70 @@ def _packet(event: str, payload: str):
     return pkt
 
 
-def _seq(item: tuple[int, str]) -> int:
+class _Frames:
+    """One round's `numbers` frames, by subscription and cursor, built from an index of the ring by series name.
+
+    The ring's envelopes are replaced by (seq, JSON, series, labels) the first time a round reaches them, so each
+    is encoded once. The index covers the ring from the lowest cursor asked for so far to the round's end: a
+    subscription's frame is the positions of its series there, filtered by its matchers, in seq order.
+    """
+
+    __slots__ = ("base", "built", "fanout", "index", "low", "ring", "stop")
+
+    def __init__(self, fanout: Fanout, ring: list, base: int, end: int) -> None:
+        self.fanout, self.ring, self.base = fanout, ring, base
+        self.stop = self.low = end - base  # the index covers ring[low:stop]
+        self.index: dict[str, list[int]] = {}  # series name -> positions in the ring, ascending
+        self.built: dict[tuple, Message | None] = {}
+
+    def get(self, subscription: Subscription, cursor: int) -> Message | None:
+        """The frame for browsers of `subscription` at `cursor`; None when none of its envelopes came since."""
+        key = (subscription, cursor)
+        try:
+            return self.built[key]
+        except KeyError:
+            message = self.built[key] = self._build(subscription, cursor - self.base)
+            return message
+
+    def _build(self, subscription: Subscription, start: int) -> Message | None:
+        if start < self.low:
+            self._cover(start)
+        index, picked = self.index, []
+        for name in subscription.names:
+            positions = index.get(name)
+            if positions:
+                picked += positions[bisect_left(positions, start) :] if positions[0] < start else positions
+        if not picked:
+            return None
+        ring = self.ring
+        batch = [ring[i] for i in picked]
+        if subscription.matchers:
+            accepts = subscription.accepts
+            batch = [item for item in batch if accepts(item[3])]
+            if not batch:
+                return None
+        batch.sort(key=_seq)
+        self.fanout.encoded += 1
+        return Message("numbers", "[" + ",".join([item[1] for item in batch]) + "]")
+
+    def _cover(self, start: int) -> None:
+        """Encode and index ring[start:low], in front of what the index holds."""
+        ring, added = self.ring, {}
+        for i in range(start, self.low):
+            item = ring[i]
+            if type(item) is dict:
+                item = ring[i] = (item["seq"], _dumps(item), item.get("series", GENERATOR_SERIES), item.get("labels"))
+            positions = added.get(item[2])
+            if positions is None:
+                added[item[2]] = [i]
+            else:
+                positions.append(i)
+        index = self.index
+        for name, positions in added.items():
+            later = index.get(name)
+            index[name] = positions + later if later else positions
+        self.low = start
+
+
+def _seq(item: tuple) -> int:
     return item[0]

@@ -5,12 +5,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from numcast.envelope import EnvelopeError, decode
 from numcast.logs import Throttled
+from numcast.matchers import Matcher
 from numcast_worker.sequences import DUPLICATE, NEW
+from numcast_worker.series import SeriesTable
 
 log = logging.getLogger(__name__)
 
@@ -23,17 +24,27 @@ HOLD_MAX = 50_000
 class Ingest:
     """Treats what arrives from Redis, the TCP mirror and the replay log exactly alike.
 
-    One lock guards everything the paths share (sequences, sink, history, fan-out): in threading mode the
-    subscriber, every TCP connection, the catch-up and housekeeping run in threads of their own.
+    One lock guards everything the paths share (sequences, sink, series and their history, fan-out): in threading
+    mode the subscriber, every TCP connection, the catch-up and housekeeping run in threads of their own.
     """
 
     def __init__(
-        self, sequences, sink, fanout, stats, latency, history_size: int, on_skip: Callable[[], object] = lambda: None
+        self,
+        sequences,
+        sink,
+        fanout,
+        stats,
+        latency,
+        history_size: int,
+        on_skip: Callable[[], object] = lambda: None,
+        series: SeriesTable | None = None,
     ) -> None:
         """`on_skip()` is called (under the lock: it must only take note) when a live value skipped seqs."""
         self.sequences, self.sink, self.fanout, self.stats = sequences, sink, fanout, stats
         self.latency = latency
-        self.history: deque[dict] = deque(maxlen=history_size)
+        if series is None:  # (not `series or`: an empty table is falsy)
+            series = SeriesTable(10_000, 3600.0, history_size, max(history_size, 100_000), time.monotonic())
+        self.series = series
         self.last_value_at = 0.0
         self.on_skip = on_skip
         self._lock = threading.Lock()
@@ -69,7 +80,9 @@ class Ingest:
         return envelopes
 
     def _take(self, envelopes: list, path: str) -> None:
-        stats, sequences, history, fanout, sink = self.stats, self.sequences, self.history, self.fanout, self.sink
+        stats, sequences, fanout, sink = self.stats, self.sequences, self.fanout, self.sink
+        table = self.series
+        find, add = table.find, table.add
         observe_latency = self.latency.observe
         now, clock = time.time(), time.monotonic()  # once per batch: a batch is read in well under a millisecond
         skips, jumps = sequences.skips, sequences.jumps
@@ -85,11 +98,15 @@ class Ingest:
                 continue
             accepted += 1
             item = {"seq": envelope.seq, "value": envelope.value, "ts": envelope.ts, "source": envelope.source}
-            if envelope.series is not None:  # a pushed sample: its series and labels go along, as they came
+            if envelope.series is None:
+                found = table.generator
+            else:  # a pushed sample: its series and labels go along, as they came
                 item["series"], item["labels"] = envelope.series, envelope.labels
+                found = find(envelope.series, envelope.labels, clock)
             # The message as it came is a valid envelope; only one spread over lines needs re-encoding.
             sink.write(raw if b"\n" not in raw else envelope.to_json())
-            history.append(item)
+            if found is not None:  # None: a new label set past MAX_SERIES, counted; filed and sent all the same
+                add(found, item, clock)
             fanout.push(item)
             observe_latency(max(0.0, now - envelope.ts))
         if accepted:
@@ -128,7 +145,9 @@ class Ingest:
                 except EnvelopeError:
                     continue  # the file holds only what was accepted; a bad line is someone else's edit
                 if self.sequences.observe(envelope.source, envelope.seq, clock, trusted=True) is NEW:
-                    self.history.append(envelope.to_dict())
+                    found = self.series.find(envelope.series, envelope.labels, clock)
+                    if found is not None:
+                        self.series.add(found, envelope.to_dict(), clock, live=False)
                     primed += 1
         return primed
 
@@ -138,9 +157,11 @@ class Ingest:
             return self.sequences.resume_points()
 
     def expire(self) -> int:
-        """Count as gaps the seqs missing past the grace period."""
+        """Count as gaps the seqs missing past the grace period; forget the label sets silent past SERIES_TTL."""
         with self._lock:
-            return self.sequences.expire(time.monotonic())
+            clock = time.monotonic()
+            self.series.expire(clock)
+            return self.sequences.expire(clock)
 
     def flush(self) -> bool:
         """Write the sink's queued lines; False while the file fails."""
@@ -173,8 +194,15 @@ class Ingest:
             envelope.seq,
         )
 
-    def recent(self, limit: int) -> list[dict]:
-        """The last `limit` accepted envelopes, oldest first."""
+    def recent(self, limit: int, names: Iterable[str] | None = None, matchers: tuple[Matcher, ...] = ()) -> list[dict]:
+        """The last `limit` accepted envelopes of each label set of `names` (None: all) that `matchers` select,
+        in the order they arrived."""
         with self._lock:
-            items = list(self.history)
-        return items[-limit:] if limit < len(items) else items
+            table = self.series
+            return table.recent(table.select(names, matchers), limit)
+
+    def listing(self, names: Iterable[str] | None = None, matchers: tuple[Matcher, ...] = ()) -> list[dict]:
+        """The series seen, as /api/series lists them."""
+        with self._lock:
+            table = self.series
+            return table.listing(table.select(names, matchers), time.monotonic())

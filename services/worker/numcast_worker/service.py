@@ -20,9 +20,11 @@ from numcast_worker.fanout import Fanout
 from numcast_worker.ingest import Ingest
 from numcast_worker.replay import Replay
 from numcast_worker.sequences import Sequences
+from numcast_worker.series import SeriesTable
 from numcast_worker.settings import WorkerSettings
 from numcast_worker.sink import FileSink
 from numcast_worker.stats import Stats
+from numcast_worker.subscriptions import Subscriptions
 from numcast_worker.tcp_listener import TcpListener
 
 log = logging.getLogger(__name__)
@@ -50,10 +52,21 @@ class WorkerService:
             lambda: self.fanout.mark("alerts"),
         )
         states = {"status": self.status, "alerts": self.alerts.payload}
-        self.fanout = Fanout(socketio, settings.client_queue, settings.batch_ms / 1000, states)
+        self.fanout = Fanout(
+            socketio,
+            settings.client_queue,
+            settings.batch_ms / 1000,
+            states,
+            Subscriptions(settings.max_subscriptions),
+        )
         self.gate = Gate(settings.max_browsers)
         latency = metrics.histogram("latency_seconds", "From the envelope's ts to its acceptance by the worker.")
-        self.ingest = Ingest(self.sequences, self.sink, self.fanout, stats, latency, settings.history_size)
+        self.series = SeriesTable(
+            settings.max_series, settings.series_ttl, settings.history_size, settings.history_total, time.monotonic()
+        )
+        self.ingest = Ingest(
+            self.sequences, self.sink, self.fanout, stats, latency, settings.history_size, series=self.series
+        )
         self.replay = Replay(settings, self.ingest)
         self.ingest.on_skip = self.replay.request
         self.subscriber = Subscriber(
@@ -80,6 +93,14 @@ class WorkerService:
                 "subscribed": ("1 while subscribed to the channel.", lambda: int(self.subscriber.subscribed)),
                 "tcp_connections": ("Open TCP mirror connections.", lambda: len(self.tcp.connections)),
                 "alerts_active": ("Active alerts this worker knows of.", lambda: len(self.alerts)),
+                "series": (
+                    "Pushed label sets listed in /api/series now (at most MAX_SERIES).",
+                    lambda: len(self.series),
+                ),
+                "subscriptions": (
+                    "Distinct subscriptions browsers hold now, the default one included.",
+                    lambda: len(self.fanout.subscriptions),
+                ),
             }
         )
         stats.counters.update(
@@ -98,6 +119,21 @@ class WorkerService:
                 "replay_errors": ("Catch-ups that failed (Redis unreachable...).", lambda: self.replay.errors, {}),
                 "dropped": ("Values a slow browser missed.", lambda: self.fanout.dropped, {"path": "browser"}),
                 "browsers_refused": ("Browsers refused (over MAX_BROWSERS).", lambda: self.gate.refused, {}),
+                "series_unlisted": (
+                    "Samples of new label sets neither listed nor kept in the history: MAX_SERIES were listed.",
+                    lambda: self.series.unlisted,
+                    {},
+                ),
+                "series_expired": (
+                    "Label sets forgotten SERIES_TTL after their last sample.",
+                    lambda: self.series.expired,
+                    {},
+                ),
+                "frames_encoded": (
+                    "`numbers` frames built for browsers: one per distinct subscription and position per round.",
+                    lambda: self.fanout.encoded,
+                    {},
+                ),
             }
         )
         self.tasks = Tasks()

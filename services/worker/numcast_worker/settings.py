@@ -65,7 +65,38 @@ class WorkerSettings(Common):
         "silent this long.",
         parse_float,
     )
-    history_size: int = env("HISTORY_SIZE", 1000, "Recent envelopes kept in memory for `/api/history`.", parse_int)
+    history_size: int = env(
+        "HISTORY_SIZE", 1000, "Recent envelopes of each label set kept in memory for `/api/history`.", parse_int
+    )
+    history_total: int = env(
+        "HISTORY_TOTAL",
+        100_000,
+        "Recent envelopes kept for `/api/history`, all label sets together; past it each is cut to an equal share.",
+        parse_int,
+    )
+    max_series: int = env(
+        "MAX_SERIES",
+        10_000,
+        "Pushed label sets listed in `/api/series` and kept in the history at once; the samples of more are still "
+        "filed and sent to browsers, and counted in `numcast_series_unlisted_total`.",
+        parse_int,
+    )
+    series_ttl: float = env(
+        "SERIES_TTL",
+        3600.0,
+        "Seconds a pushed label set stays listed (and its history kept) after its last sample; 0: for ever.",
+        parse_float,
+    )
+    max_subscriptions: int = env(
+        "MAX_SUBSCRIPTIONS",
+        256,
+        "Distinct subscriptions (sets of series and matchers) browsers hold at once; a `subscribe` that would add "
+        "one more gets `subscribe_error`.",
+        parse_int,
+    )
+    subscribe_max_series: int = env(
+        "SUBSCRIBE_MAX_SERIES", 16, "Series one browser may watch (named in one `subscribe`).", parse_int
+    )
     cors_origins: tuple = env(
         "CORS_ORIGINS",
         (),
@@ -118,6 +149,16 @@ class WorkerSettings(Common):
         check(0.1 <= self.seq_grace_seconds <= 60, "SEQ_GRACE_SECONDS", self.seq_grace_seconds, "must be 0.1-60")
         check(0.5 <= self.seq_stale_seconds <= 300, "SEQ_STALE_SECONDS", self.seq_stale_seconds, "must be 0.5-300")
         check(1 <= self.history_size <= 100_000, "HISTORY_SIZE", self.history_size, "must be 1-100000")
+        check(
+            max(self.history_size, self.max_series) <= self.history_total <= 10_000_000,
+            "HISTORY_TOTAL",
+            self.history_total,
+            f"must be from max(HISTORY_SIZE, MAX_SERIES) = {max(self.history_size, self.max_series)} to 10000000",
+        )
+        check(1 <= self.max_series <= 1_000_000, "MAX_SERIES", self.max_series, "must be 1-1000000")
+        check(0 <= self.series_ttl <= 365 * 86400, "SERIES_TTL", self.series_ttl, "must be 0-31536000")
+        check(1 <= self.max_subscriptions <= 20_000, "MAX_SUBSCRIPTIONS", self.max_subscriptions, "must be 1-20000")
+        check(1 <= self.subscribe_max_series <= 256, "SUBSCRIBE_MAX_SERIES", self.subscribe_max_series, "must be 1-256")
         check(10 <= self.client_queue <= 100_000, "CLIENT_QUEUE", self.client_queue, "must be 10-100000")
         check(10 <= self.batch_ms <= 1000, "BATCH_MS", self.batch_ms, "must be 10-1000")
         check(bool(self.tcp_host), "TCP_HOST", self.tcp_host, "must be an address, such as 127.0.0.1 or 0.0.0.0")

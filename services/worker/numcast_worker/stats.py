@@ -20,6 +20,7 @@ class Stats:
         self.rejected: Counter[tuple[str, str]] = Counter()
         self.quarantined: Counter[tuple[str, str]] = Counter()  # (path, reason): valid, but held apart
         self.tcp_closed: Counter[str] = Counter()  # reason
+        self.subscribe_refused: Counter[str] = Counter()  # reason
         self.duplicates = 0
         self.reconnects = 0
         # name -> (doc, read, labels): read when /metrics is scraped, so the parts that own a value keep it
@@ -71,11 +72,19 @@ class Stats:
         )
         for reason, n in sorted(self.tcp_closed.items()):
             closed.add_metric([reason], n)
+        subscribe = CounterMetricFamily(
+            PREFIX + "subscribe_refused",
+            "Browsers' `subscribe` events refused, by reason: invalid, too_many_series, subscriptions_full.",
+            labels=["reason"],
+        )
+        for reason, n in sorted(self.subscribe_refused.items()):
+            subscribe.add_metric([reason], n)
         yield received
         yield accepted
         yield rejected
         yield quarantined
         yield closed
+        yield subscribe
         for name, (doc, read, labels) in self.counters.items():
             family = CounterMetricFamily(PREFIX + name, doc, labels=list(labels))
             family.add_metric(list(labels.values()), read())

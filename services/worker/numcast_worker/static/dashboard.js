@@ -1,12 +1,16 @@
-// The worker dashboard: live values over a WebSocket, backfilled from /api/history on every (re)connect,
-// drawn at most once per animation frame into a bounded DOM.
+// The worker dashboard: the series chosen (in the address; the generator's by default), live over a WebSocket
+// (`subscribe`), backfilled from /api/history on every (re)connect and choice, drawn at most once per animation
+// frame into a bounded DOM: a chart per series, a line per label set.
 import { AlertList } from "../numcast/alerts.js";
 import { Chart } from "./chart.js";
 import { connect } from "./connection.js";
 import { formatAgo, formatCount, formatMs, formatRate, formatValue } from "./format.js";
+import { Lines, MAX_LINES } from "./lines.js";
+import { SeriesPicker } from "./picker.js";
 import { Latency, RateMeter, summary } from "./stats.js";
 import { RecentTable } from "./table.js";
 import { Values } from "./values.js";
+import { GENERATOR, isDefault, readView, viewQuery } from "./view.js";
 
 const WINDOW_SECONDS = 180; // what the chart and min/max/mean cover...
 const WINDOW_VALUES = 3000; // ...unless values come faster than this many per window
@@ -15,18 +19,30 @@ const ANNOUNCE_EVERY_MS = 10000; // a screen reader hears the last value at most
 const STATS_EVERY_MS = 250; // figures that need sorting or summing are refreshed a few times a second
 const TABLE_EVERY_MS = 100; // rows rewritten faster than this cannot be read, and cost layout
 const STATUS_STALE_MS = 5000; // the worker pushes its status every second; silence longer than this is news
+const SERIES_EVERY_MS = 15000; // the picker's list of series is read again this often
 
 const $ = (id) => document.getElementById(id);
 const historySize = Number(document.body.dataset.historySize) || 1000;
-const values = new Values({
-  capacity: WINDOW_VALUES,
-  maxAgeSeconds: WINDOW_SECONDS,
-  seenCapacity: Math.max(4 * historySize, 2 * WINDOW_VALUES),
-});
-const rate = new RateMeter();
-const latency = new Latency();
-const chart = new Chart($("chart"), WINDOW_SECONDS);
+const maxSeries = Number(document.body.dataset.maxSeries) || 16;
+const newValues = () =>
+  new Values({
+    capacity: WINDOW_VALUES,
+    maxAgeSeconds: WINDOW_SECONDS,
+    seenCapacity: Math.max(4 * historySize, 2 * WINDOW_VALUES),
+  });
+let values = newValues();
+let rate = new RateMeter();
+let latency = new Latency();
 const table = new RecentTable($("values"), $("pause"), $("pause-note"), TABLE_ROWS, () => invalidate());
+const charts = new Map(); // series name -> {card, lines, chart, drawn}
+let view = readView(location.search, maxSeries);
+const picker = new SeriesPicker({
+  input: $("series-filter"),
+  list: $("series-options"),
+  note: $("series-note"),
+  max: maxSeries,
+  onChange: (series) => choose({ series: series.length ? series : [GENERATOR], match: view.match }),
+});
 
 const alertList = new AlertList($("alerts"), $("alert-count"), $("alerts-note"));
 
@@ -41,6 +57,7 @@ let statsAt = 0;
 let tableAt = 0;
 let tableLater = 0; // timer that renders the table once more when a frame skipped it
 let announcedAt = 0;
+let chartsAt = 0; // when the charts' window last moved with the clock
 
 function text(id, value) {
   const el = $(id);
@@ -69,11 +86,29 @@ function render(now) {
       invalidate();
     }, TABLE_EVERY_MS); // so the last values of a burst show too
   }
-  chart.draw(items, Date.now() / 1000);
+  const moved = now - chartsAt >= 1000;
+  if (moved) chartsAt = now;
+  for (const entry of charts.values()) {
+    if (moved || entry.drawn !== entry.lines.version) {
+      entry.drawn = entry.lines.version;
+      entry.chart.draw(entry.lines.list(), Date.now() / 1000);
+      renderChartNote(entry);
+    }
+  }
   if (now - statsAt >= STATS_EVERY_MS) {
     statsAt = now;
     renderStats(items);
   }
+}
+
+function renderChartNote(entry) {
+  const n = entry.lines.count;
+  const lines = entry.lines.byKey.size;
+  text(entry.windowId, n ? `${formatCount(n)} values, ${lines} line${lines === 1 ? "" : "s"}` : "no values yet");
+  const left = entry.lines.undrawn.size;
+  entry.note.textContent = left
+    ? `${formatCount(left)} more label set${left === 1 ? "" : "s"} not drawn: at most ${MAX_LINES} lines per chart`
+    : "";
 }
 
 function renderStats(items) {
@@ -81,7 +116,6 @@ function renderStats(items) {
   text("min", formatValue(s?.min));
   text("mean", formatValue(s?.mean));
   text("max", formatValue(s?.max));
-  text("window", s ? `${formatCount(s.n)} values over ${Math.round(s.span)} s` : "no values yet");
   const r = state === "connected" ? rate.rate(Date.now()) : null;
   text("rate", formatRate(r));
   $("rate").dataset.value = r === null ? "" : String(r);
@@ -137,8 +171,11 @@ function setState(name, detail) {
 
 function take(envelopes, live) {
   const arrival = Date.now();
-  const fresh = values.add(Array.isArray(envelopes) ? envelopes : [], { live });
+  // Only the series chosen: right after a (re)connect or a new choice, the worker may still send the old ones.
+  const chosen = Array.isArray(envelopes) ? envelopes.filter((e) => charts.has(e?.series ?? GENERATOR)) : [];
+  const fresh = values.add(chosen, { live });
   if (!fresh.length) return;
+  for (const e of fresh) charts.get(e.series ?? GENERATOR).lines.add(e);
   if (live) {
     rate.add(arrival, fresh.length);
     for (const e of fresh) latency.add(arrival - e.ts * 1000);
@@ -182,18 +219,94 @@ async function fetchJson(url) {
 
 /** Fill in what arrived while this page was away; retried while the connection lasts. */
 async function backfill(attempt = 0) {
+  const query = new URLSearchParams({ limit: String(historySize) });
+  for (const name of view.series) query.append("series", name);
+  for (const matcher of view.match) query.append("match", matcher);
   try {
-    take((await fetchJson(`/api/history?limit=${historySize}`)).envelopes, false);
+    take((await fetchJson(`/api/history?${query}`)).envelopes, false);
   } catch (error) {
     if (state === "connected" && attempt < 5) setTimeout(() => backfill(attempt + 1), 500 * 2 ** attempt);
   }
 }
 
+/** Tell the worker what this page watches; once it has taken it, fill in the past. */
+function subscribe() {
+  if (!socket.connected) return; // the next `connect` subscribes
+  const asked = view;
+  socket.timeout(5000).emit("subscribe", { series: asked.series, match: asked.match }, (error, reply) => {
+    if (asked !== view) return; // chosen again meanwhile: that choice's answer counts
+    if (!error && reply && reply.error) text("subscribe-error", `The worker refused this view: ${reply.error}`);
+    else text("subscribe-error", error ? "The worker did not answer the subscription; retrying on reconnect." : "");
+    backfill();
+  });
+}
+
+/** Show `next` (series and matchers): in the address, in the picker, as charts; and subscribe to it. */
+function choose(next, { initial = false } = {}) {
+  view = next;
+  const address = `${location.pathname}${viewQuery(view)}`;
+  if (!initial && address !== `${location.pathname}${location.search}`) history.pushState(null, "", address);
+  picker.setChosen(view.series);
+  text("view-match", view.match.length ? `labels ${view.match.join(", ")}` : "");
+  // What the page shows starts again with the choice: counts, table and charts cover the series chosen.
+  values = newValues();
+  rate = new RateMeter();
+  rate.restart(Date.now());
+  latency = new Latency();
+  for (const [name, entry] of charts) {
+    entry.chart.destroy();
+    entry.card.remove();
+    charts.delete(name);
+  }
+  view.series.forEach((name, i) => charts.set(name, chartCard(name, i)));
+  table.shown = -1;
+  subscribe();
+  invalidate();
+}
+
+/** A card with a chart and a legend for series `name`. */
+function chartCard(name, i) {
+  const card = document.createElement("section");
+  card.className = "card chart-card";
+  card.dataset.series = name;
+  const head = document.createElement("div");
+  head.className = "card-head";
+  const title = document.createElement("h2");
+  title.id = `chart-title-${i}`;
+  title.textContent = name;
+  const span = document.createElement("p");
+  span.className = "muted";
+  span.id = `chart-window-${i}`;
+  span.textContent = "no values yet";
+  head.append(title, span);
+  const plot = document.createElement("div");
+  plot.className = "chart";
+  plot.setAttribute("role", "img");
+  plot.setAttribute("aria-label", `Line chart of ${name} against time, one line per label set`);
+  const legend = document.createElement("ul");
+  legend.className = "legend";
+  legend.setAttribute("aria-label", `Label sets of ${name}, with their last value`);
+  const note = document.createElement("p");
+  note.className = "muted note";
+  note.setAttribute("role", "status");
+  card.setAttribute("aria-labelledby", title.id);
+  card.append(head, plot, legend, note);
+  $("charts").append(card);
+  const lines = new Lines({ budget: WINDOW_VALUES, maxAgeSeconds: WINDOW_SECONDS });
+  return { card, lines, chart: new Chart(plot, legend, WINDOW_SECONDS), drawn: -1, note, windowId: span.id };
+}
+
+function refreshSeries() {
+  fetchJson("/api/series").then((body) => picker.setKnown(body.series), () => {});
+}
+
 const socket = connect(setState);
 socket.on("connect", () => {
-  backfill();
+  subscribe();
   fetchJson("/api/status").then(takeStatus, () => {});
+  refreshSeries();
 });
+socket.on("subscribe_error", () => {}); // the acknowledgement says it too, for the choice it answers
 socket.on("numbers", (batch) => take(batch, true));
 socket.on("dropped", () => backfill()); // this browser fell behind and the worker skipped values for it
 socket.on("status", takeStatus);
@@ -201,6 +314,11 @@ socket.on("alerts", (body) => {
   alerts = body && typeof body === "object" && Array.isArray(body.alerts) ? body : null;
   showAlerts();
 });
+window.addEventListener("popstate", () => choose(readView(location.search, maxSeries), { initial: true }));
+$("series-filter").addEventListener("focus", refreshSeries);
+setInterval(refreshSeries, SERIES_EVERY_MS);
+choose(view, { initial: true });
+if (isDefault(view) && location.search) history.replaceState(null, "", location.pathname);
 setInterval(() => {
   showAlerts(); // "since" moves on, and a worker that lost Redis makes the list unknown
   statsAt = 0; // the clock moved: "last value 3 s ago", the rate and the chart's window all follow it

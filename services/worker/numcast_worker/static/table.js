@@ -1,5 +1,6 @@
 // The recent-values table: a fixed set of rows whose text is rewritten, newest first; it can be paused.
 import { formatTime, formatValue } from "./format.js";
+import { GENERATOR, labelText } from "./view.js";
 
 export class RecentTable {
   constructor(tbody, button, note, rows, onResume) {
@@ -13,7 +14,7 @@ export class RecentTable {
     for (let i = 0; i < rows; i++) {
       const tr = document.createElement("tr");
       tr.hidden = true;
-      for (let c = 0; c < 4; c++) tr.append(document.createElement("td"));
+      for (let c = 0; c < 5; c++) tr.append(document.createElement("td"));
       this.rows.push(tr);
     }
     tbody.replaceChildren(...this.rows);
@@ -57,9 +58,10 @@ export class RecentTable {
       tr.dataset.key = id;
       tr.dataset.seq = String(e.seq);
       tr.dataset.source = e.source;
-      const [seq, value, time, source] = tr.cells;
+      const [seq, series, value, time, source] = tr.cells;
       // Always text, never HTML: whatever a message carries cannot become markup.
       seq.textContent = String(e.seq);
+      series.textContent = e.series === undefined ? GENERATOR : `${e.series}${labelText(e.labels)}`;
       value.textContent = formatValue(e.value);
       time.textContent = formatTime(e.ts);
       source.textContent = e.source;

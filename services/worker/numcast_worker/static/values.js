@@ -1,4 +1,5 @@
-// The values this page holds: deduplicated, sorted by time, bounded by count and age; gaps per source.
+// The values this page holds: deduplicated, sorted by time, bounded by count and age; gaps per source of the
+// generator's series (a pushed series comes filtered, so its seqs skip by design).
 import { AGAIN, NEW, SeenKeys } from "./seen.js";
 
 const MAX_SOURCES = 64;
@@ -7,7 +8,7 @@ export class Values {
   constructor({ capacity, maxAgeSeconds, seenCapacity }) {
     this.capacity = capacity;
     this.maxAge = maxAgeSeconds;
-    this.items = []; // {seq, value, ts, source}, oldest first, by (ts, seq)
+    this.items = []; // {seq, value, ts, source, and series, labels if pushed}, oldest first, by (ts, seq)
     this.seen = new SeenKeys(seenCapacity);
     this.ranges = new Map(); // source -> {min, max, have}: the seqs in [min, max] this page never got are gaps
     this.count = 0; // distinct values shown since the page opened
@@ -25,8 +26,14 @@ export class Values {
         if (seen === AGAIN) this.duplicates += 1; // a backfill overlapping the live stream is no duplicate
         continue;
       }
-      this.#track(e.source, e.seq);
-      fresh.push({ seq: e.seq, value: e.value, ts: e.ts, source: e.source });
+      const value = { seq: e.seq, value: e.value, ts: e.ts, source: e.source };
+      if (e.series === undefined) {
+        this.#track(e.source, e.seq); // the generator's: every seq of its source comes, so a missing one is a gap
+      } else {
+        value.series = e.series; // pushed: this page gets only the series it chose, so seqs skip by design
+        value.labels = e.labels;
+      }
+      fresh.push(value);
     }
     if (!fresh.length) return fresh;
     this.count += fresh.length;
@@ -76,7 +83,8 @@ function isEnvelope(e) {
     Number.isSafeInteger(e.seq) &&
     Number.isFinite(e.value) &&
     Number.isFinite(e.ts) &&
-    typeof e.source === "string"
+    typeof e.source === "string" &&
+    (e.series === undefined || (typeof e.series === "string" && e.labels !== null && typeof e.labels === "object"))
   );
 }
 
