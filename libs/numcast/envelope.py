@@ -34,7 +34,7 @@ _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 # Every reason an EnvelopeError carries: the services serve a rejected counter for each at 0 from their start.
 REASONS = (
     "too_large", "not_utf8", "not_json", "not_object", "bad_fields", "bad_seq", "bad_source", "bad_ts", "bad_type",
-    "not_finite",
+    "not_finite", "bad_series", "bad_labels",
 )  # fmt: skip
 
 
