@@ -311,6 +311,21 @@ def publish(server: RedisServer, *messages: str | bytes, channel: str = "numbers
     client.close()
 
 
+def pause(control: Service) -> int:
+    """Pause the control-plane's generator; the last seq, once it stands still between two looks with every output's
+    queue empty (a value being generated as the pause lands comes after it)."""
+    assert http("PATCH", control.url + "/api/config", {"paused": True})[0] == 200
+    seqs = []
+
+    def settled() -> int:
+        status = control.json("/api/status")
+        seqs.append(status["seq"])
+        idle = status["config"]["paused"] and not any(output["queued"] for output in status["outputs"])
+        return idle and seqs[-2:] == [status["seq"]] * 2 and status["seq"]
+
+    return eventually(settled, interval=0.1, message="the control-plane stops generating and sending")
+
+
 def envelope(seq: int, value: float = 1.0, source: str = "test-1", ts: float | None = None) -> str:
     """A valid envelope, as the control-plane would send it."""
     return json.dumps({"seq": seq, "value": value, "ts": ts or time.time(), "source": source})

@@ -6,7 +6,7 @@ import threading
 import time
 
 import pytest
-from conftest import eventually, http
+from conftest import eventually, http, pause
 
 from numcast.envelope import decode
 
@@ -33,20 +33,6 @@ def collect(redis_server, seconds: float) -> list:
             found.append(decode(message["data"]))
     pubsub.close()
     return found
-
-
-def pause(control) -> int:
-    """Pause; the last seq, once it stands still between two looks with every output's queue empty."""
-    assert http("PATCH", control.url + "/api/config", {"paused": True})[0] == 200
-    seqs = []
-
-    def settled() -> int:
-        status = control.json("/api/status")
-        seqs.append(status["seq"])
-        idle = status["config"]["paused"] and not any(output["queued"] for output in status["outputs"])
-        return idle and seqs[-2:] == [status["seq"]] * 2 and status["seq"]
-
-    return eventually(settled, interval=0.1, message="the control-plane stops generating and sending")
 
 
 def test_publishes_valid_envelopes_at_the_configured_rate(redis_server, control):

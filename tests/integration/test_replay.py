@@ -5,27 +5,11 @@ import signal
 import time
 
 import pytest
-from conftest import Browser, envelope, eventually, http, sink_seqs
+from conftest import Browser, envelope, eventually, pause, sink_seqs
 
 from numcast import replay_log
 
 RATE = "200"
-
-
-def pause(control) -> int:
-    """Stop generating; return the last seq generated, once the control-plane has stopped and handed it all out."""
-    assert http("PATCH", control.url + "/api/config", {"paused": True})[0] == 200
-    seqs = []
-
-    def settled() -> int:
-        # A value being generated as the pause lands comes after it: the seq must stand still between two looks,
-        # with every output's queue empty.
-        status = control.json("/api/status")
-        seqs.append(status["seq"])
-        idle = status["config"]["paused"] and not any(output["queued"] for output in status["outputs"])
-        return idle and seqs[-2:] == [status["seq"]] * 2 and status["seq"]
-
-    return eventually(settled, interval=0.1, message="the control-plane stops generating and sending")
 
 
 def history(worker) -> list[int]:
