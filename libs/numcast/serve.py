@@ -125,25 +125,33 @@ def run(app: Flask, socketio: SocketIO, host: str, port: int) -> None:
 def _listen(app: Flask, socketio: SocketIO, host: str, port: int, backlog: int, options: dict):
     """Bind the HTTP port with a backlog of `backlog`; return what serves it until the process is told to stop.
 
-    What `socketio.run` does, but with the listen backlog in our hands: its default (50 under eventlet, 128 under
-    werkzeug) drops the SYNs of a burst of connections, such as every browser reconnecting after a restart, and
-    each dropped one waits out the kernel's one-second retransmission.
+    What `socketio.run` does, with two differences. The listen backlog is ours: its default (50 under eventlet,
+    128 under werkzeug) drops the SYNs of a burst of connections, such as every browser reconnecting after a
+    restart, and each dropped one waits out the kernel's one-second retransmission. And the port is ours alone:
+    eventlet's listen() sets SO_REUSEPORT, so a second process on the same port would start without a word and
+    get half of the first one's connections; a taken port must stop the start (OSError, "cannot start").
     """
+    family, *_, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
     if socketio.async_mode == "eventlet":
         import eventlet
         import eventlet.wsgi
 
-        family, *_, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-        sock = eventlet.listen(address, family, backlog=backlog)
+        sock = eventlet.listen(address, family, backlog=backlog, reuse_port=False)
         # debug=False: an exception that escapes the app is answered 500 without its traceback.
         return lambda: eventlet.wsgi.server(sock, app, log_output=False, debug=False, **options)
     from werkzeug.serving import ThreadedWSGIServer
 
-    class Server(ThreadedWSGIServer):
-        request_queue_size = backlog
+    sock = socket.create_server(address, family=family, backlog=backlog)  # SO_REUSEADDR only, as it should be
+    server = ThreadedWSGIServer(host, port, app, handler=options["request_handler"], fd=sock.fileno())
+    sock.close()  # the server holds its own duplicate of the descriptor
 
-    server = Server(host, port, app, handler=options["request_handler"])
-    return server.serve_forever
+    def serve() -> None:
+        try:
+            server.serve_forever()
+        finally:
+            server.server_close()
+
+    return serve
 
 
 def _allow_files(needed: int) -> int:

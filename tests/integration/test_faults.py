@@ -1,13 +1,15 @@
 """Faults: Redis dies, drops only the subscriber, or goes silent; processes get SIGTERM. Nothing is lost."""
 
 import json
+import os
 import re
 import signal
+import subprocess
 import time
 
 import pytest
 import redis
-from conftest import envelope, eventually, publish
+from conftest import NUMCAST, envelope, eventually, publish
 
 
 def seqs(worker) -> list[int]:
@@ -184,3 +186,17 @@ def test_a_wrong_redis_password_is_logged_never_shown_and_reported(redis_server,
     assert ready(control) and redis_state(control) == "down", "the control page stays up to show the outage"
     good = services("worker", redis_server.url, wait="/readyz", REDIS_PASSWORD="s3cret")
     assert good.json("/readyz")["redis"] == "subscribed"
+
+
+@pytest.mark.parametrize("mode", ["eventlet", "threading"])
+def test_a_port_already_taken_stops_the_start_instead_of_sharing_it(redis_server, services, mode):
+    # Eventlet's listen() sets SO_REUSEPORT unless told not to: a second process on the same port would then get
+    # half of the first one's connections, and nobody would know.
+    first = services("control", redis_server.url, ASYNC_MODE=mode)
+    env = {**os.environ, **first.env, "ASYNC_MODE": mode}
+    second = subprocess.run([NUMCAST, "control"], env=env, capture_output=True, text=True, timeout=30)
+    assert second.returncode == 1, second.stderr
+    assert "numcast control: cannot start" in second.stderr and "Address already in use" in second.stderr
+    for _ in range(20):  # every connection reaches the first, which alone listens there
+        assert first.get("/api/status")[1]["source"] == first.json("/api/status")["source"]
+    assert first.process.poll() is None
