@@ -297,7 +297,7 @@ def test_rules_reload_on_sighup_and_on_change_and_a_bad_reload_keeps_the_old(red
     path.write_text("rules:\n  - {alert: First, above: 10}\n  - {alert: Bad, above: 1, for: soon}\n")
     alerter.signal(signal.SIGHUP)
     eventually(lambda: alerter.json("/api/alerts")["reload_error"], message="the refused reload is reported")
-    assert "rule 2 (Bad): key 'for'" in alerter.json("/api/alerts")["reload_error"]
+    assert "rule 2 (Bad): line 3: key 'for'" in alerter.json("/api/alerts")["reload_error"]
     assert rule_names() == ["First"], "the old rules stay in force"
     eventually(lambda: "rules reload refused, the old rules stay in force" in alerter.logs())
     assert alerter.metric("numcast_rule_reloads_total", 'result="error"') >= 1
