@@ -1,6 +1,7 @@
 // The active alerts as a list, shared by the dashboard and the control page. Everything is set as text:
 // nothing an alert carries (labels, annotations, names) can become markup.
 const MAX_SHOWN = 50; // a bounded DOM; the count still says how many there are
+const MAX_LABELS_TEXT = 300; // characters of an alert's labels shown: 32 labels of 1,024 would fill the page
 const SEVERITIES = new Set(["critical", "error", "warning", "info"]);
 
 function clock(ms) {
@@ -75,7 +76,15 @@ export class AlertList {
     const started = Date.parse(alert.startsAt);
     const since = Number.isFinite(started) ? `since ${clock(started)} (${ago((Date.now() - started) / 1000)})` : "";
     const origin = alert.origin === "stream" ? "stream rule" : "Alertmanager";
-    li.append(badge, span("summary", summary), span("alert-meta", [String(alert.alertname), since, origin].filter(Boolean).join(" · ")));
+    li.append(badge, span("summary", summary));
+    // What tells apart the alerts of one rule, one per label set: every label but the severity, already shown.
+    let shown = Object.entries(labels)
+      .filter(([name]) => name !== "severity")
+      .map(([name, value]) => `${name}=${value}`)
+      .join(" ");
+    if (shown.length > MAX_LABELS_TEXT) shown = `${shown.slice(0, MAX_LABELS_TEXT - 1)}…`;
+    if (shown) li.append(span("alert-labels", shown));
+    li.append(span("alert-meta", [String(alert.alertname), since, origin].filter(Boolean).join(" · ")));
     return li;
   }
 }
