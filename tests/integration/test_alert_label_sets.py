@@ -8,6 +8,7 @@ The services are shared by the module: each case watches a series of its own, wi
 from __future__ import annotations
 
 import pytest
+import socketio
 from conftest import eventually, http
 from needs import missing
 
@@ -35,6 +36,10 @@ rules:
     above: 0
     max_label_sets: 2
     labels: {severity: info}
+  - alert: JobsStuck
+    series: jobs_stuck
+    above: 0
+    max_label_sets: 150
   - alert: NoHeartbeat
     series: heartbeat
     match: [job=billing]
@@ -174,3 +179,23 @@ def test_silence_is_per_label_set_and_the_rule_s_own_alert_says_none_was_ever_se
     assert pipeline.shown("NoHeartbeat")[pod_a]["annotations"] == {"summary": "a silent"}
     eventually(lambda: set(pipeline.held("NoHeartbeat")) == {pod_a}, message="in Alertmanager, as one alert")
     eventually(lambda: set(pipeline.shown("NoHeartbeat")) == {own}, message="a forgotten after 2 s: none is known")
+
+
+def test_a_browser_gets_the_first_100_alerts_and_their_total_however_many_label_sets_fire(pipeline):
+    events: list[dict] = []
+    browser = socketio.Client(reconnection=False)
+    browser.on("alerts", events.append)
+    browser.connect(pipeline.worker.url, transports=["websocket"], wait_timeout=10)
+    try:
+        pipeline.push("jobs_stuck", *[({"worker": f"w{n:03d}"}, 1) for n in range(120)])
+        eventually(lambda: len(pipeline.shown("JobsStuck")) == 120, message="120 alerts, one per label set")
+
+        def caught_up():  # the worker's alerts are this case's 120 and what the others left firing
+            known = pipeline.worker.json("/api/alerts")
+            return events and known["total"] == len(known["alerts"]) >= 120 and events[-1]["total"] == known["total"]
+
+        eventually(caught_up, message="the browser's last event counts every alert")
+        assert len(events[-1]["alerts"]) == 100, "the first 100, most severe first"
+        assert max(len(event["alerts"]) for event in events) <= 100, "never more in one event"
+    finally:
+        browser.disconnect()

@@ -31,6 +31,7 @@ export class AlertList {
     this.count = count;
     this.note = note;
     this.alerts = null; // null: unknown
+    this.total = 0; // the alerts there are: the worker sends only the first ones
     this.reason = "";
     this.unknown("not connected yet");
   }
@@ -42,9 +43,11 @@ export class AlertList {
     this.render();
   }
 
-  /** The full active set, as the worker or the control-plane sends it. */
-  show(alerts) {
+  /** The active set as the worker (its first alerts, most severe first, and their `total`) or the control-plane
+   * (all of them) sends it. */
+  show(alerts, total) {
     this.alerts = Array.isArray(alerts) ? alerts : [];
+    this.total = Number.isInteger(total) && total >= this.alerts.length ? total : this.alerts.length;
     this.render();
   }
 
@@ -58,10 +61,10 @@ export class AlertList {
       this.note.textContent = `unknown: ${this.reason}`;
       return;
     }
-    if (panel) panel.dataset.alerts = this.alerts.length ? "firing" : "none";
-    this.count.textContent = String(this.alerts.length);
-    const hidden = this.alerts.length - MAX_SHOWN;
-    this.note.textContent = this.alerts.length ? (hidden > 0 ? `${hidden} more not shown` : "") : "No active alerts.";
+    if (panel) panel.dataset.alerts = this.total ? "firing" : "none";
+    this.count.textContent = String(this.total);
+    const hidden = this.total - Math.min(this.alerts.length, MAX_SHOWN);
+    this.note.textContent = this.total ? (hidden > 0 ? `${hidden} more not shown` : "") : "No active alerts.";
     this.list.replaceChildren(...this.alerts.slice(0, MAX_SHOWN).map((alert) => this.item(alert)));
   }
 
