@@ -151,7 +151,9 @@ rules:
     silent_for: 5s
     stale_after: 20s
     labels: {severity: critical}
-    annotations: {summary: "{{ $labels.pod }} silent for {{ $value }} s"}
+    annotations:
+      summary: "{{ $labels.pod }} silent for {{ $value }} s"
+      of: "{{ $labels.job }}/{{ $labels.severity }}"
 """
 
 
@@ -162,6 +164,7 @@ def test_silent_for_per_label_set_and_the_rule_s_own_alert_while_no_label_set_is
     clock.now += 5
     (fired,) = evaluator.tick()
     assert changes_of([fired]) == [("NoHeartbeat", "firing", own)], "nothing ever came: absent, from the start"
+    assert fired["annotations"] == {"summary": " silent for 5 s", "of": "billing/"}, "$labels: what the matchers fix"
     changes = evaluator.observe([push("heartbeat", 1, job="billing", pod="a"), push("heartbeat", 1, job="x", pod="b")])
     assert changes_of(changes) == [("NoHeartbeat", "resolved", own)], "a label set is known: the rule's own ends"
     clock.now += 3
@@ -169,7 +172,7 @@ def test_silent_for_per_label_set_and_the_rule_s_own_alert_while_no_label_set_is
     clock.now += 2
     (silent_a,) = evaluator.tick()
     assert changes_of([silent_a]) == [("NoHeartbeat", "firing", {**own, "pod": "a"})]
-    assert silent_a["annotations"] == {"summary": "a silent for 5 s"}
+    assert silent_a["annotations"] == {"summary": "a silent for 5 s", "of": "billing/"}
     clock.now += 3
     (silent_b,) = evaluator.tick()
     assert silent_b["labels"]["pod"] == "b"

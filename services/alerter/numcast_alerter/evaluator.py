@@ -391,7 +391,7 @@ class Evaluator:
 
     def _absent(self, group: RuleStates, now: float, changes: list[dict]) -> None:
         """Start the rule's own silent_for alert: no label set is known, the silence counts from the last value."""
-        state = AlertState(group.rule, group.absent, dict(group.absent), now)
+        state = AlertState(group.rule, group.absent, group.rule.fixed_labels, now)  # $labels: what is known
         state.silent_since = group.heard_at
         group.states[group.absent] = state
         self.size += 1

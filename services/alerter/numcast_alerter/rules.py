@@ -68,10 +68,14 @@ class Rule:
         return self.series != GENERATOR_SERIES or bool(self.matchers)
 
     @property
+    def fixed_labels(self) -> dict:
+        """The labels its `=` matchers fix: every label set it watches has them."""
+        return {m.name: m.value for m in self.matchers if m.op == "=" and m.value and m.name != "alertname"}
+
+    @property
     def absent_labels(self) -> dict:
-        """Its silent_for alert's labels while no label set is known: the rule's and its `=` matchers' (as absent())."""
-        fixed = {m.name: m.value for m in self.matchers if m.op == "=" and m.value and m.name != "alertname"}
-        return {**fixed, **self.labels}
+        """Its silent_for alert's labels while no label set is known: the fixed ones and the rule's (as absent())."""
+        return {**self.fixed_labels, **self.labels}
 
     def render(self, value: float | None, series_labels: dict) -> dict:
         """The annotations with `$value` and the series' `$labels` filled in, each cut to the channel's limit."""
