@@ -202,6 +202,20 @@ def test_the_generator_s_silence_rule_keeps_firing_until_a_value_comes_as_before
     assert changes_of(evaluator.observe([gen(1)])) == [("Quiet", "resolved", {})]
 
 
+def test_a_silent_series_without_labels_is_the_rule_s_own_alert_and_fires_on_past_stale_after():
+    clock = Clock()
+    rules = parse("rules:\n  - {alert: Quiet, series: heartbeat, silent_for: 5s, stale_after: 20s}\n", "t")
+    evaluator = Evaluator(rules, clock)
+    evaluator.observe([push("heartbeat", 1)])
+    clock.now += 5
+    (fired,) = evaluator.tick()
+    for _ in range(10):
+        clock.now += 5
+        assert evaluator.tick() == [], "past stale_after its one label set is the rule's own: never resolved"
+    (firing,) = evaluator.firing()
+    assert firing["startsAt"] == fired["startsAt"]
+
+
 CAPPED = """
 rules:
   - {alert: A, series: s, above: 1, max_label_sets: 2, stale_after: 10s}
