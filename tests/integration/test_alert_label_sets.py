@@ -161,7 +161,9 @@ def test_a_rule_takes_at_most_max_label_sets_and_counts_the_ones_it_refuses(pipe
 
     eventually(lambda: len(pipeline.held("Restarting")) == 2, message="two alerts, the rule's max_label_sets")
     assert set(pipeline.shown("Restarting")) == {"pod=pod-0,severity=info", "pod=pod-1,severity=info"}
-    eventually(lambda: pipeline.alerter.metric("numcast_alert_label_sets_refused_total", refused) == 3)
+    eventually(
+        lambda: pipeline.alerter.metric("numcast_alert_label_sets_refused_total", refused) == 3, message="3 counted"
+    )
     rule = pipeline.rule("Restarting")
     assert rule["refused"] == {"limit": 3, "total": 0, "invalid": 0} and rule["counts"]["firing"] == 2
     eventually(lambda: "new label sets refused rule=Restarting reason=limit" in pipeline.alerter.logs())
