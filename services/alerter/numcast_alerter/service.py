@@ -17,8 +17,9 @@ from numcast.tasks import Tasks
 from numcast_alerter import rules
 from numcast_alerter.alertmanager import AlertmanagerClient
 from numcast_alerter.broadcast import Broadcaster
-from numcast_alerter.evaluator import REFUSALS, STATES, Evaluator
+from numcast_alerter.evaluator import Evaluator
 from numcast_alerter.held import WebhookAlerts
+from numcast_alerter.label_sets import REFUSALS, STATES
 from numcast_alerter.settings import AlerterSettings
 
 log = logging.getLogger(__name__)
