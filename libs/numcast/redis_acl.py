@@ -96,10 +96,11 @@ ROLES = (
     ),
     Role(
         "alerter",
-        "subscribe to CHANNEL, publish on ALERTS_CHANNEL, and keep the active alerts and its rule states",
+        "subscribe to CHANNEL and its push channel, publish on ALERTS_CHANNEL, and keep the active alerts and its "
+        "rule states",
         ALERTER_COMMANDS,
         writes=("{alerts_key}", "{rules_key}"),
-        subscribes=("{channel}",),
+        subscribes=("{channel}", "{push_channel}"),
         publishes=("{alerts_channel}",),
     ),
     Role(

@@ -111,6 +111,49 @@ def test_the_control_page_shows_the_alerts_and_every_rule_s_state(redis_server, 
     eventually(lambda: page.locator("#rules-empty").is_visible(), timeout=20, message="the rules lapse")
 
 
+MANY_RULES = """\
+rules:
+  - alert: QueueDeep
+    series: queue_depth
+    match: ["queue=~q.*"]
+    above: 100
+    max_label_sets: 150
+    labels: {severity: warning}
+    annotations: {summary: "{{ $labels.queue }} holds {{ $value }}"}
+"""
+
+
+def test_a_rule_with_many_label_sets_lists_each_with_its_labels_bounded_and_counts_them_on_the_control_page(
+    redis_server, services, page, tmp_path
+):
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(MANY_RULES)
+    alerter = services("alerter", redis_server.url, wait="/readyz", ALERT_RULES=str(rules))
+    worker = services("worker", redis_server.url, wait="/readyz")
+    control = services("control", redis_server.url, wait="/readyz", RATE_HZ="0.001")
+    eventually(lambda: alerter.json("/api/alerts")["redis"]["subscribed"], message="the alerter subscribed")
+    samples = [{"series": "queue_depth", "labels": {"queue": f"q{n:03d}"}, "value": 500 + n} for n in range(120)]
+    samples.append({"series": "queue_depth", "labels": {"queue": "quiet"}, "value": 1})
+    status, answer = http("POST", control.url + "/api/push", {"samples": samples}, {"Content-Type": "application/json"})
+    assert status == 200, answer
+
+    page.goto(worker.url + "/")
+    expect(page.locator("#alert-count")).to_have_text("120")  # the worker sends the first 100, and the total
+    expect(page.locator("#alerts li")).to_have_count(50)  # the page shows 50, and says how many more
+    expect(page.locator("#alerts-note")).to_have_text("70 more not shown")
+    labels = page.eval_on_selector_all("#alerts li .alert-labels", "spans => spans.map(s => s.textContent)")
+    assert len(set(labels)) == 50 and all(text.startswith("queue=q") for text in labels), labels[:3]
+    summaries = page.eval_on_selector_all("#alerts li .summary", "spans => spans.map(s => s.textContent)")
+    assert {text.split(" holds ")[0] for text in summaries} == {text.removeprefix("queue=") for text in labels}
+
+    page.goto(control.url + "/")
+    row = page.locator('#rules tr[data-rule="QueueDeep"]')
+    expect(row.locator("td[data-state]")).to_have_text("firing")
+    expect(row.locator("td[data-label-sets]")).to_have_text("120 firing · 1 inactive")
+    expect(row).to_contain_text("queue_depth{queue=~q.*} above 100")
+    expect(page.locator("#alerts li")).to_have_count(50)
+
+
 CHAIN_RULES = """\
 rules:
   - alert: NumcastValueHigh

@@ -263,12 +263,21 @@ def test_a_silence_rule_fires_without_values_and_resolves_with_one(redis_server,
 @pytest.mark.parametrize(
     ("text", "words"),
     [
-        ("rules:\n  - alert: A\n    above: 1\n    fore: 1s\n", "rule 1 (A): key 'fore': unknown key"),
-        ("rules:\n  - alert: A\n    above: 1\n    for: 3 seconds\n", "rule 1 (A): key 'for': '3 seconds' is not"),
-        ("rules:\n  - alert: A\n    above: 1\n    below: 0\n", "rule 1 (A): key 'below': a rule has exactly one"),
-        ("rules:\n  - {alert: A, above: 1}\n  - {alert: A, below: 1}\n", "rule 2 (A): key 'alert': the name A is used"),
+        ("rules:\n  - alert: A\n    above: 1\n    fore: 1s\n", "rule 1 (A): line 4: key 'fore': unknown key"),
+        ("rules:\n  - alert: A\n    above: 1\n    for: 3 seconds\n", "rule 1 (A): line 4: key 'for': '3 seconds' is"),
+        ("rules:\n  - alert: A\n    above: 1\n    below: 0\n", "rule 1 (A): line 4: key 'below': a rule has exactly"),
+        ("rules:\n  - {alert: A, above: 1}\n  - {alert: A, below: 1}\n", "rule 2 (A): line 3: key 'alert': the name A"),
+        (
+            "rules:\n  - {alert: A, above: 1}\n  - alert: Deep\n    series: queue_depth\n    above: 1\n"
+            "    match: [queue=billing, 'job=~(bill']\n",
+            "rule 2 (Deep): line 6: key 'match': job=~: not an RE2 regex: missing ): (bill",
+        ),
+        (
+            "rules:\n  - alert: Deep\n    series: queue_depth\n    above: 1\n    match: [queue]\n",
+            "rule 1 (Deep): line 5: key 'match': 'queue' is not <label><op><value> with op one of = != =~ !~",
+        ),
     ],
-    ids=["unknown key", "bad duration", "two conditions", "duplicate name"],
+    ids=["unknown key", "bad duration", "two conditions", "duplicate name", "bad regex matcher", "not a matcher"],
 )
 def test_a_bad_rules_file_stops_the_start_naming_rule_and_key(rules_file, text, words):
     path = rules_file(text)
@@ -288,7 +297,7 @@ def test_rules_reload_on_sighup_and_on_change_and_a_bad_reload_keeps_the_old(red
     path.write_text("rules:\n  - {alert: First, above: 10}\n  - {alert: Bad, above: 1, for: soon}\n")
     alerter.signal(signal.SIGHUP)
     eventually(lambda: alerter.json("/api/alerts")["reload_error"], message="the refused reload is reported")
-    assert "rule 2 (Bad): key 'for'" in alerter.json("/api/alerts")["reload_error"]
+    assert "rule 2 (Bad): line 3: key 'for'" in alerter.json("/api/alerts")["reload_error"]
     assert rule_names() == ["First"], "the old rules stay in force"
     eventually(lambda: "rules reload refused, the old rules stay in force" in alerter.logs())
     assert alerter.metric("numcast_rule_reloads_total", 'result="error"') >= 1

@@ -69,6 +69,8 @@ def test_every_service_does_its_job_as_its_own_user(acl_server, services, tmp_pa
     rules.write_text("rules:\n  - {alert: High, above: 95}\n")
     worker = services("worker", server.url, wait="/readyz", **user_env(server, "worker"))
     alerter = services("alerter", server.url, wait="/readyz", ALERT_RULES=str(rules), **user_env(server, "alerter"))
+    subscribed = lambda: alerter.json("/api/alerts")["redis"]["subscribed"]  # noqa: E731
+    eventually(subscribed, message="the alerter subscribed to numbers and numbers:push (its rules watch both)")
     control = services(
         "control",
         server.url,

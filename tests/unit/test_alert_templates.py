@@ -64,6 +64,6 @@ def test_a_rule_renders_its_annotations_with_its_value_and_refuses_a_bad_templat
     with pytest.raises(RulesError) as caught:
         parse("rules:\n  - {alert: High, above: 1, annotations: {summary: '{{ $value | printf }}'}}", "rules.yaml")
     message = str(caught.value)
-    assert message.startswith("rules.yaml: rule 1 (High): key 'annotations': summary: the template ") and (
+    assert message.startswith("rules.yaml: rule 1 (High): line 2: key 'annotations': summary: the template ") and (
         "{{ $value | printf }}" in message
     ), message

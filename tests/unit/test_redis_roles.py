@@ -34,6 +34,7 @@ def test_redis_7_makes_the_read_keys_read_only_and_gives_the_alerter_publish_on_
     assert "%R~numbers:log" in worker and "~numcast:presence:numbers:*" in worker
     alerter = redis_acl.BY_NAME["alerter"].rules("numbers", "alerts", 7)
     assert "+publish" not in alerter and alerter[-1] == "(+publish &alerts)" and "&numbers" in alerter
+    assert "&numbers:push" in alerter, "rules watch pushed series too"
 
 
 def test_keys_and_channels_follow_the_channel_settings():

@@ -1,6 +1,7 @@
 // The active alerts as a list, shared by the dashboard and the control page. Everything is set as text:
 // nothing an alert carries (labels, annotations, names) can become markup.
 const MAX_SHOWN = 50; // a bounded DOM; the count still says how many there are
+const MAX_LABELS_TEXT = 300; // characters of an alert's labels shown: 32 labels of 1,024 would fill the page
 const SEVERITIES = new Set(["critical", "error", "warning", "info"]);
 
 function clock(ms) {
@@ -30,6 +31,7 @@ export class AlertList {
     this.count = count;
     this.note = note;
     this.alerts = null; // null: unknown
+    this.total = 0; // the alerts there are: the worker sends only the first ones
     this.reason = "";
     this.unknown("not connected yet");
   }
@@ -41,9 +43,11 @@ export class AlertList {
     this.render();
   }
 
-  /** The full active set, as the worker or the control-plane sends it. */
-  show(alerts) {
+  /** The active set as the worker (its first alerts, most severe first, and their `total`) or the control-plane
+   * (all of them) sends it. */
+  show(alerts, total) {
     this.alerts = Array.isArray(alerts) ? alerts : [];
+    this.total = Number.isInteger(total) && total >= this.alerts.length ? total : this.alerts.length;
     this.render();
   }
 
@@ -57,10 +61,10 @@ export class AlertList {
       this.note.textContent = `unknown: ${this.reason}`;
       return;
     }
-    if (panel) panel.dataset.alerts = this.alerts.length ? "firing" : "none";
-    this.count.textContent = String(this.alerts.length);
-    const hidden = this.alerts.length - MAX_SHOWN;
-    this.note.textContent = this.alerts.length ? (hidden > 0 ? `${hidden} more not shown` : "") : "No active alerts.";
+    if (panel) panel.dataset.alerts = this.total ? "firing" : "none";
+    this.count.textContent = String(this.total);
+    const hidden = this.total - Math.min(this.alerts.length, MAX_SHOWN);
+    this.note.textContent = this.total ? (hidden > 0 ? `${hidden} more not shown` : "") : "No active alerts.";
     this.list.replaceChildren(...this.alerts.slice(0, MAX_SHOWN).map((alert) => this.item(alert)));
   }
 
@@ -75,7 +79,15 @@ export class AlertList {
     const started = Date.parse(alert.startsAt);
     const since = Number.isFinite(started) ? `since ${clock(started)} (${ago((Date.now() - started) / 1000)})` : "";
     const origin = alert.origin === "stream" ? "stream rule" : "Alertmanager";
-    li.append(badge, span("summary", summary), span("alert-meta", [String(alert.alertname), since, origin].filter(Boolean).join(" · ")));
+    li.append(badge, span("summary", summary));
+    // What tells apart the alerts of one rule, one per label set: every label but the severity, already shown.
+    let shown = Object.entries(labels)
+      .filter(([name]) => name !== "severity")
+      .map(([name, value]) => `${name}=${value}`)
+      .join(" ");
+    if (shown.length > MAX_LABELS_TEXT) shown = `${shown.slice(0, MAX_LABELS_TEXT - 1)}…`;
+    if (shown) li.append(span("alert-labels", shown));
+    li.append(span("alert-meta", [String(alert.alertname), since, origin].filter(Boolean).join(" · ")));
     return li;
   }
 }

@@ -158,7 +158,9 @@ class Broadcaster:
                 if message["status"] == "firing":
                     if fp not in self.active and len(self.active) >= alerts.MAX_ACTIVE:
                         self.counters["dropped"].labels("redis").inc()
-                        log.error(
+                        # A rule with many label sets can fire hundreds at once: one line, with how many followed.
+                        self._warn.warning(
+                            "too_many",
                             "too many active alerts, dropping alertname=%s limit=%d",
                             message["alertname"],
                             alerts.MAX_ACTIVE,

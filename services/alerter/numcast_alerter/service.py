@@ -9,6 +9,7 @@ import time
 from numcast import alerts, envelope
 from numcast.envelope import EnvelopeError, decode
 from numcast.logs import Throttled
+from numcast.push import stream
 from numcast.redis_conn import redact
 from numcast.settings import SettingsError
 from numcast.subscriber import Subscriber
@@ -16,8 +17,9 @@ from numcast.tasks import Tasks
 from numcast_alerter import rules
 from numcast_alerter.alertmanager import AlertmanagerClient
 from numcast_alerter.broadcast import Broadcaster
-from numcast_alerter.evaluator import STATES, Evaluator
+from numcast_alerter.evaluator import Evaluator
 from numcast_alerter.held import WebhookAlerts
+from numcast_alerter.label_sets import REFUSALS, STATES
 from numcast_alerter.settings import AlerterSettings
 
 log = logging.getLogger(__name__)
@@ -25,6 +27,7 @@ log = logging.getLogger(__name__)
 TICK_SECONDS = 0.25  # how often `for` and silence are checked: the delay a time-driven change may add
 EVAL_INTERVAL = TICK_SECONDS
 FILE_CHECK_SECONDS = 1.0
+SUMMARY_SECONDS = 1.0  # how often the rules' summaries are rebuilt for the control page (Redis gets them each second)
 
 
 class AlerterService:
@@ -43,10 +46,10 @@ class AlerterService:
     def __init__(self, settings: AlerterSettings, metrics) -> None:
         self.settings = settings
         try:
-            self.rules = rules.RulesFile(settings.alert_rules)
+            self.rules = rules.RulesFile(settings.alert_rules, settings.alert_max_label_sets)
         except rules.RulesError as exc:
             raise SettingsError(f"ALERT_RULES={settings.alert_rules!r}: {exc}") from None
-        self.evaluator = Evaluator(self.rules.rules)
+        self.evaluator = Evaluator(self.rules.rules, max_label_sets=settings.alert_max_label_sets)
         urls = settings.alertmanagers
         # With Alertmanagers to ask, their list ends a webhook alert; without, a lease does (numcast_alerter.held).
         self.webhook_alerts = WebhookAlerts(None if urls else settings.webhook_lease_seconds)
@@ -80,8 +83,20 @@ class AlerterService:
                 "alertmanager_errors", "Failed requests to each Alertmanager (sends, retried, and lists).", ("url",)
             ),
             "am_queued": metrics.gauge("alertmanager_queued", "Alert changes waiting for each Alertmanager.", ("url",)),
+            "refused": metrics.counter(
+                "alert_label_sets_refused",
+                "New label sets a rule did not take, by rule and reason (limit: its max_label_sets; total: "
+                "ALERT_MAX_LABEL_SETS for every rule together; invalid: its alert would not fit a message).",
+                ("rule", "reason"),
+            ),
         }
-        self.rule_states = metrics.gauge("alert_rules", "Rules in each state (inactive, pending, firing).", ("state",))
+        self.rule_states = metrics.gauge(
+            "alert_rules", "Rules in each state (inactive, pending, firing): the state of the rule's worst label set.",
+            ("state",),
+        )  # fmt: skip
+        self.label_set_states = metrics.gauge(
+            "alert_label_sets", "Label sets the rules keep, in each state (inactive, pending, firing).", ("state",)
+        )
         metrics.gauge(
             "rule_reload_successful",
             "1 while the rules in force are the rules file's content; 0 after a refused reload, until a good one.",
@@ -91,12 +106,13 @@ class AlerterService:
         )
         self.subscriber = Subscriber(
             settings.redis,
-            {settings.channel: self._values},
+            {settings.channel: self._values, stream.channel(settings.channel): self._pushed},
             on_subscribed=self._subscribed,
         )
         self.broadcaster = Broadcaster(settings.redis, settings.alerts_channel, self.counters, self._adopt)
         self.subscriber.retry_max = self.broadcaster.retry_max = settings.redis_retry_max_seconds
-        self.broadcaster.set_rules([state.to_dict() for state in self.evaluator.states.values()])
+        self.broadcaster.set_rules(self.evaluator.summaries())
+        self._summary_due = 0.0
         lease = 4 * max(EVAL_INTERVAL, settings.resend_seconds)  # Prometheus: 4 x max(eval interval, resend)
         self.alertmanagers = [
             AlertmanagerClient(
@@ -135,6 +151,19 @@ class AlerterService:
             c["expired"].labels(reason)
         for state in STATES:
             self.rule_states.labels(state)  # the clock sets them from its first tick
+            self.label_set_states.labels(state)
+        self._zero_rules((), self.evaluator.rules)
+
+    def _zero_rules(self, before: tuple[rules.Rule, ...], after: tuple[rules.Rule, ...]) -> None:
+        """The refusal counters of the rules in force at 0, those of rules gone removed (names come and go)."""
+        names = {rule.alert for rule in after}
+        for rule in before:
+            if rule.alert not in names:
+                for reason in REFUSALS:
+                    self.counters["refused"].remove(rule.alert, reason)
+        for name in names:
+            for reason in REFUSALS:
+                self.counters["refused"].labels(name, reason)
 
     def start(self, socketio) -> None:
         """Start the subscriber, the clock and the senders."""
@@ -198,10 +227,9 @@ class AlerterService:
         now = time.time()
         published = ignored = 0
         with self._lock:
-            own = self.evaluator.fingerprints()
             for message in messages:
                 # Our own stream alerts come back when Alertmanager routes everything here; the stream already told.
-                if alerts.fingerprint(message["alertname"], message["labels"]) in own:
+                if self.evaluator.owns(message["alertname"], message["labels"]):
                     ignored += 1
                 elif self.webhook_alerts.accept(message, now):
                     self.broadcaster.send(message)
@@ -217,7 +245,7 @@ class AlerterService:
     def status(self) -> dict:
         """Every rule with its state, and how delivery goes, as GET /api/alerts shows it."""
         with self._lock:
-            rule_states = [state.to_dict() for state in self.evaluator.states.values()]
+            rule_states = self.evaluator.summaries()
             held = len(self.webhook_alerts)
         return {
             "rules": rule_states,
@@ -239,20 +267,26 @@ class AlerterService:
             "time": time.time(),
         }
 
+    def _pushed(self, batch: list[bytes]) -> None:
+        """Messages of the push channel: each holds envelope lines, taken one by one as a worker takes them."""
+        self._values([line for message in batch for line in stream.split(message)])
+
     def _values(self, batch: list[bytes]) -> None:
         self.counters["received"].labels("redis").inc(len(batch))
-        values = []
+        samples = []
         for raw in batch:
             try:
-                values.append(decode(raw).value)
+                samples.append(decode(raw))
             except EnvelopeError as exc:
                 self.counters["rejected"].labels("redis", exc.reason).inc()
                 self._warn.warning(f"redis:{exc.reason}", "message rejected reason=%s detail=%s", exc.reason, exc)
-        if values:
+        if samples:
             with self._lock:
-                changes = self.evaluator.observe(values)
+                changes = self.evaluator.observe(samples)
                 self._emit(changes)
+                refusals = self.evaluator.take_refusals() if self.evaluator.refusals else {}
             self._log(changes)
+            self._refused(refusals)
 
     def _subscribed(self, resumed: bool) -> None:
         if resumed:
@@ -280,13 +314,20 @@ class AlerterService:
             firing = self.evaluator.firing()
             for alertmanager in self.alertmanagers:  # under the lock: a re-send never overtakes a resolution
                 alertmanager.resend_due(firing, now)
-            counts = self.evaluator.counts()
-            rule_states = [state.to_dict() for state in self.evaluator.states.values()]
+            refusals = self.evaluator.take_refusals() if self.evaluator.refusals else {}
+            summaries = None
+            if time.monotonic() >= self._summary_due:
+                self._summary_due = time.monotonic() + SUMMARY_SECONDS
+                counts, rule_counts = self.evaluator.counts(), self.evaluator.rule_counts()
+                summaries = self.evaluator.summaries()
         self._log(changes)
+        self._refused(refusals)
         self._expired(expired, "lease")
-        for state in STATES:
-            self.rule_states.labels(state).set(counts[state])
-        self.broadcaster.set_rules(rule_states)
+        if summaries is not None:
+            for state in STATES:
+                self.rule_states.labels(state).set(rule_counts[state])
+                self.label_set_states.labels(state).set(counts[state])
+            self.broadcaster.set_rules(summaries)
         self.evaluated_at = now
 
     def _do_reload(self) -> None:
@@ -297,8 +338,11 @@ class AlerterService:
             log.error("rules reload refused, the old rules stay in force: %s", exc)
             return
         with self._lock:
+            before = self.evaluator.rules
             changes = self.evaluator.replace(loaded)
             self._emit(changes)
+            self._summary_due = 0.0  # the control page shows the new rules at the next tick
+        self._zero_rules(before, loaded)
         self._log(changes)
         self.counters["reloads"].labels("ok").inc()
         log.info("rules reloaded source=%s count=%d", self.rules.source, len(loaded))
@@ -334,6 +378,15 @@ class AlerterService:
                 message["startsAt"],
             )
 
+    def _refused(self, refusals: dict[tuple[str, str], tuple[int, dict]]) -> None:
+        for (rule, reason), (count, labels) in refusals.items():
+            self.counters["refused"].labels(rule, reason).inc(count)
+            why = {"limit": "its max_label_sets", "total": "ALERT_MAX_LABEL_SETS", "invalid": "too large an alert"}
+            self._warn.warning(
+                f"refused:{rule}:{reason}", "new label sets refused rule=%s reason=%s (%s) count=%d example=%s",
+                rule, reason, why[reason], count, str(labels)[:300],
+            )  # fmt: skip
+
     def _expired(self, ended: list[dict], reason: str) -> None:
         for message in ended:
             self.counters["expired"].labels(reason).inc()
@@ -353,7 +406,7 @@ class AlerterService:
                 if message["origin"] == "alertmanager":  # held as if just notified: its lease starts now
                     adopted = [] if self.webhook_alerts.accept(message, now) else None
                 else:
-                    adopted = self.evaluator.adopt(fp, alerts.timestamp(message["startsAt"]))
+                    adopted = self.evaluator.adopt(message)
                 if adopted is None:
                     changes.append({**message, "status": "resolved", "endsAt": alerts.rfc3339(now)})
                 else:

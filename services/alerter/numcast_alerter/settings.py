@@ -7,6 +7,7 @@ import re
 
 from numcast import auth
 from numcast.settings import Common, check, env, parse_float, parse_int
+from numcast_alerter.rules import MAX_LABEL_SETS
 
 MAX_RESEND_SECONDS = 3600.0
 MAX_ALERTMANAGERS = 10
@@ -34,6 +35,13 @@ class AlerterSettings(Common):
     port: int = env("PORT", 8090, "HTTP port of the alerter's API, webhook and /metrics.", parse_int)
     alert_rules: str = env(
         "ALERT_RULES", "", "YAML rules file; empty means the built-in defaults. Reloaded on SIGHUP or a change."
+    )
+    alert_max_label_sets: int = env(
+        "ALERT_MAX_LABEL_SETS",
+        MAX_LABEL_SETS,
+        "Label sets (alert instances) the rules keep at once, every rule together: a new one past it is refused and "
+        "counted. Also the most a rule's `max_label_sets` may say.",
+        parse_int,
     )
     alertmanager_urls: tuple[str, ...] = env(
         "ALERTMANAGER_URLS",
@@ -142,5 +150,11 @@ class AlerterSettings(Common):
         )
         check(
             10 <= self.alertmanager_queue <= 100_000, "ALERTMANAGER_QUEUE", self.alertmanager_queue, "must be 10-100000"
+        )
+        check(
+            1 <= self.alert_max_label_sets <= 1_000_000,
+            "ALERT_MAX_LABEL_SETS",
+            self.alert_max_label_sets,
+            "must be 1-1000000",
         )
         auth.check_settings(self.control_token, self.control_token_file)

@@ -15,6 +15,10 @@ from numcast.redis_conn import CONNECTION_ERRORS, Endpoint, client, describe
 log = logging.getLogger(__name__)
 
 SEVERITY_ORDER = {"critical": 0, "error": 1, "warning": 2, "info": 3}
+# Alerts in each `alerts` event to browsers, most severe first: a page lists 50 and counts the rest (`total`), and
+# every change sends the whole event to every browser, so a rule with many label sets firing must not cost each
+# browser up to MAX_ACTIVE alerts (8 MB at 16 KiB each) per change.
+BROWSER_ALERTS = 100
 
 
 class ActiveAlerts:
@@ -81,14 +85,21 @@ class ActiveAlerts:
         log.info("active alerts read key=%s count=%d", self.key, len(active))
         self.on_change()
 
-    def payload(self) -> dict:
-        """What browsers get as the `alerts` event and /api/alerts serves: every active alert, most severe first."""
+    def payload(self, limit: int | None = None) -> dict:
+        """The active alerts, most severe first (the first `limit` of them), how many there are, and if synced.
+
+        /api/alerts serves them all; browsers get the first BROWSER_ALERTS as the `alerts` event.
+        """
         with self._lock:
             items = sorted(
                 self._active.values(),
                 key=lambda m: (SEVERITY_ORDER.get(m["labels"].get("severity", ""), 4), m["startsAt"], m["alertname"]),
             )
-        return {"alerts": items, "synced": self.synced}
+        return {"alerts": items[:limit], "total": len(items), "synced": self.synced}
+
+    def to_browsers(self) -> dict:
+        """The `alerts` event: the first BROWSER_ALERTS alerts and the total."""
+        return self.payload(BROWSER_ALERTS)
 
     def _apply(self, message: dict) -> bool:
         fp = message["fingerprint"]

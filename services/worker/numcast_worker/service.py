@@ -51,7 +51,7 @@ class WorkerService:
             stats,
             lambda: self.fanout.mark("alerts"),
         )
-        states = {"status": self.status, "alerts": self.alerts.payload}
+        states = {"status": self.status, "alerts": self.alerts.to_browsers}
         self.fanout = Fanout(
             socketio,
             settings.client_queue,

@@ -65,10 +65,33 @@ function showWorkers(workers) {
   );
 }
 
+/** What a rule watches, PromQL-style (`queue_depth{queue=~bill.*}`): nothing for the generator's series alone. */
+function selector(rule) {
+  const match = Array.isArray(rule.match) ? rule.match.map(String) : [];
+  if ((rule.series ?? "numcast_value") === "numcast_value" && match.length === 0) return "";
+  return `${rule.series}${match.length ? `{${match.join(", ")}}` : ""} `;
+}
+
 function condition(rule) {
-  if ("above" in rule) return `above ${formatNumber(rule.above)}`;
-  if ("below" in rule) return `below ${formatNumber(rule.below)}`;
-  return `silent for ${formatNumber(rule.silent_for)} s`;
+  if ("above" in rule) return `${selector(rule)}above ${formatNumber(rule.above)}`;
+  if ("below" in rule) return `${selector(rule)}below ${formatNumber(rule.below)}`;
+  return `${selector(rule)}silent for ${formatNumber(rule.silent_for)} s`;
+}
+
+/** How many label sets a rule keeps in each state, and how many it refused: one line however many there are. */
+function labelSets(rule) {
+  const counts = rule.counts ?? {};
+  const total = ["firing", "pending", "inactive"].reduce((sum, state) => sum + (Number(counts[state]) || 0), 0);
+  const parts = ["firing", "pending", "inactive"]
+    .filter((state) => Number(counts[state]) > 0)
+    .map((state) => `${formatCount(Number(counts[state]))} ${state}`);
+  let text = parts.length ? parts.join(" · ") : "none yet";
+  if (total >= Number(rule.max_label_sets) && total > 1) text += ` (the limit, ${formatCount(total)})`;
+  const refused = Object.values(rule.refused ?? {}).reduce((sum, n) => sum + (Number(n) || 0), 0);
+  if (refused > 0) text += ` · ${formatCount(refused)} refused`;
+  const td = cell(text);
+  td.dataset.labelSets = String(total);
+  return td;
 }
 
 /** What the alerter keeps in Redis: the active alerts and the state of each of its rules. */
@@ -86,7 +109,7 @@ function showAlerts(body) {
       state.dataset.state = String(rule.state);
       const wait = rule.for ? ` for ${formatNumber(rule.for)} s` : "";
       tr.append(cell(rule.alert), cell(condition(rule) + wait), state, cell(formatAgo(Math.max(0, now - rule.since))),
-        cell(formatNumber(rule.value), "num"));
+        cell(formatNumber(rule.value), "num"), labelSets(rule));
       return tr;
     }),
   );

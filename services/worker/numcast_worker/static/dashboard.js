@@ -208,7 +208,7 @@ function showAlerts() {
   else if (alerts === null) alertList.unknown("waiting for the worker");
   else if (!alerts.synced) alertList.unknown("the worker could not read the active alerts");
   else if (fresh && !status.redis.subscribed) alertList.unknown("the worker is not subscribed to Redis");
-  else alertList.show(alerts.alerts);
+  else alertList.show(alerts.alerts, alerts.total);
 }
 
 async function fetchJson(url) {
