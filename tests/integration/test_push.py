@@ -28,16 +28,30 @@ class Channel:
         assert confirmed["type"] == "subscribe"  # from here on nothing is missed
         self.messages: list[bytes] = []
 
-    def read(self, quiet: float = 0.3, most: float = 3.0) -> list[bytes]:
-        """What came so far, once nothing more comes for `quiet` seconds (or after `most` seconds of reading)."""
+    def read(self, at_least: int = 0, quiet: float = 0.3, most: float = 15.0) -> list[bytes]:
+        """What came so far: at least `at_least` messages (waited for up to `most` seconds), then whatever more
+        comes before `quiet` seconds pass without one (anything extra, a message twice, would come now)."""
         deadline = time.monotonic() + most
-        while time.monotonic() < deadline and (message := self.pubsub.get_message(timeout=quiet)) is not None:
-            if message["type"] == "message":
+        while time.monotonic() < deadline:
+            message = self.pubsub.get_message(timeout=quiet)
+            if message is None:
+                if len(self.messages) >= at_least:
+                    break
+            elif message["type"] == "message":
                 self.messages.append(message["data"])
         return self.messages
 
-    def envelopes(self, quiet: float = 0.3) -> list[dict]:
-        return [decode(line).to_dict() for message in self.read(quiet) for line in stream.split(message)]
+    def envelopes(self, at_least: int = 0) -> list[dict]:
+        """The envelopes of every message so far, once there are at least `at_least` of them."""
+
+        def decoded() -> list[dict]:
+            return [decode(line).to_dict() for message in self.messages for line in stream.split(message)]
+
+        deadline = time.monotonic() + 15
+        while len(decoded()) < at_least and time.monotonic() < deadline:
+            self.read(at_least=len(self.messages) + 1, most=max(0.0, deadline - time.monotonic()))
+        self.read()
+        return decoded()
 
 
 @pytest.fixture
@@ -74,7 +88,7 @@ def test_a_json_push_reaches_the_channel_its_log_and_the_worker_s_history_and_si
     ]
     status, body = http("POST", control.url + "/api/push", {"samples": samples}, bearer())
     assert (status, body) == (200, {"pushed": 3})
-    (message,) = watch.read()  # one batch, one message
+    (message,) = watch.read(at_least=1)  # one batch, one message
     envelopes = [decode(line) for line in stream.split(message)]
     source = control.json("/api/status")["source"] + ".push"
     assert [(e.seq, e.series, e.labels, e.value, e.source) for e in envelopes] == [
@@ -146,7 +160,7 @@ def test_the_official_influxdb_client_writes_with_its_precision_and_gzip(pipelin
         with pytest.raises(ApiException) as caught:
             client.write_api(write_options=SYNCHRONOUS).write("any", record="room celsius=1")
         assert caught.value.status == 401 and json.loads(caught.value.body)["code"] == "unauthorized"
-    got = {(e["series"], e["labels"]["site"], e["value"], e["ts"]) for e in watch.envelopes()}
+    got = {(e["series"], e["labels"]["site"], e["value"], e["ts"]) for e in watch.envelopes(at_least=3)}
     assert got == {
         ("room_celsius", "lab", 21.5, 1764150000.0),
         ("room_doors", "lab", 2.0, 1764150000.0),
@@ -196,7 +210,7 @@ def test_prometheus_client_pushes_as_to_a_pushgateway(pipeline):
     assert f"jobs_done_total{{{labels}}}" not in exposition(), "PUT: the whole group replaced"
     delete_from_gateway(control.url, job="nightly", grouping_key=group, handler=handler)
     assert exposition() == {}
-    envelopes = [e for e in watch.envelopes() if not e["series"].endswith("_created")]  # the client's own gauge
+    envelopes = [e for e in watch.envelopes(at_least=5) if not e["series"].endswith("_created")]  # the client's own
     assert [(e["series"], e["labels"]) for e in envelopes] == [
         ("queue_depth", {"job": "nightly", "instance": "pods/7", "queue": "billing"}),
         ("jobs_done_total", {"job": "nightly", "instance": "pods/7"}),
