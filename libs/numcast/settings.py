@@ -137,7 +137,7 @@ class Common:
         "HTTP_MAX_CONNECTIONS",
         4096,
         "HTTP connections open at once (browsers included); at the limit the one waiting longest for its "
-        "request is closed to make room (see docs/doors-http.md).",
+        "request is closed to make room (see docs/security.md, HTTP connections).",
         parse_int,
     )
     http_header_timeout: float = env(

@@ -16,8 +16,8 @@ import time
 import urllib.parse
 from pathlib import Path
 
-from numcast import monitoring
-from numcast.local import Redis, free_port, redis_binary, service, stop, wait_http
+from numcast import monitoring, replay_log
+from numcast.local import Redis, free_port, redis_binary, service, stop, wait_http, write_private
 from numcast.push import stream
 from numcast.redis_conn import Endpoint, reachable, redact
 
@@ -152,6 +152,36 @@ class Stack:
         self.stop()
 
 
+CREDENTIALS_FILE = "credentials.env"  # in the data dir, while `numcast up` runs
+
+
+def credentials(stack: Stack) -> dict[str, str]:
+    """This run's tokens, and where Redis is with each role's password (an embedded Redis with users only)."""
+    address = urllib.parse.urlsplit(stack.redis_url)
+    values = {
+        "CONTROL_TOKEN": stack.control_token,
+        "PUSH_TOKEN": stack.push_token,
+        "ALERTER_TOKEN": stack.alerter_token,
+    }
+    values |= {"REDIS_HOST": address.hostname or "127.0.0.1", "REDIS_PORT": str(address.port or 6379)}
+    if stack.embedded is not None:
+        values |= {f"REDIS_{role.upper()}_PASSWORD": password for role, password in stack.embedded.passwords.items()}
+    return {name: value for name, value in values.items() if value}
+
+
+def write_credentials(stack: Stack) -> str:
+    """Write `credentials()` as shell variables in the data dir, readable by this user only; its path."""
+    path = os.path.join(os.path.abspath(stack.data_dir), CREDENTIALS_FILE)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    lines = [
+        "# numcast up: this run's tokens and Redis passwords, new at each run; removed when the run stops.",
+        f"# Load them into your shell: . {_shown(path)}",
+        *(f"{name}={shlex.quote(value)}" for name, value in credentials(stack).items()),
+    ]
+    write_private(path, "\n".join(lines) + "\n")
+    return path
+
+
 def _token(token: str) -> dict[str, str]:
     """The env of a service that requires `token` (an inherited CONTROL_TOKEN_FILE would clash with it)."""
     return {"CONTROL_TOKEN": token, "CONTROL_TOKEN_FILE": ""} if token else {}
@@ -206,7 +236,7 @@ def main(argv: list[str]) -> int:
         tokens=True,
         acl=True,
     )
-    code, watch = 0, None
+    code, watch, secrets_file = 0, None, ""
     if args.monitoring:
         watch = monitoring.for_stack(stack, args.monitoring_config)
         stack.alerter_env["ALERTMANAGER_URLS"] = watch.alertmanager_url  # stream alerts go to it too
@@ -214,7 +244,8 @@ def main(argv: list[str]) -> int:
         stack.start()
         if watch:
             watch.start()
-        print(banner(stack, watch.banner_lines() if watch else []), flush=True)
+        secrets_file = write_credentials(stack)
+        print(banner(stack, watch.banner_lines() if watch else [], secrets_file), flush=True)
         while not (ended := stack.exited() or (watch and watch.exited())):
             time.sleep(0.5)
         print(f"numcast up: {ended[0]} exited with code {ended[1]}; stopping", flush=True)
@@ -230,18 +261,25 @@ def main(argv: list[str]) -> int:
         if watch:
             watch.stop(lambda line: print(f"numcast up: {line}", flush=True))
         stack.stop(lambda line: print(f"numcast up: {line}", flush=True))
+        if secrets_file:
+            os.remove(secrets_file)  # its tokens and passwords died with the run
     return code
 
 
 def _here(command: str) -> str:
     """`command` as installed beside this Python (a tox env's bin folder is not on the user's PATH)."""
-    path = os.path.join(os.path.dirname(sys.executable), command)
+    return _shown(os.path.join(os.path.dirname(sys.executable), command))
+
+
+def _shown(path: str) -> str:
+    """`path` relative to here when it is below, else absolute: as short as a user can type it from here."""
     relative = os.path.relpath(path)
     return relative if not relative.startswith("..") else path
 
 
-def banner(stack: Stack, extra: list[tuple[str, str]] = ()) -> str:
-    """What `numcast up` prints once everything answers; `extra` adds (what, where) lines, such as monitoring's."""
+def banner(stack: Stack, extra: list[tuple[str, str]] = (), secrets_file: str = "") -> str:
+    """What `numcast up` prints once everything answers; `extra` adds (what, where) lines, such as monitoring's;
+    `secrets_file` is where the run's credentials are (`write_credentials`)."""
     address = urllib.parse.urlsplit(stack.redis_url)
     cli = "redis-cli" if shutil.which("redis-cli") else redis_binary("redis-cli")
     lines = ["", "numcast is up:"]
@@ -269,7 +307,17 @@ def banner(stack: Stack, extra: list[tuple[str, str]] = ()) -> str:
         ]
     lines += [
         f"  {'redis' + (' (embedded)' if stack.embedded else ''):<26} {redact(stack.redis_url)}",
-        f"  {'sink files':<26} {os.path.abspath(stack.data_dir)}",
+        f"  {'sink files':<26} {os.path.abspath(stack.data_dir)} (kept after a stop: the next run resumes)",
+    ]
+    if secrets_file:
+        names = ", ".join(credentials(stack))
+        lines += [
+            f"  {'credentials':<26} {secrets_file}",
+            "",
+            f"This run's tokens and Redis passwords (new at each run): `. {_shown(secrets_file)}` sets {names}",
+            "for the commands of the docs (docs/development.md#examples-that-run).",
+        ]
+    lines += [
         "",
         title,
         *watch,
@@ -281,6 +329,21 @@ def banner(stack: Stack, extra: list[tuple[str, str]] = ()) -> str:
             "Change the stream (the control-plane's token is new at each run):",
             f"  curl -X PATCH {stack.control_url}/api/config -H 'Authorization: Bearer {stack.control_token}'"
             """ -H 'Content-Type: application/json' -d '{"rate_hz": 5}'""",
+            "",
+        ]
+    if stack.embedded is not None and stack.embedded.passwords:
+        worker = shlex.quote(stack.embedded.passwords["worker"])
+        log = replay_log.key(os.environ.get("CHANNEL") or "numbers")
+        lines += [
+            "Read the replay log, as the Redis user `worker` (docs/contract.md#the-replay-log):",
+            f"  REDISCLI_AUTH={worker} {cli} --user worker {host} XRANGE {log} - + COUNT 2",
+            "",
+        ]
+    if stack.alerter and stack.alerter_token:
+        lines += [
+            "Call the alerter's webhook as Alertmanager does (the alerter's token is new at each run, and its own):",
+            f"  curl -X POST {stack.alerter_url}/api/alertmanager -H 'Authorization: Bearer {stack.alerter_token}'"
+            """ -H 'Content-Type: application/json' -d '{"version": "4", "alerts": []}'""",
             "",
         ]
     lines += [

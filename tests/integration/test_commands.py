@@ -45,7 +45,8 @@ class Up:
 
     command = "up"
 
-    def __init__(self, tmp_path, *args: str, env: dict | None = None) -> None:
+    def __init__(self, tmp_path, *args: str, env: dict | None = None, data: str = "data") -> None:
+        """`data`: the data dir, in `tmp_path`."""
         base = free_block(8)
         self.control, self.worker, tcp, self.alerter = base, base + 2, base + 4, base + 6  # workers take +1 too
         ports = ["--control-port", str(self.control), "--worker-port", str(self.worker), "--tcp-port", str(tcp)]
@@ -53,7 +54,7 @@ class Up:
         self.log = tmp_path / "up.log"
         with open(self.log, "wb") as log:
             self.process = subprocess.Popen(
-                [NUMCAST, "up", *ports, "--data-dir", str(tmp_path / "data"), *args],
+                [NUMCAST, "up", *ports, "--data-dir", str(tmp_path / data), *args],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env={**os.environ, **(env or {})},

@@ -1,4 +1,5 @@
-"""The README and docs/: every link and anchor resolves, and every env var and metric is documented exactly once."""
+"""The README and docs/: every link, anchor and path resolves, every env var and metric is documented exactly once,
+and every example is a console block the integration test can run (tests/examples.py), or says why not."""
 
 from __future__ import annotations
 
@@ -8,19 +9,18 @@ import re
 from pathlib import Path
 
 import pytest
+from examples import FENCE, PAGES, ROOT, blocks, fences, local, matches, parse
 
 from numcast_alerter.settings import AlerterSettings
 from numcast_control.settings import ControlSettings
 from numcast_worker.settings import WorkerSettings
 
-ROOT = Path(__file__).resolve().parents[2]
-PAGES = sorted([ROOT / "README.md", *(ROOT / "docs").glob("*.md"), ROOT / "bench" / "README.md"])
 LINK = re.compile(r"\]\(([^)\s]+)\)|(?:src|href)=\"([^\"]+)\"")  # markdown links and images, HTML attributes
 
 
 def prose(text: str) -> str:
     """`text` without fenced code blocks, whose lines are neither headings nor links."""
-    return re.sub(r"^```.*?^```", "", text, flags=re.DOTALL | re.MULTILINE)
+    return FENCE.sub("", text)
 
 
 def slug(heading: str) -> str:
@@ -96,3 +96,64 @@ def test_env_vars_are_documented_in_configuration_md_only():
     for page in PAGES:
         if page.name != "configuration.md":
             assert not env_rows(page.read_text()), f"{page.relative_to(ROOT)}: env vars belong in configuration.md"
+
+
+# A path into the repository, written anywhere in a page: in prose, in a table, in a command.
+REPO_PATH = re.compile(r"(?<![\w./~-])((?:docs|infra|services|libs|bench|scripts|tests)/[\w.*/-]*[\w*/])")
+LANGUAGES = {"console", "text", "json", "yaml", "python", "js", "toml"}
+
+
+def repo_paths() -> list[tuple[Path, str]]:
+    return sorted({(page, path) for page in PAGES for path in REPO_PATH.findall(page.read_text())})
+
+
+@pytest.mark.parametrize("page,path", repo_paths(), ids=lambda item: item if isinstance(item, str) else item.name)
+def test_every_path_a_page_names_exists(page, path):
+    found = list(ROOT.glob(path)) if "*" in path else [ROOT / path] if (ROOT / path).exists() else []
+    assert found, f"{page.relative_to(ROOT)}: {path}: no such file or folder"
+
+
+def test_every_fence_names_its_language_and_commands_are_console_blocks():
+    """A bare or shell fence would hide commands from the test that runs them: commands go in `console` blocks."""
+    for page in PAGES:
+        for line, language, _, _ in fences(page.read_text()):
+            assert language in LANGUAGES, f"{page.relative_to(ROOT)}:{line}: fence ```{language}: one of {LANGUAGES}"
+
+
+def test_every_console_block_is_commands_and_their_output():
+    found = [block for page in PAGES for block in blocks(page)]
+    assert len([block for block in found if not block.offline]) >= 10, "examples that run"
+    for block in found:
+        assert block.commands, f"{block.page.name}:{block.line}: an empty console block"
+
+
+def test_a_console_block_must_start_with_a_command():
+    with pytest.raises(ValueError, match="starts with a `\\$ ` command"):
+        parse("curl localhost:8000\n", 1)
+    (first, second) = parse("$ curl -s localhost:8000/api/x \\\n  -d '{}'\n{\"a\": 1}\n$ true\n", 10)
+    assert (first.line, first.text, first.expected) == (10, "curl -s localhost:8000/api/x \\\n  -d '{}'", ['{"a": 1}'])
+    assert (second.line, second.text, second.expected) == (13, "true", [])
+
+
+@pytest.mark.parametrize(
+    "expected,output,same",
+    [
+        (['{"config":{"rate_hz":5.0}}'], '{"config":{"rate_hz":5.0}}\r\n', True),
+        (['{"config":{"rate_hz":5.0}}'], '{"config":{"rate_hz":50.0}}\n', False),  # the answer changed: it fails
+        (['{"seq":…,"source":"control-…"}'], '{"seq":12,"source":"control-7f9c2a"}\n', True),
+        (["a…"], "a\nb\n", False),  # … never crosses a line
+        (["first", "...", "last"], "first\nlast\n", True),
+        (["first", "...", "last"], "first\n1\n2\nlast\n", True),
+        (["first", "...", "last"], "first\n1\n2\nlast\nmore\n", False),
+        ([], "", True),
+        ([], "something\n", False),  # a command the page shows as silent must stay silent
+    ],
+)
+def test_an_output_matches_only_what_the_page_shows(expected, output, same):
+    assert matches(expected, output) is same
+
+
+def test_the_default_ports_stand_for_the_stacks():
+    ports = {"control": 1, "machine-1": 2, "machine-2": 3, "alerter": 4}
+    text = "curl localhost:8000/a http://127.0.0.1:8082/ localhost:8090 -p 18000 :80001"
+    assert local(text, ports) == "curl localhost:1/a http://127.0.0.1:3/ localhost:4 -p 18000 :80001"
