@@ -9,6 +9,7 @@ import secrets
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -210,6 +211,9 @@ def main(argv: list[str]) -> int:
     if args.monitoring and (problem := monitoring.missing(args.monitoring_config)):
         print(f"numcast up: --monitoring: {problem}", file=sys.stderr, flush=True)
         return 2
+    if taken := taken_ports(args):
+        print(f"numcast up: {taken}", file=sys.stderr, flush=True)
+        return 1
     signal.signal(signal.SIGTERM, _interrupt)
 
     redis_url = os.environ.get("REDIS_URL", "")
@@ -261,9 +265,32 @@ def main(argv: list[str]) -> int:
         if watch:
             watch.stop(lambda line: print(f"numcast up: {line}", flush=True))
         stack.stop(lambda line: print(f"numcast up: {line}", flush=True))
-        if secrets_file:
+        if secrets_file and os.path.exists(secrets_file):
             os.remove(secrets_file)  # its tokens and passwords died with the run
     return code
+
+
+def taken_ports(args: argparse.Namespace) -> str:
+    """What to do about the first port of `args` that something already listens on; "" when all are free.
+
+    Checked before anything starts: a service that cannot bind stops, but until it has, whatever holds the port
+    answers its /healthz in its place.
+    """
+    wanted = [("--control-port", args.control_port), ("--alerter-port", args.alerter_port)]
+    wanted += [("--worker-port", args.worker_port + n) for n in range(args.workers)]
+    wanted += [("--tcp-port", args.tcp_port + n) for n in range(args.workers)]
+    for flag, port in wanted:
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the services bind
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError as exc:
+                return (
+                    f"port {port} ({flag}) is taken ({exc.strerror}): stop what listens there (another numcast up?), "
+                    "or move the whole stack, e.g. --control-port 18000 --worker-port 18081 --tcp-port 19001 "
+                    "--alerter-port 18090"
+                )
+    return ""
 
 
 def _here(command: str) -> str:

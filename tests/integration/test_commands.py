@@ -255,3 +255,16 @@ def test_a_taken_port_is_a_clear_error(redis_server, services):
     result = subprocess.run([NUMCAST, "worker"], env={**os.environ, **env}, capture_output=True, text=True, timeout=30)
     assert result.returncode == 1
     assert "cannot start" in result.stderr and "Address already in use" in result.stderr
+
+
+def test_up_refuses_a_taken_port_before_it_starts_anything(tmp_path):
+    """Whatever holds a port would answer the /healthz of the service that could not bind it: up must not say so."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        taken = holder.getsockname()[1]
+        running = Up(tmp_path, "--workers", "1", "--alerter-port", str(taken))
+        assert running.process.wait(30) == 1
+    text = running.output()
+    assert f"numcast up: port {taken} (--alerter-port) is taken" in text and "move the whole stack" in text
+    assert "numcast is up" not in text and not (tmp_path / "data").exists(), "nothing started"
