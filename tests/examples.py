@@ -23,9 +23,9 @@ PAGES = sorted([ROOT / "README.md", *(ROOT / "docs").glob("*.md"), ROOT / "bench
 OFFLINE = re.compile(r"<!-- offline: (.+?) -->\s*$")
 FENCE = re.compile(r"^```(\S*)[^\n]*\n(.*?)^```\s*$", re.DOTALL | re.MULTILINE)
 # The ports `numcast up` uses by default, as the docs write them: the test's stack has free ones instead.
-DEFAULT_PORTS = {"control": 8000, "machine-1": 8081, "machine-2": 8082, "alerter": 8090}
-PORT = re.compile(r"\b(localhost|127\.0\.0\.1):(8000|8081|8082|8090)\b")
-UP = re.compile(r"^(numcast up|tox -e up)\b")  # shown, not run: compared with what the test's `numcast up` printed
+DEFAULT_PORTS = {"control": 8000, "machine-1": 8081, "machine-2": 8082, "alerter": 8090, "tcp-1": 9001, "tcp-2": 9002}
+PORT = re.compile(r"(?<![\w.])(8000|8081|8082|8090|9001|9002)(?![\w.])")
+UP = re.compile(r"(numcast up|tox -e up)\s*")  # shown, not run: compared with what the test's `numcast up` printed
 COMMAND_SECONDS = 15.0  # a command that has not shown its output by then fails
 STREAMING_GRACE = 0.3  # a command whose output already matches and that has not ended by then is stopped
 
@@ -117,7 +117,7 @@ def matches(expected: list[str], output: str) -> bool:
 def local(text: str, ports: dict[str, int]) -> str:
     """`text` with the default ports replaced by the stack's (`ports`: DEFAULT_PORTS' names to ports)."""
     by_default = {str(port): str(ports[name]) for name, port in DEFAULT_PORTS.items()}
-    return PORT.sub(lambda m: f"{m.group(1)}:{by_default[m.group(2)]}", text)
+    return PORT.sub(lambda m: by_default[m.group(1)], text)
 
 
 @dataclasses.dataclass
@@ -139,7 +139,7 @@ def run(command: Command, stack: Stack) -> str:
     matches is stopped after COMMAND_SECONDS.
     """
     text = local(command.text, stack.ports)
-    if UP.match(text):
+    if UP.fullmatch(text):
         return stack.banner
     script = f". numcast-data/credentials.env\n{text}\n"
     primary, secondary = pty.openpty()

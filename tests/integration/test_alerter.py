@@ -332,14 +332,16 @@ def test_the_webhook_refuses_a_body_that_is_not_a_payload_and_skips_only_the_bad
     good |= {"startsAt": "2026-01-01T00:00:00Z", "endsAt": "0001-01-01T00:00:00Z", "generatorURL": ""}
     bodies = [
         (json.dumps({"version": "3", "alerts": [good]}), "bad_version"),
-        ('{"version": "4", "alerts": [', None),
+        ('{"version": "4", "alerts": [', "not_json"),
         (json.dumps({"version": "4"}), "bad_fields"),
         (json.dumps([good]), "not_object"),
     ]
     for body, reason in bodies:
         status, answer = http("POST", alerter.url + "/api/alertmanager", body.encode())
         assert status == 400, body
-        assert answer["error"] and answer.get("reason") == reason, answer
+        assert answer["error"].startswith(f"{reason}: ") and answer.get("reason") == reason, answer
+        assert f"webhook rejected reason={reason} detail={answer['error']}" in alerter.logs()
+        assert alerter.metric("numcast_rejected_total", f'path="webhook",reason="{reason}"') == 1
     assert post_announcing(alerter.url + "/api/alertmanager", 2**20 + 1) == 413
     bad = [
         {**good, "labels": {"severity": "x"}},

@@ -48,8 +48,8 @@ class Up:
     def __init__(self, tmp_path, *args: str, env: dict | None = None, data: str = "data") -> None:
         """`data`: the data dir, in `tmp_path`."""
         base = free_block(8)
-        self.control, self.worker, tcp, self.alerter = base, base + 2, base + 4, base + 6  # workers take +1 too
-        ports = ["--control-port", str(self.control), "--worker-port", str(self.worker), "--tcp-port", str(tcp)]
+        self.control, self.worker, self.tcp, self.alerter = base, base + 2, base + 4, base + 6  # workers take +1 too
+        ports = ["--control-port", str(self.control), "--worker-port", str(self.worker), "--tcp-port", str(self.tcp)]
         ports += ["--alerter-port", str(self.alerter)]
         self.log = tmp_path / "up.log"
         with open(self.log, "wb") as log:

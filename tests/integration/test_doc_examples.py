@@ -6,7 +6,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from conftest import eventually
+from conftest import eventually, http
 from examples import PAGES, Stack, blocks, check
 from needs import missing
 from test_commands import Up
@@ -28,9 +28,14 @@ def stack(tmp_path_factory):
     up = Up(folder, data="numcast-data")
     try:
         eventually(lambda: "Ctrl-C stops everything" in up.output(), timeout=30, message="the banner")
+        workers = f"http://127.0.0.1:{up.control}/api/workers"
+        eventually(
+            lambda: len(http("GET", workers)[1]["workers"]) == 2, message="both workers listed, as a user finds them"
+        )
         text = up.output()
         banner = text[text.index("numcast is up:") : text.index("Ctrl-C stops everything.") + 25]
         ports = {"control": up.control, "machine-1": up.worker, "machine-2": up.worker + 1, "alerter": up.alerter}
+        ports |= {"tcp-1": up.tcp, "tcp-2": up.tcp + 1}
         env = {**os.environ, "PATH": f"{tools}{os.pathsep}{os.environ['PATH']}", "TERM": "dumb", "COLUMNS": "200"}
         yield Stack(folder, ports, env, banner)
     finally:

@@ -124,3 +124,21 @@ def test_a_paused_control_plane_keeps_its_mirror_connection_with_heartbeats(redi
     assert worker.metric("numcast_tcp_closed_total", 'reason="idle"') == 0
     assert worker.metric("numcast_tcp_connections") == 1
     assert control.metric("numcast_publish_errors_total", 'path="tcp"') == 0
+
+
+def test_a_line_too_long_or_invalid_closes_the_connection_under_its_own_reason(redis_server, services):
+    """A line over 1,024 bytes is `too_long` with its newline or without; a short line that is no envelope `invalid`."""
+    worker = services("worker", redis_server.url)
+    cases = [(b"x" * 1100 + b"\n", "too_long"), (b"x" * 1100, "too_long"), (b"not an envelope\n", "invalid")]
+    for n, (sent, reason) in enumerate(cases):
+        before = worker.metric("numcast_tcp_closed_total", f'reason="{reason}"')
+        conn = connect(worker)
+        conn.sendall(envelope(n + 1, source="door").encode() + b"\n" + sent)
+        assert closed_by_peer(conn), sent[:20]
+        conn.close()
+        eventually(
+            lambda: worker.metric("numcast_tcp_closed_total", f'reason="{reason}"') == before + 1,  # noqa: B023
+            message=f"counted as {reason}",
+        )
+    assert worker.metric("numcast_tcp_closed_total", 'reason="invalid"') == 1, "the long lines are not `invalid`"
+    assert history(worker) == [1, 2, 3], "the valid line before each is taken"

@@ -154,6 +154,8 @@ def test_an_output_matches_only_what_the_page_shows(expected, output, same):
 
 
 def test_the_default_ports_stand_for_the_stacks():
-    ports = {"control": 1, "machine-1": 2, "machine-2": 3, "alerter": 4}
-    text = "curl localhost:8000/a http://127.0.0.1:8082/ localhost:8090 -p 18000 :80001"
-    assert local(text, ports) == "curl localhost:1/a http://127.0.0.1:3/ localhost:4 -p 18000 :80001"
+    ports = {"control": 1, "machine-1": 2, "machine-2": 3, "alerter": 4, "tcp-1": 5, "tcp-2": 6}
+    text = "curl localhost:8000/a http://127.0.0.1:8082/ localhost:8090 --tcp-port 9001 -p 18000 :80001 8000.5"
+    assert (
+        local(text, ports) == "curl localhost:1/a http://127.0.0.1:3/ localhost:4 --tcp-port 5 -p 18000 :80001 8000.5"
+    )

@@ -35,8 +35,9 @@ def init_app(app: Flask) -> None:
         try:
             payload = json.loads(request.get_data(cache=False) or b"null")
         except (ValueError, RecursionError) as exc:
-            _service().counters["rejected"].labels("webhook", "not_json").inc()
-            return jsonify(error=f"body is not valid JSON: {str(exc)[:200]}"), 400
+            refused = AlertError("not_json", f"body is not valid JSON: {str(exc)[:200]}")
+            _service().refuse_webhook(refused)
+            return jsonify(error=str(refused), reason=refused.reason), 400
         try:
             published, errors = _service().webhook(payload)
         except AlertError as exc:

@@ -212,6 +212,11 @@ class AlerterService:
             detail["redis_refused"] = self.subscriber.refused
         return self._started, detail
 
+    def refuse_webhook(self, exc: alerts.AlertError) -> None:
+        """Count and log a webhook body refused whole (the answer is a 400 naming `exc.reason`)."""
+        self.counters["rejected"].labels("webhook", exc.reason).inc()
+        self._warn.warning(f"webhook:{exc.reason}", "webhook rejected reason=%s detail=%s", exc.reason, exc)
+
     def webhook(self, payload: object) -> tuple[int, list[str]]:
         """Publish the good alerts of an Alertmanager webhook payload; (published, errors of the skipped ones).
 
@@ -220,8 +225,7 @@ class AlerterService:
         try:
             messages, rejected = alerts.from_webhook(payload)
         except alerts.AlertError as exc:
-            self.counters["rejected"].labels("webhook", exc.reason).inc()
-            self._warn.warning(f"webhook:{exc.reason}", "webhook rejected reason=%s detail=%s", exc.reason, exc)
+            self.refuse_webhook(exc)
             raise
         self.counters["received"].labels("webhook").inc()
         now = time.time()

@@ -141,7 +141,8 @@ class TcpListener:
                 lines = [line for line in lines if line]
                 if lines:
                     if self.accept_batch(lines, "tcp"):
-                        reason = "invalid"
+                        # Named by the fault, whether or not the long line had its newline yet.
+                        reason = "too_long" if any(len(line) > MAX_BYTES for line in lines) else "invalid"
                         return
                     state.proven = True
                 if len(buffer) > MAX_BYTES:
