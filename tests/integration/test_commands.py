@@ -186,7 +186,18 @@ def test_up_runs_the_pipeline_and_stops_every_process(up, tmp_path, signum):
     assert [rule["alert"] for rule in rules] == ["NumcastValueHigh", "NumcastStreamSilent"], "the built-in rules"
     for port in (running.worker, running.worker + 1):
         eventually(lambda port=port: running.history(port))
+    credentials = tmp_path / "data" / "credentials.env"
+    assert f"credentials                {credentials}" in text, "the banner says where the run's secrets are"
+    assert credentials.stat().st_mode & 0o777 == 0o600, "readable by the user only"
+    sourced = subprocess.run(
+        ["bash", "-c", f". {credentials} && echo $CONTROL_TOKEN $REDIS_PORT $REDIS_VIEWER_PASSWORD $PUSH_TOKEN"],
+        capture_output=True,
+        text=True,
+        timeout=10,
+    )
+    assert sourced.stdout.split()[:3] == [token, viewer.group(3), viewer.group(1)], sourced
     assert running.stop(signum) == 0
+    assert not credentials.exists(), "its tokens and passwords died with the run"
     assert not [pid for pid in children if alive(pid)], "no process left behind"
     assert "stopped the embedded Redis" in running.output()
     sink = (tmp_path / "data" / "machine-1.jsonl").read_bytes().splitlines()

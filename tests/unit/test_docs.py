@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 
 import pytest
+import yaml
 from examples import FENCE, PAGES, ROOT, blocks, fences, local, matches, parse
 
 from numcast_alerter.settings import AlerterSettings
@@ -118,6 +119,9 @@ def test_every_fence_names_its_language_and_commands_are_console_blocks():
     for page in PAGES:
         for line, language, _, _ in fences(page.read_text()):
             assert language in LANGUAGES, f"{page.relative_to(ROOT)}:{line}: fence ```{language}: one of {LANGUAGES}"
+        marks = [line for line in page.read_text().splitlines() if line.startswith("```")]
+        assert all(re.fullmatch(r"```\w*", mark) for mark in marks), f"{page.relative_to(ROOT)}: text after a fence"
+        assert len(marks) % 2 == 0, f"{page.relative_to(ROOT)}: a fence is never closed"
 
 
 def test_every_console_block_is_commands_and_their_output():
@@ -151,6 +155,15 @@ def test_a_console_block_must_start_with_a_command():
 )
 def test_an_output_matches_only_what_the_page_shows(expected, output, same):
     assert matches(expected, output) is same
+
+
+def test_the_common_configmap_is_listed_key_by_key():
+    """kubernetes.md's row for 06-configmap.yaml names every key the ConfigMap sets, and no other."""
+    data = yaml.safe_load((ROOT / "infra" / "k8s" / "06-configmap.yaml").read_text())["data"]
+    (row,) = [
+        line for line in (ROOT / "docs" / "kubernetes.md").read_text().splitlines() if "`06-configmap.yaml`" in line
+    ]
+    assert re.findall(r"`([A-Z][A-Z0-9_]+)`", row) == list(data)
 
 
 def test_the_default_ports_stand_for_the_stacks():
