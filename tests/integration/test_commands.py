@@ -171,6 +171,22 @@ def test_up_runs_the_pipeline_and_stops_every_process(up, tmp_path, signum):
     assert status == 200 and body["config"]["rate_hz"] == 5
     webhook = f"http://127.0.0.1:{running.alerter}/api/alertmanager"
     assert http("POST", webhook, {"version": "4", "alerts": []}, {"Authorization": f"Bearer {token}"})[0] == 401
+    printed = re.search(rf"curl -X POST {webhook} -H 'Authorization: Bearer ([\w-]+)' .* -d '(.+)'", text)
+    assert printed and printed.group(1) != token, "the alerter's own token, in a line of its own"
+    answer = http("POST", webhook, json.loads(printed.group(2)), {"Authorization": f"Bearer {printed.group(1)}"})
+    assert answer == (200, {"errors": [], "published": 0, "rejected": 0}), answer
+    xrange = re.search(
+        r"REDISCLI_AUTH=(\w+) (\S+) --user worker -h 127\.0\.0\.1 -p (\d+) (XRANGE numbers:log - \+ COUNT 2)", text
+    )
+    assert xrange, "the worker's XRANGE line"
+    read = subprocess.run(
+        [xrange.group(2), "--user", "worker", "-p", xrange.group(3), *xrange.group(4).split()],
+        env={**os.environ, "REDISCLI_AUTH": xrange.group(1)},
+        capture_output=True,
+        text=True,
+        timeout=10,
+    )
+    assert "envelope" in read.stdout and '"seq":1' in read.stdout, read
     tail = re.search(r"REDIS_USERNAME=viewer REDIS_PASSWORD=(\w+) REDIS_URL=(\S+) (\S+) tail", text)
     assert tail and os.access(tail.group(3), os.X_OK), "the printed tail command runs as printed"
     env = {**os.environ, "REDIS_USERNAME": "viewer", "REDIS_PASSWORD": tail.group(1), "REDIS_URL": tail.group(2)}
