@@ -21,11 +21,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = sorted([ROOT / "README.md", *(ROOT / "docs").glob("*.md"), ROOT / "bench" / "README.md"])
 OFFLINE = re.compile(r"<!-- offline: (.+?) -->\s*$")
-FENCE = re.compile(r"^```(\S*)[^\n]*\n(.*?)^```\s*$", re.DOTALL | re.MULTILINE)
+FENCE = re.compile(r"^( *)```(\S*)[^\n]*\n(.*?)^\1```[ \t]*$", re.DOTALL | re.MULTILINE)  # indented in a list too
 # The ports `numcast up` uses by default, as the docs write them: the test's stack has free ones instead.
 DEFAULT_PORTS = {"control": 8000, "machine-1": 8081, "machine-2": 8082, "alerter": 8090, "tcp-1": 9001, "tcp-2": 9002}
 PORT = re.compile(r"(?<![\w.])(8000|8081|8082|8090|9001|9002)(?![\w.])")
 UP = re.compile(r"(numcast up|tox -e up)\s*")  # shown, not run: compared with what the test's `numcast up` printed
+STYLING = re.compile(r"\x1b\[[0-9;]*m")  # SGR escapes: curl prints header names in bold on a terminal
 COMMAND_SECONDS = 15.0  # a command that has not shown its output by then fails
 STREAMING_GRACE = 0.3  # a command whose output already matches and that has not ended by then is stopped
 
@@ -56,7 +57,9 @@ def fences(text: str) -> list[tuple[int, str, str, str]]:
         line = text.count("\n", 0, match.start()) + 1
         before = text[: match.start()].rstrip("\n").rsplit("\n", 1)[-1]
         offline = OFFLINE.search(before)
-        found.append((line, match.group(1), match.group(2), offline.group(1) if offline else ""))
+        indent = len(match.group(1))
+        body = "".join(line[indent:] for line in match.group(3).splitlines(keepends=True))
+        found.append((line, match.group(2), body, offline.group(1) if offline else ""))
     return found
 
 
@@ -102,8 +105,10 @@ def pattern(expected: list[str]) -> re.Pattern:
 
 
 def normal(output: str) -> str:
-    """`output` as compared: a terminal's CR LF as LF, no trailing spaces, no trailing empty lines, one final LF."""
-    lines = [line.rstrip() for line in output.replace("\r\n", "\n").replace("\r", "\n").split("\n")]
+    """`output` as compared: text without a terminal's styling (bold, colours), its CR LF (or an HTTP header's CR
+    CR LF) as LF, no trailing spaces, no trailing empty lines, one final LF."""
+    text = re.sub(r"\r+\n", "\n", STYLING.sub("", output)).replace("\r", "\n")
+    lines = [line.rstrip() for line in text.split("\n")]
     while lines and not lines[-1]:
         lines.pop()
     return "".join(line + "\n" for line in lines)

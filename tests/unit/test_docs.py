@@ -119,7 +119,7 @@ def test_every_fence_names_its_language_and_commands_are_console_blocks():
     for page in PAGES:
         for line, language, _, _ in fences(page.read_text()):
             assert language in LANGUAGES, f"{page.relative_to(ROOT)}:{line}: fence ```{language}: one of {LANGUAGES}"
-        marks = [line for line in page.read_text().splitlines() if line.startswith("```")]
+        marks = [line.lstrip() for line in page.read_text().splitlines() if line.lstrip().startswith("```")]
         assert all(re.fullmatch(r"```\w*", mark) for mark in marks), f"{page.relative_to(ROOT)}: text after a fence"
         assert len(marks) % 2 == 0, f"{page.relative_to(ROOT)}: a fence is never closed"
 
@@ -143,6 +143,11 @@ def test_a_console_block_must_start_with_a_command():
     "expected,output,same",
     [
         (['{"config":{"rate_hz":5.0}}'], '{"config":{"rate_hz":5.0}}\r\n', True),
+        (
+            ["HTTP/1.1 401 UNAUTHORIZED", "Content-Type: x"],
+            "HTTP/1.1 401 UNAUTHORIZED\r\r\n\x1b[1mContent-Type\x1b[0m: x",
+            True,
+        ),
         (['{"config":{"rate_hz":5.0}}'], '{"config":{"rate_hz":50.0}}\n', False),  # the answer changed: it fails
         (['{"seq":…,"source":"control-…"}'], '{"seq":12,"source":"control-7f9c2a"}\n', True),
         (["a…"], "a\nb\n", False),  # … never crosses a line
