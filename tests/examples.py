@@ -26,6 +26,7 @@ FENCE = re.compile(r"^( *)```(\S*)[^\n]*\n(.*?)^\1```[ \t]*$", re.DOTALL | re.MU
 DEFAULT_PORTS = {"control": 8000, "machine-1": 8081, "machine-2": 8082, "alerter": 8090, "tcp-1": 9001, "tcp-2": 9002}
 PORT = re.compile(r"(?<![\w.])(8000|8081|8082|8090|9001|9002)(?![\w.])")
 UP = re.compile(r"(numcast up|tox -e up)\s*")  # shown, not run: compared with what the test's `numcast up` printed
+HEREDOC = re.compile(r"<<-?\s*'?(\w+)'?\s*$")  # a command ending in a here-document: `python3 - <<'EOF'`
 STYLING = re.compile(r"\x1b\[[0-9;]*m")  # SGR escapes: curl prints header names in bold on a terminal
 COMMAND_SECONDS = 15.0  # a command that has not shown its output by then fails
 STREAMING_GRACE = 0.3  # a command whose output already matches and that has not ended by then is stopped
@@ -75,6 +76,12 @@ def parse(body: str, first_line: int) -> list[Command]:
         while parts[-1].endswith("\\") and n + 1 < len(lines):
             n += 1
             parts.append(lines[n])
+        if heredoc := HEREDOC.search(parts[-1]):  # its lines, up to the word that ends it, are the command's
+            while n + 1 < len(lines) and parts[-1] != heredoc.group(1):
+                n += 1
+                parts.append(lines[n])
+            if parts[-1] != heredoc.group(1):
+                raise ValueError(f"line {first_line + start}: the here-document never ends with {heredoc.group(1)}")
         n += 1
         expected = []
         while n < len(lines) and not lines[n].startswith("$ "):

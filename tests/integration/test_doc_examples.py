@@ -20,9 +20,8 @@ def stack(tmp_path_factory):
     if shutil.which("curl") is None:
         missing("curl not found: apt-get install -y curl")
     folder = tmp_path_factory.mktemp("examples")
-    tools = folder / "bin"  # `numcast`, and `redis-cli` where a user finds it: on PATH, or the one numcast ships
+    tools = folder / "bin"  # `redis-cli` where a user finds it: on PATH, or the one numcast ships
     tools.mkdir()
-    os.symlink(os.path.join(os.path.dirname(sys.executable), "numcast"), tools / "numcast")
     if shutil.which("redis-cli") is None:
         os.symlink(redis_binary("redis-cli"), tools / "redis-cli")
     up = Up(folder, data="numcast-data")
@@ -36,7 +35,9 @@ def stack(tmp_path_factory):
         banner = text[text.index("numcast is up:") : text.index("Ctrl-C stops everything.") + 25]
         ports = {"control": up.control, "machine-1": up.worker, "machine-2": up.worker + 1, "alerter": up.alerter}
         ports |= {"tcp-1": up.tcp, "tcp-2": up.tcp + 1}
-        env = {**os.environ, "PATH": f"{tools}{os.pathsep}{os.environ['PATH']}", "TERM": "dumb", "COLUMNS": "200"}
+        # `numcast` and `python3` of the environment numcast is installed in, as in an activated venv or tox env.
+        path = os.pathsep.join([os.path.dirname(sys.executable), str(tools), os.environ["PATH"]])
+        env = {**os.environ, "PATH": path, "TERM": "dumb", "COLUMNS": "200"}
         yield Stack(folder, ports, env, banner)
     finally:
         if up.process.poll() is None:

@@ -137,6 +137,10 @@ def test_a_console_block_must_start_with_a_command():
     (first, second) = parse("$ curl -s localhost:8000/api/x \\\n  -d '{}'\n{\"a\": 1}\n$ true\n", 10)
     assert (first.line, first.text, first.expected) == (10, "curl -s localhost:8000/api/x \\\n  -d '{}'", ['{"a": 1}'])
     assert (second.line, second.text, second.expected) == (13, "true", [])
+    (script,) = parse("$ python3 - <<'EOF'\nprint(1)\n$ not a command\nEOF\n1\n", 1)
+    assert (script.text, script.expected) == ("python3 - <<'EOF'\nprint(1)\n$ not a command\nEOF", ["1"])
+    with pytest.raises(ValueError, match="never ends with EOF"):
+        parse("$ python3 - <<EOF\nprint(1)\n", 1)
 
 
 @pytest.mark.parametrize(
