@@ -10,6 +10,7 @@ Redis restarts empty, the log restarts with it, and what it lost shows up as seq
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 
 import redis
@@ -19,54 +20,8 @@ from numcast.envelope import EnvelopeError, decode
 FIELD = "envelope"
 MAX_RUNS_WALKED = 100  # runs (control-plane restarts) looked through for a source a reader knows
 
-# One atomic step per batch: the PUBLISH of each envelope and its XADD, with no round trip of their own.
-# KEYS[1]: the log. ARGV: channel, MAXLEN, the run's source, the run's start (Unix ms), lines per message (N > 0:
-# the batch's envelopes go out N to a message, one per line, as on the push channel; 0: one message each), then
-# the envelopes. A seq at or below the newest entry of this run was published and logged already (a batch sent again
-# after a lost reply, or after a reconnect): it is skipped. Nothing else is: a log that cannot be written never
-# stops the PUBLISH.
-PUBLISH_SCRIPT = """
-local log, channel, maxlen, source = KEYS[1], ARGV[1], ARGV[2], ARGV[3]
-local run, last = tonumber(ARGV[4]), -1
-local per_message, lines = tonumber(ARGV[5]), {}
-local newest = redis.pcall('XREVRANGE', log, '+', '-', 'COUNT', 1)
-local usable = not newest.err
-if usable and newest[1] then
-  local ms, seq = string.match(newest[1][1], '^(%d+)-(%d+)$')
-  if string.match(newest[1][2][2] or '', '"source":%s*"([^"]*)"') == source then
-    run, last = tonumber(ms), tonumber(seq)
-  elseif tonumber(ms) >= run then
-    run = tonumber(ms) + 1
-  end
-end
-local function send(envelope)
-  if per_message == 0 then
-    redis.call('PUBLISH', channel, envelope)
-    return
-  end
-  lines[#lines + 1] = envelope
-  if #lines == per_message then
-    redis.call('PUBLISH', channel, table.concat(lines, '\\n'))
-    lines = {}
-  end
-end
-local failed = 0
-for i = 6, #ARGV do
-  local envelope = ARGV[i]
-  local seq = string.match(envelope, '"seq":%s*(%d+)')
-  if not usable or not seq then
-    send(envelope)
-    failed = failed + 1
-  elseif tonumber(seq) > last then
-    send(envelope)
-    local id = string.format('%d-%s', run, seq)
-    local added = redis.pcall('XADD', log, 'MAXLEN', '~', maxlen, id, 'envelope', envelope)
-    if added.err then failed = failed + 1 else last = tonumber(seq) end
-  end
-end
-if #lines > 0 then redis.call('PUBLISH', channel, table.concat(lines, '\\n')) end
-return failed
-"""
+MAX_ATTEMPTS = 5  # transactions a batch tries while another writer keeps changing the log under it
+SEQ = re.compile(r'"seq":\s*(\d+)')  # the envelope's seq, read without decoding it
 
 
 def key(channel: str) -> str:
@@ -75,7 +30,14 @@ def key(channel: str) -> str:
 
 
 class Writer:
-    """Publishes batches of envelopes with their log entries (EVALSHA, loading the script when Redis lacks it)."""
+    """Publishes batches of envelopes with their log entries: PUBLISH and XADD in one MULTI/EXEC.
+
+    The log's newest entry is read under WATCH, so the transaction runs only if nothing wrote the log in between
+    (else it is tried again). A seq at or below the newest entry of this run was published and logged already (a
+    batch sent again after a lost reply, or after a reconnect): it is skipped. Nothing else is: a log that cannot
+    be written (not a stream, Redis out of memory) never stops the PUBLISH; the lines are counted as not logged.
+    No scripting: a Redis user that may run Lua may hang Redis (docs/security.md).
+    """
 
     def __init__(
         self, conn: redis.Redis, channel: str, maxlen: int, source: str, run: int, per_message: int = 0
@@ -84,12 +46,60 @@ class Writer:
         self.conn, self.channel, self.maxlen, self.source, self.run = conn, channel, maxlen, source, run
         self.per_message = per_message
         self.key = key(channel)
-        self._script = conn.register_script(PUBLISH_SCRIPT)
 
     def publish(self, lines: list[str]) -> int:
         """PUBLISH and log the lines of one run the log lacks, atomically; return how many could not be logged."""
-        args = [self.channel, self.maxlen, self.source, self.run, self.per_message, *lines]
-        return self._script(keys=[self.key], args=args)
+        with self.conn.pipeline(transaction=True) as pipe:
+            for _ in range(MAX_ATTEMPTS):
+                try:
+                    return self._attempt(pipe, lines)
+                except redis.WatchError:
+                    continue  # another writer logged in between: read the newest entry again
+                except redis.ResponseError:  # refused as a whole (EXECABORT: out of memory): publish only
+                    break
+        return self._publish_only(lines)
+
+    def _attempt(self, pipe, lines: list[str]) -> int:
+        pipe.watch(self.key)
+        run, last, usable = self.run, -1, True
+        try:
+            newest = pipe.xrevrange(self.key, "+", "-", count=1)
+        except redis.ResponseError:  # not a stream: publish, log nothing
+            newest, usable = [], False
+        if newest:
+            ms, _, seq = newest[0][0].decode().partition("-")
+            if _source(_envelope(newest[0])) == self.source:
+                run, last = int(ms), int(seq)
+            elif int(ms) >= run:
+                run = int(ms) + 1
+        pipe.multi()
+        sent, logged = [], 0
+        for line in lines:
+            found = SEQ.search(line.decode() if isinstance(line, bytes) else line)
+            if not usable or found is None:
+                sent.append(line)
+            elif int(found.group(1)) > last:
+                sent.append(line)
+                last = int(found.group(1))
+                pipe.xadd(self.key, {FIELD: line}, id=f"{run}-{last}", maxlen=self.maxlen, approximate=True)
+                logged += 1
+        for message in self._messages(sent):
+            pipe.publish(self.channel, message)
+        results = pipe.execute(raise_on_error=False)
+        refused = sum(isinstance(result, redis.ResponseError) for result in results[:logged])
+        return len(sent) - logged + refused
+
+    def _publish_only(self, lines: list[str]) -> int:
+        pipe = self.conn.pipeline(transaction=False)
+        for message in self._messages(lines):
+            pipe.publish(self.channel, message)
+        pipe.execute()
+        return len(lines)
+
+    def _messages(self, lines: list[str]) -> list[str]:
+        if not self.per_message:
+            return lines
+        return ["\n".join(lines[i : i + self.per_message]) for i in range(0, len(lines), self.per_message)]
 
 
 def _envelope(entry) -> bytes:

@@ -26,7 +26,7 @@ from k8s_support import (
 from needs import missing
 from test_k8s_tokens import mounted_secret
 
-from numcast import redis_acl
+from numcast import redis_acl, redis_limits
 from numcast.local import Redis
 
 pytestmark = pytest.mark.k8s
@@ -81,12 +81,20 @@ def test_the_default_user_is_off_and_redis_loads_the_acl_secret():
     assert mounted_file(redis, acl_path) == acl_text()
 
 
-def test_redis_s_probe_runs_as_the_probe_user():
+def test_redis_s_probes_ping_as_the_probe_user():
     redis = redis_container()
-    assert "--user probe ping" in " ".join(redis.spec["readinessProbe"]["exec"]["command"])
+    for probe in ("readinessProbe", "livenessProbe"):  # a hung Redis still accepts TCP: liveness PINGs too
+        assert "redis-cli --user probe ping | grep -q PONG" in " ".join(redis.spec[probe]["exec"]["command"])
     env = {var["name"]: var for var in redis.spec["env"]}
     assert env["REDISCLI_AUTH"]["valueFrom"]["secretKeyRef"] == {"name": "redis-probe", "key": "password"}
     assert redis_acl.BY_NAME["probe"].commands == ("ping",), "the probe may only PING"
+
+
+def test_redis_runs_with_the_memory_bounds_of_numcast_redis_limits():
+    args = redis_container().spec["args"]
+    bounds = redis_limits.arguments(7)
+    start = args.index(bounds[0])
+    assert args[start : start + len(bounds)] == bounds, "numcast.redis_limits and 10-redis.yaml disagree"
 
 
 def secrets_referenced(container) -> set[str]:
