@@ -21,7 +21,16 @@ FIELD = "envelope"
 MAX_RUNS_WALKED = 100  # runs (control-plane restarts) looked through for a source a reader knows
 
 MAX_ATTEMPTS = 5  # transactions a batch tries while another writer keeps changing the log under it
-SEQ = re.compile(r'"seq":\s*(\d+)')  # the envelope's seq, read without decoding it
+SEQ = re.compile(rb'"seq":\s*(\d+)')  # the envelope's seq, read without decoding it
+
+
+def _bulks(*parts: bytes) -> bytes:
+    return b"".join(b"$%d\r\n%s\r\n" % (len(part), part) for part in parts)
+
+
+def _command(*parts: bytes) -> bytes:
+    """One command in the Redis protocol."""
+    return b"*%d\r\n" % len(parts) + _bulks(*parts)
 
 
 def key(channel: str) -> str:
@@ -46,48 +55,79 @@ class Writer:
         self.conn, self.channel, self.maxlen, self.source, self.run = conn, channel, maxlen, source, run
         self.per_message = per_message
         self.key = key(channel)
+        self._key = self.key.encode()
+        # The fixed start of each XADD (8 parts: then its id, FIELD and the envelope) and PUBLISH (3: the message).
+        self._xadd = b"*8\r\n" + _bulks(b"XADD", self._key, b"MAXLEN", b"~", str(maxlen).encode())
+        self._publish = b"*3\r\n" + _bulks(b"PUBLISH", channel.encode())
+        self._field = _bulks(FIELD.encode())
 
     def publish(self, lines: list[str]) -> int:
         """PUBLISH and log the lines of one run the log lacks, atomically; return how many could not be logged."""
-        with self.conn.pipeline(transaction=True) as pipe:
+        encoded = [line if isinstance(line, bytes) else line.encode() for line in lines]
+        pool = self.conn.connection_pool
+        connection = pool.get_connection()
+        try:
             for _ in range(MAX_ATTEMPTS):
-                try:
-                    return self._attempt(pipe, lines)
-                except redis.WatchError:
-                    continue  # another writer logged in between: read the newest entry again
-                except redis.ResponseError:  # refused as a whole (EXECABORT: out of memory): publish only
-                    break
+                failed = self._attempt(connection, encoded)
+                if failed is not None:
+                    return failed
+        except redis.ResponseError:  # refused as a whole (EXECABORT: out of memory): publish only
+            pass
+        except BaseException:
+            connection.disconnect()  # a reply may be left unread on it
+            raise
+        finally:
+            pool.release(connection)
         return self._publish_only(lines)
 
-    def _attempt(self, pipe, lines: list[str]) -> int:
-        pipe.watch(self.key)
-        run, last, usable = self.run, -1, True
+    def _attempt(self, connection, lines: list[bytes]) -> int | None:
+        """One WATCH, read, MULTI ... EXEC; None when another writer changed the log in between."""
+        newest_entry = _command(b"XREVRANGE", self._key, b"+", b"-", b"COUNT", b"1")
+        connection.send_packed_command([_command(b"WATCH", self._key) + newest_entry])
+        connection.read_response()
+        run, last = self.run, -1
         try:
-            newest = pipe.xrevrange(self.key, "+", "-", count=1)
+            newest = connection.read_response()
         except redis.ResponseError:  # not a stream: publish, log nothing
-            newest, usable = [], False
+            newest = None
         if newest:
-            ms, _, seq = newest[0][0].decode().partition("-")
-            if _source(_envelope(newest[0])) == self.source:
+            entry_id, fields = newest[0]
+            ms, _, seq = entry_id.decode().partition("-")
+            if _source(fields[1] if fields[:1] == [FIELD.encode()] else b"") == self.source:
                 run, last = int(ms), int(seq)
             elif int(ms) >= run:
                 run = int(ms) + 1
-        pipe.multi()
-        sent, logged = [], 0
+        # Packed by hand: redis-py's command building costs more than Redis's work here (bench/replay.py cost).
+        out, sent, logged = [b"*1\r\n$5\r\nMULTI\r\n"], [], 0
         for line in lines:
-            found = SEQ.search(line.decode() if isinstance(line, bytes) else line)
-            if not usable or found is None:
+            found = SEQ.search(line)
+            if newest is None or found is None:
                 sent.append(line)
             elif int(found.group(1)) > last:
                 sent.append(line)
                 last = int(found.group(1))
-                pipe.xadd(self.key, {FIELD: line}, id=f"{run}-{last}", maxlen=self.maxlen, approximate=True)
+                entry = b"%d-%d" % (run, last)
+                out.append(
+                    b"%s$%d\r\n%s\r\n%s$%d\r\n%s\r\n" % (self._xadd, len(entry), entry, self._field, len(line), line)
+                )
                 logged += 1
         for message in self._messages(sent):
-            pipe.publish(self.channel, message)
-        results = pipe.execute(raise_on_error=False)
-        refused = sum(isinstance(result, redis.ResponseError) for result in results[:logged])
-        return len(sent) - logged + refused
+            out.append(b"%s$%d\r\n%s\r\n" % (self._publish, len(message), message))
+        out.append(b"*1\r\n$4\r\nEXEC\r\n")
+        connection.send_packed_command([b"".join(out)])
+        refused = None
+        for _ in range(len(out) - 1):  # +OK, then +QUEUED (or why not) for each command
+            try:
+                connection.read_response()
+            except redis.ResponseError as exc:
+                refused = refused or exc
+        try:
+            results = connection.read_response()
+        except redis.exceptions.ExecAbortError:
+            raise refused or redis.ResponseError("EXECABORT") from None
+        if results is None:
+            return None  # WATCH: the log changed
+        return len(sent) - logged + sum(isinstance(result, redis.ResponseError) for result in results[:logged])
 
     def _publish_only(self, lines: list[str]) -> int:
         pipe = self.conn.pipeline(transaction=False)
@@ -96,10 +136,11 @@ class Writer:
         pipe.execute()
         return len(lines)
 
-    def _messages(self, lines: list[str]) -> list[str]:
+    def _messages(self, lines: list) -> list:
         if not self.per_message:
             return lines
-        return ["\n".join(lines[i : i + self.per_message]) for i in range(0, len(lines), self.per_message)]
+        join = b"\n".join if lines and isinstance(lines[0], bytes) else "\n".join
+        return [join(lines[i : i + self.per_message]) for i in range(0, len(lines), self.per_message)]
 
 
 def _envelope(entry) -> bytes:
