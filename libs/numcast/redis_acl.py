@@ -76,7 +76,7 @@ ALERTER_COMMANDS = (
 # WATCH + XREVRANGE, then MULTI, XADD, PUBLISH, EXEC (numcast.replay_log.Writer); SCAN, STRLEN, PTTL, GETRANGE
 # (numcast.presence.workers); GET and HGETALL of the alerter's state.
 CONTROL_COMMANDS = (
-    "ping", "select", "watch", "unwatch", "multi", "exec", "discard", "xrevrange", "xadd", "publish", "scan",
+    "ping", "select", "watch", "multi", "exec", "xrevrange", "xadd", "publish", "scan",
     "strlen", "pttl", "getrange", "get", "hgetall",
 )  # fmt: skip
 
