@@ -20,7 +20,7 @@ from numcast.envelope import EnvelopeError, decode
 FIELD = "envelope"
 MAX_RUNS_WALKED = 100  # runs (control-plane restarts) looked through for a source a reader knows
 
-MAX_ATTEMPTS = 5  # transactions a batch tries while another writer keeps changing the log under it
+MAX_ATTEMPTS = 20  # transactions a batch tries while another writer keeps changing the log under it
 SEQ = re.compile(rb'"seq":\s*(\d+)')  # the envelope's seq, read without decoding it
 
 
