@@ -71,8 +71,8 @@ class Writer:
                 failed = self._attempt(connection, encoded)
                 if failed is not None:
                     return failed
-        except redis.ResponseError:  # refused as a whole (EXECABORT: out of memory): publish only
-            pass
+        except redis.ResponseError:  # refused as a whole (EXECABORT: out of memory; an ACL without WATCH)
+            connection.disconnect()  # no WATCH or MULTI state left on it
         except BaseException:
             connection.disconnect()  # a reply may be left unread on it
             raise
@@ -84,12 +84,14 @@ class Writer:
         """One WATCH, read, MULTI ... EXEC; None when another writer changed the log in between."""
         newest_entry = _command(b"XREVRANGE", self._key, b"+", b"-", b"COUNT", b"1")
         connection.send_packed_command([_command(b"WATCH", self._key) + newest_entry])
-        connection.read_response()
-        run, last = self.run, -1
         try:
-            newest = connection.read_response()
-        except redis.ResponseError:  # not a stream: publish, log nothing
-            newest = None
+            connection.read_response()
+        finally:
+            try:
+                newest = connection.read_response()  # read even after a refused WATCH: no reply is left behind
+            except redis.ResponseError:  # not a stream: publish, log nothing
+                newest = None
+        run, last = self.run, -1
         if newest:
             entry_id, fields = newest[0]
             ms, _, seq = entry_id.decode().partition("-")
