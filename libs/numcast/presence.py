@@ -67,7 +67,7 @@ def workers(conn: redis.Redis, channel: str, rejected: Callable[[str, bytes], No
             continue
         try:
             info = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):  # 4 KiB of `[` is deep enough for the latter
             info = None
         if isinstance(info, dict) and isinstance(info.get("name"), str):
             found.append(info)

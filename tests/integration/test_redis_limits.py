@@ -94,17 +94,18 @@ def test_an_oversized_presence_key_does_not_break_the_control_page(server, modul
     worker.execute_command("SETEX", presence.key("numbers", "big2", "h"), 5, "y" * 600_000)
     worker.execute_command("SETEX", presence.key("numbers", "forever", "h"), 10**8, '{"name": "forever"}')
     worker.execute_command("SETEX", presence.key("numbers", "odd", "h"), 5, "[1, 2")
+    worker.execute_command("SETEX", presence.key("numbers", "deep", "h"), 5, "[" * 3000)
     presence.announce(worker, "numbers", {"name": "machine-1", "host": "h"})
     control = module_services("control", server.url, wait="/readyz", RATE_HZ="1", **user_env(server, "control"))
     # An MGET of both big keys is a reply past the control user's own output buffer limit: Redis would cut it off.
     names = eventually(lambda: [w["name"] for w in control.json("/api/workers")["workers"]])
     assert names == ["machine-1"]
-    for reason, count in (("too_large", 2), ("expiry", 1), ("not_json", 1)):
+    for reason, count in (("too_large", 2), ("expiry", 1), ("not_json", 2)):
         assert control.metric("numcast_presence_rejected_total", f'reason="{reason}"') >= count, reason
     assert "presence key skipped reason=too_large key=b'numcast:presence:numbers:big" in control.logs()
     presence.withdraw(worker, "numbers", {"name": "machine-1", "host": "h"})
     assert control.json("/api/workers")["workers"] == [], "withdrawn at once, without DEL"
-    for name in ("big", "big2", "forever", "odd"):
+    for name in ("big", "big2", "forever", "odd", "deep"):
         worker.execute_command("SETEX", presence.key("numbers", name, "h"), 1, presence.WITHDRAWN)
 
 
