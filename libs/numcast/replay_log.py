@@ -10,7 +10,9 @@ Redis restarts empty, the log restarts with it, and what it lost shows up as seq
 
 from __future__ import annotations
 
+import random
 import re
+import time
 from collections.abc import Callable, Iterator
 
 import redis
@@ -67,10 +69,11 @@ class Writer:
         pool = self.conn.connection_pool
         connection = pool.get_connection()
         try:
-            for _ in range(MAX_ATTEMPTS):
+            for attempt in range(MAX_ATTEMPTS):
                 failed = self._attempt(connection, encoded)
                 if failed is not None:
                     return failed
+                time.sleep(random.uniform(0, 0.001) * (attempt + 1))  # out of step with the other writer
         except redis.ResponseError:  # refused as a whole (EXECABORT: out of memory; an ACL without WATCH)
             connection.disconnect()  # no WATCH or MULTI state left on it
         except BaseException:
