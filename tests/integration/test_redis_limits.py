@@ -127,7 +127,10 @@ def test_a_worker_may_neither_delete_another_s_key_nor_write_one_that_never_expi
     assert 0 < as_role(server, "control").pttl(theirs) <= presence.TTL_SECONDS * 1000
 
 
-def test_a_full_redis_refuses_the_log_but_never_the_publish():
+def test_a_full_redis_refuses_the_log_but_never_the_publish(caplog):
+    from numcast.metrics import Metrics
+    from numcast_control.outputs import RedisOutput
+
     start = servers(SYSTEM_REDIS)
     full = next(start)(limits={"maxmemory": "100kb"})  # below what an idle Redis uses: every write is refused
     try:
@@ -135,8 +138,20 @@ def test_a_full_redis_refuses_the_log_but_never_the_publish():
         subscribed(pubsub, "numbers")
         writer = replay_log.Writer(as_role(full, "control"), "numbers", 1000, "test-1", 1000)
         assert writer.publish([envelope(1), envelope(2)]) == 2, "both counted as not logged"
-        got = [eventually(lambda: pubsub.get_message(timeout=0.5)) for _ in range(2)]
-        assert [json.loads(m["data"])["seq"] for m in got] == [1, 2], "both published"
+        # The control-plane's output, as it runs: counts, logs, and goes on publishing.
+        metrics = Metrics()
+        counters = {
+            name: metrics.counter(name, "", ("path",)) for name in ("published", "errors", "dropped", "reconnects")
+        }
+        counters["log_errors"] = metrics.counter("log_errors", "")
+        log = {"maxlen": 1000, "source": "test-1", "run": 1000}
+        output = RedisOutput(full.endpoint("control"), "numbers", 100, counters, log)
+        output.send([envelope(3)])
+        output.send([envelope(4)])
+        got = [eventually(lambda: pubsub.get_message(timeout=0.5)) for _ in range(4)]
+        assert [json.loads(m["data"])["seq"] for m in got] == [1, 2, 3, 4], "all published"
         assert as_role(full, "worker").xrange("numbers:log") == []
+        assert metrics.registry.get_sample_value("numcast_log_errors_total") == 2
+        assert "envelopes published but not logged key=numbers:log count=1" in caplog.text
     finally:
         next(start, None)
