@@ -68,6 +68,11 @@ class Role:
         return rules
 
 
+# WATCH ... MULTI ... EXEC: the generator lease is renewed only while it is this replica's (numcast_control.lease).
+CONTROL_COMMANDS = (
+    "ping", "select", "evalsha", "script|load", "xrevrange", "xadd", "publish", "scan", "mget", "get", "hgetall",
+    "set", "del", "watch", "unwatch", "multi", "exec", "discard",
+)  # fmt: skip
 # MULTI ... EXEC: each change is PUBLISHed and applied to the hash in one transaction (numcast_alerter.broadcast).
 ALERTER_COMMANDS = (
     "ping", "select", "subscribe", "unsubscribe", "publish", "multi", "exec", "discard", "hgetall", "hset", "hdel",
@@ -87,26 +92,7 @@ ROLES = (
         "PUBLISH); take and renew the generator lease; read the workers' presence and the alerter's state for the "
         "control page",
         # EVALSHA runs the script's commands under this user's ACL: XREVRANGE, XADD and PUBLISH are granted too.
-        (
-            "ping",
-            "select",
-            "evalsha",
-            "script|load",
-            "xrevrange",
-            "xadd",
-            "publish",
-            "scan",
-            "mget",
-            "get",
-            "hgetall",
-            "set",
-            "del",
-            "watch",
-            "unwatch",
-            "multi",
-            "exec",
-            "discard",
-        ),  # fmt: skip
+        CONTROL_COMMANDS,
         reads=("{presence}", "{alerts_key}", "{rules_key}"),
         writes=("{log}", "{push_log}", "{lease}"),
         publishes=("{channel}", "{push_channel}"),
