@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import random
+import re
 import urllib.parse
 
 import redis
@@ -195,6 +196,12 @@ def reachable(target: Endpoint | str, timeout: float = 0.5) -> bool:
 
 def describe(exc: BaseException) -> str:
     """An exception as `Type: message`, for one-line logs."""
+    if isinstance(exc, redis.sentinel.MasterNotFoundError):
+        # redis-py lists each Sentinel's client in full: the reasons alone, with the Sentinel's port.
+        found, _, errors = str(exc).partition(" : ")
+        reasons = re.findall(r"port=(\d+).*? - ([^,]+)", errors)
+        detail = ", ".join(f":{port} {reason.strip()}" for port, reason in reasons)
+        return f"{type(exc).__name__}: {found}" + (f" (Sentinels: {detail})" if detail else "")
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 

@@ -94,7 +94,7 @@ class SentinelGroup:
     @property
     def sentinel_password_file(self) -> str:
         """The file holding the Sentinels' own password (REDIS_SENTINEL_PASSWORD_FILE)."""
-        return os.path.join(self.dir, "sentinel.password")
+        return os.path.join(self.dir, "sentinels-own.password")
 
     def password_file(self, role: str) -> str:
         """The file holding `role`'s password on every node."""
