@@ -110,6 +110,9 @@ def main() -> int:
         for kill in range(1, args.kills + 1):
             time.sleep(args.between)
             node = group.primary()
+            if group.role(node) != "master":
+                print(f"kill {kill}: the Sentinels name :{node.port}, which is no primary", flush=True)
+                return 1
             killed_at = time.time()
             node.process.send_signal(signal.SIGKILL)
             node.process.wait()
@@ -129,7 +132,10 @@ def main() -> int:
             print(f"kill {kill}: flowing again {rounds[-1][0]:.2f}s after the kill (Sentinel: {rounds[-1][1]:.2f}s)")
             group.bring_back(node)
             deadline = time.monotonic() + 30
-            while not group.agreed() and time.monotonic() < deadline:
+            while not group.agreed():
+                if time.monotonic() > deadline:
+                    print(f"kill {kill}: the Sentinels did not settle within 30 s", flush=True)
+                    return 1
                 time.sleep(0.1)
         patch(control.url + "/api/config", {"paused": True})
         time.sleep(0.5)

@@ -165,21 +165,34 @@ class SentinelGroup:
         return len(primaries) == 1
 
     def primary(self) -> Redis:
-        """The node the Sentinels name as the primary now."""
+        """The node most Sentinels name as the primary now (one that has not heard of a failover yet is outvoted)."""
+        votes: dict[int, int] = {}
         for sentinel in self.sentinels:
             try:
                 _, port = sentinel.client().sentinel_get_master_addr_by_name(self.master)
             except (redis.ConnectionError, redis.TimeoutError, TypeError):
                 continue
-            return next(node for node in self.nodes if node.port == int(port))
-        raise RuntimeError("no Sentinel answers")
+            votes[int(port)] = votes.get(int(port), 0) + 1
+        if not votes:
+            raise RuntimeError("no Sentinel answers")
+        port = max(votes, key=votes.__getitem__)
+        return next(node for node in self.nodes if node.port == port)
+
+    def role(self, node: Redis) -> str:
+        """What `node` says it is: `master`, `slave`, or empty when it does not answer."""
+        try:
+            return _admin(node).role()[0].decode()
+        except (redis.ConnectionError, redis.TimeoutError):
+            return ""
 
     def bring_back(self, node: Redis, timeout: float = 20.0) -> None:
         """Start a killed node again, empty, as a replica of the primary now; wait until it is in sync."""
+        deadline = time.monotonic() + timeout
+        self._wait(lambda: self.primary() is not node, deadline, "the Sentinels to name another primary")
         primary = self.primary()
         node.args = (*node.args[:4], "--replicaof", "127.0.0.1", str(primary.port))
         node.start()
-        self._wait(lambda: self._synced(node), time.monotonic() + timeout, f"node :{node.port} in sync")
+        self._wait(lambda: self._synced(node), deadline, f"node :{node.port} in sync")
 
     def _synced(self, node: Redis) -> bool:
         try:

@@ -12,6 +12,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+import redis
 from conftest import Browser, envelope, eventually, pause
 
 from numcast import alerts
@@ -93,6 +94,35 @@ def test_a_primary_killed_mid_stream_loses_nothing(group, settled, services, mir
     assert file_seqs(worker, source) == list(range(1, last + 1)), "the file: every value once, in order"
     assert [v["seq"] for v in browser.values if v["source"] == source] == list(range(1, last + 1)), "the socket too"
     browser.close()
+
+
+def test_a_new_primary_that_missed_the_last_envelopes_gets_them_again(group, settled, services):
+    control = ha_services(services, group, "control", "control", RATE_HZ=RATE)
+    source = control.json("/api/status")["source"]
+    reader = client(group.endpoint("worker"))
+    eventually(lambda: control.json("/api/status")["seq"] > 50, message="values flow")
+    old = group.primary()
+    replicas = [node for node in group.nodes if node is not old]
+    for node in replicas:  # replication stalls, then breaks: the primary acknowledges what no replica has
+        node.process.send_signal(signal.SIGSTOP)
+    try:
+        admin = redis.Redis(port=old.port, username="sentinel", password=group.passwords["sentinel"])
+        assert admin.client_kill_filter(_type="replica") == len(replicas)
+        admin.close()
+        at_stop = control.json("/api/status")["seq"]
+        eventually(lambda: control.json("/api/status")["seq"] > at_stop + 60, message="60 values only the primary has")
+        kill_primary(group, settled)
+    finally:
+        for node in replicas:
+            node.process.send_signal(signal.SIGCONT)
+    eventually(lambda: group.primary() is not old, timeout=10, message="the Sentinels promote a replica")
+    at_kill = control.json("/api/status")["seq"]
+    eventually(lambda: control.json("/api/status")["outputs"][0]["sent"] > at_kill + 100, timeout=10)
+    last = pause(control)
+    entries = reader.xrange("numbers:log", "-", "+")
+    seqs = [env["seq"] for env in (json.loads(fields[b"envelope"]) for _, fields in entries) if env["source"] == source]
+    assert seqs == list(range(1, last + 1)), "the new primary's log: every seq once, in order, the lost tail too"
+    reader.close()
 
 
 def test_a_partitioned_primary_is_replaced_and_rejoins_as_a_replica(group, settled, services):
