@@ -335,6 +335,11 @@ def _failover_lines(stack: Stack, cli: str) -> list[str]:
         f"  {'sentinels':<26} {sentinels}, watching `{group.master}` (down after {group.down_after_ms} ms)",
         f"  {'sink files':<26} {os.path.abspath(stack.data_dir)}",
         "",
+        "Watch the channel through the Sentinels, as the Redis user `viewer` (it follows a failover too):",
+        "  "
+        + " ".join(f"{k}={shlex.quote(v)}" for k, v in group.env("viewer").items() if k != "REDIS_MASTER_NAME")
+        + f" {_here('numcast')} tail",
+        "",
         "Watch a failover (docs/operations.md, Redis with Sentinel):",
         f"  kill -9 {primary.process.pid}    # the primary, now; then ask a Sentinel for the new one (a few seconds):",
         f"  {ask} sentinel get-master-addr-by-name {group.master}",
