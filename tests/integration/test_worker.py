@@ -32,7 +32,8 @@ def history(worker, limit=None):
 
 
 def test_values_reach_history_sink_and_metrics(redis_server, worker):
-    publish(redis_server, *(envelope(n, value=n * 1.5) for n in range(1, 6)))
+    publish(redis_server, '{ "source": "test-1", "ts": 1764150000.5, "value": 1.5e0, "seq": 1 }')
+    publish(redis_server, *(envelope(n, value=n * 1.5) for n in range(2, 6)))
     eventually(lambda: len(history(worker)) == 5, message="5 values in history")
     assert [(e["seq"], e["value"]) for e in history(worker)] == [(n, n * 1.5) for n in range(1, 6)]
     assert [e["seq"] for e in history(worker, limit=2)] == [4, 5]
@@ -42,6 +43,7 @@ def test_values_reach_history_sink_and_metrics(redis_server, worker):
     with open(worker.env["SINK_FILE"]) as sink:
         lines = sink.read().splitlines()
     assert [json.loads(line)["seq"] for line in lines] == [1, 2, 3, 4, 5]
+    assert lines[0] == '{"seq":1,"value":1.5,"ts":1764150000.5,"source":"test-1"}', "the canonical encoding"
 
 
 BAD_MESSAGES = [
@@ -54,6 +56,7 @@ BAD_MESSAGES = [
     ('{"seq": 1, "value": 1, "ts": 1, "source": "<script>alert(1)</script>"}', "bad_source"),
     ("x" * 1_000_000, "too_large"),
     (b"\x00\xff\xfe binary", "not_utf8"),
+    ('{"seq": 9, "value": 1.0, "ts": 1, "source": "dup", "value": 99999}', "duplicate_key"),
 ]
 
 

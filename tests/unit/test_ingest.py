@@ -75,6 +75,16 @@ def test_a_restart_remembers_the_file_without_writing_it_again(tmp_path):
     assert ingest.stats.duplicates == 1 and ingest.sink.pending == 1
 
 
+def test_the_sink_gets_the_canonical_encoding_and_never_a_duplicate_key(tmp_path):
+    ingest = make(tmp_path)
+    spaced = b'{ "source": "a", "ts": 1764150000.5, "value": 1e0, "seq": 1 }'
+    twice = b'{"seq": 2, "value": 1.0, "ts": 1764150000.5, "source": "a", "value": 99999}'
+    assert ingest.accept_batch([spaced, twice], "tcp") == 1
+    assert ingest.stats.rejected["tcp", "duplicate_key"] == 1
+    ingest.flush()
+    assert (tmp_path / "n.jsonl").read_bytes() == b'{"seq":1,"value":1.0,"ts":1764150000.5,"source":"a"}\n'
+
+
 @pytest.fixture
 def switch_often():
     """Make threads switch every few microseconds, so an unguarded read-modify-write shows at once."""

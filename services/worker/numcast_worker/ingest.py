@@ -103,8 +103,8 @@ class Ingest:
             else:  # a pushed sample: its series and labels go along, as they came
                 item["series"], item["labels"] = envelope.series, envelope.labels
                 found = find(envelope.series, envelope.labels, clock)
-            # The message as it came is a valid envelope; only one spread over lines needs re-encoding.
-            sink.write(raw if b"\n" not in raw else envelope.to_json())
+            # The canonical encoding, never the bytes as they came: every reader of the file reads the same value.
+            sink.write(envelope.to_json())
             if found is not None:  # None: a new label set past MAX_SERIES, counted; filed and sent all the same
                 add(found, item, clock)
             fanout.push(item)
