@@ -74,7 +74,7 @@ class Ingest:
         envelopes = []
         for raw in batch:
             try:
-                envelopes.append((decode(raw), raw))
+                envelopes.append(decode(raw))
             except EnvelopeError as exc:
                 self._reject(raw, path, exc)
         return envelopes
@@ -88,7 +88,7 @@ class Ingest:
         skips, jumps = sequences.skips, sequences.jumps
         trusted = path == "replay"  # the log is written by the control-plane alone: a jump there is real
         accepted = 0
-        for envelope, raw in envelopes:
+        for envelope in envelopes:
             verdict = sequences.observe(envelope.source, envelope.seq, clock, trusted)
             if verdict is not NEW:
                 if verdict is DUPLICATE:
