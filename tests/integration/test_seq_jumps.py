@@ -86,3 +86,30 @@ def test_a_far_jump_with_no_log_is_taken_on_continuity_once_the_source_was_silen
     assert history(worker) == [*range(1, 11), 9003, 9004, 9005], "the first two, unconfirmed then, are gaps"
     assert worker.metric("numcast_quarantined_total", 'path="redis",reason="far_ahead"') == 2
     assert worker.metric("numcast_jumps_confirmed_total") == 1
+
+
+def test_made_up_sources_cannot_black_out_the_real_one_even_after_a_restart(redis_server, services):
+    """64 made-up sources (one more than the worker follows beside the real one), then the real source far ahead."""
+    worker = services("worker", redis_server.url, wait="/readyz")
+    control = services("control", redis_server.url, RATE_HZ="50", wait="/readyz")
+    source = control.json("/api/status")["source"]
+    eventually(lambda: len(history(worker)) >= 5, message="the real values flow")
+    publish(redis_server, *(envelope(1, source=f"made-up-{n}") for n in range(64)))
+    publish(redis_server, envelope(10**12, value=666.0, source=source))
+    after = control.json("/api/status")["seq"]
+
+    def real(seqs, since=after):
+        return [seq for seq in seqs if since < seq < 10**12]
+
+    eventually(lambda: len(real(history(worker))) > 10, message="the real values go on after the flood")
+    assert worker.metric("numcast_quarantined_total", 'path="redis",reason="far_ahead"') == 1
+    assert worker.metric("numcast_quarantined_total", 'path="redis",reason="sources_full"') == 1
+    worker.stop()
+    again = services(
+        "worker", redis_server.url, wait="/readyz", SINK_FILE=worker.env["SINK_FILE"], WORKER_NAME="machine-1"
+    )
+    restarted = control.json("/api/status")["seq"]
+    eventually(lambda: len(real(history(again), restarted)) > 10, message="and after a restart")
+    seqs = real(sink_seqs(worker.env["SINK_FILE"]))
+    assert seqs == list(range(after + 1, after + 1 + len(seqs))), "every real seq in the file, once, in order"
+    assert 10**12 not in sink_seqs(worker.env["SINK_FILE"]) + history(again)

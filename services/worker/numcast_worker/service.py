@@ -163,8 +163,10 @@ class WorkerService:
             s.sink_file,
         )
         self.tcp.bind()
-        primed = self.ingest.prime(self.sink.tail(s.history_size))  # the file is the truth: resume after it
-        log.info("sink resumed path=%s lines_read=%d", s.sink_file, primed)
+        # Resume after the file, as far as the replay log vouches for it (numcast_worker.ingest.Ingest.prime).
+        logged = self.replay.highest()
+        primed = self.ingest.prime(self.sink.tail(s.history_size), logged)
+        log.info("sink resumed path=%s lines_read=%d checked_against_log=%s", s.sink_file, primed, logged is not None)
         self.ingest.flush()  # open the file now: ready needs it
         self.fanout.write_directly()  # before the server opens: every WebSocket is recorded
         self.tasks.start(socketio, self.replay.run, "catch-up")
