@@ -1,9 +1,8 @@
 """One envelope must not silence a source: a seq far ahead is held apart, and the real values keep coming."""
 
-import socket
 import time
 
-from conftest import Browser, envelope, eventually, publish, sink_seqs
+from conftest import Browser, envelope, eventually, mirror, publish, sink_seqs
 
 from numcast import replay_log
 
@@ -25,8 +24,8 @@ def test_a_spoofed_seq_far_ahead_does_not_silence_the_running_control_plane(redi
         eventually(lambda: len(history(worker)) >= 5 and browser.seqs(), message="the real values flow")
         spoof = envelope(SPOOF, value=-1.0, source=source)
         publish(redis_server, spoof)  # someone who may PUBLISH, but not write the replay log
-        mirror = socket.create_connection(("127.0.0.1", int(worker.env["TCP_PORT"])), timeout=5)
-        mirror.sendall((spoof + "\n").encode())  # and someone who reaches the mirror port
+        signed = mirror(worker)  # and someone who holds the mirror key
+        signed.send([spoof.encode()])
         eventually(lambda: worker.json("/api/status")["counters"]["quarantined"] == 2, message="both copies held apart")
         after = control.json("/api/status")["seq"]
 
@@ -50,7 +49,7 @@ def test_a_spoofed_seq_far_ahead_does_not_silence_the_running_control_plane(redi
         assert worker.json("/api/status")["counters"]["quarantined"] == 2
         assert worker.metric("numcast_tcp_closed_total", 'reason="invalid"') == 0, "a jump is valid: no close"
         assert "value held apart" in worker.logs()
-        mirror.close()
+        signed.close()
     finally:
         browser.close()
 

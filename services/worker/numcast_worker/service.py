@@ -10,6 +10,7 @@ import time
 import redis
 
 from numcast import presence
+from numcast.mirror_key import MirrorKeys
 from numcast.push import stream
 from numcast.redis_conn import CONNECTION_ERRORS, client, redact
 from numcast.serve import Gate
@@ -85,6 +86,7 @@ class WorkerService:
             settings.max_tcp_clients,
             self.ingest.accept_batch,
             stats,
+            MirrorKeys(settings.mirror_key_file) if settings.mirror_key_file else None,  # a bad file stops the start
             settings.tcp_idle_seconds,
         )
         stats.gauges.update(
@@ -250,7 +252,11 @@ class WorkerService:
             "redis": {"subscribed": self.subscriber.subscribed, "refused": self.subscriber.refused or None},
             "sink": {"path": self.settings.sink_file, "ok": self.sink.opened and not self.sink.failing},
             "replay": {"runs": self.replay.runs, "errors": self.replay.errors, "last_error": self.replay.last_error},
-            "tcp": {"port": self.settings.tcp_port, "connections": len(self.tcp.connections)},
+            "tcp": {
+                "port": self.settings.tcp_port,
+                "on": self.tcp.keys is not None,
+                "connections": len(self.tcp.connections),
+            },
             "counters": {
                 **self.stats.to_dict(),
                 "gaps": self.sequences.gaps,

@@ -32,6 +32,13 @@ class WorkerSettings(Common):
         "A mirror connection that sends no complete line (envelope or empty heartbeat) this long is closed.",
         parse_float,
     )
+    mirror_key_file: str = env(
+        "MIRROR_KEY_FILE",
+        "",
+        "File of the TCP mirror's keys (a mounted Secret; one per line, the first signs, any verifies; read again "
+        "when it changes). Empty: the mirror port does not listen, and a warning says so.",
+        secret=True,
+    )
     worker_name: str = env("WORKER_NAME", "", "Name shown on the dashboard; empty means the host (pod) name.")
     sink_file: str = env("SINK_FILE", "numbers.jsonl", "File that gets every accepted envelope as a JSON line.")
     sink_max_bytes: int = env(
