@@ -44,7 +44,11 @@ class WorkerService:
             grace=settings.seq_grace_seconds, max_skip=settings.seq_max_skip, stale=settings.seq_stale_seconds
         )
         self.sink = FileSink(
-            settings.sink_file, settings.sink_max_bytes, settings.sink_backups, settings.sink_buffer_bytes
+            settings.sink_file,
+            settings.sink_max_bytes,
+            settings.sink_backups,
+            settings.sink_buffer_bytes,
+            settings.sink_sync_seconds,
         )
         self.alerts = ActiveAlerts(
             settings.redis,
@@ -115,6 +119,7 @@ class WorkerService:
                 ),
                 "sink_lines": ("Lines that reached the sink file (written in full).", lambda: self.sink.lines, {}),
                 "sink_rotations": ("Sink file rotations.", lambda: self.sink.rotations, {}),
+                "sink_syncs": ("fdatasync calls on the sink file (SINK_SYNC_SECONDS).", lambda: self.sink.syncs, {}),
                 "sink_errors": ("Failed sink opens, writes and rotations (retried).", lambda: self.sink.errors, {}),
                 "sink_dropped": ("Lines given up while the sink failed (buffer full).", lambda: self.sink.dropped, {}),
                 "replays": ("Catch-ups from the replay log.", lambda: self.replay.runs, {}),
