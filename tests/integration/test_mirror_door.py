@@ -224,15 +224,18 @@ def test_the_key_is_rotated_without_losing_a_value(redis_server, services, tmp_p
     key_file.write_text(old + "\n")
     worker = services("worker", redis_server.url, wait="/readyz", MIRROR_KEY_FILE=str(key_file))
     nowhere = "redis://127.0.0.1:1/0"
-    services(
+    control = services(
         "control", nowhere, RATE_HZ="100", TCP_MIRROR_TARGETS=f"127.0.0.1:{worker.env['TCP_PORT']}",
         MIRROR_KEY_FILE=str(key_file),
     )  # fmt: skip
-    for keys in ([old, new], [new, old], [new]):
-        served = len(history(worker))
+    eventually(lambda: len(history(worker)) >= 10, message="the mirror is served")
+    for step, keys in enumerate(([old, new], [new, old], [new]), 1):
         key_file.write_text("\n".join(keys) + "\n")
-        # Each step outlasts the 1 s in which both ends notice a changed file, as the documented steps wait.
-        eventually(lambda s=served: len(history(worker)) >= s + 120, message=f"served with keys {keys}")
+        # As the documented steps do: the next step once both ends have read this one (each looks once a second).
+        for service in (worker, control):
+            eventually(lambda s=service, n=step: s.logs().count("mirror key file changed") == n, message=f"{keys}")
+        served = len(history(worker))
+        eventually(lambda s=served: len(history(worker)) >= s + 10, message=f"served with keys {keys}")
     seqs = history(worker)
     assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), "no value lost"
     assert worker.metric("numcast_tcp_closed_total", 'reason="bad_mac"') == 0
