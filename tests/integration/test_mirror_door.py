@@ -138,9 +138,9 @@ def test_a_paused_control_plane_keeps_its_mirror_connection_with_heartbeats(redi
 
 @pytest.fixture(scope="module")
 def fed_worker(module_redis, module_services):
-    """A worker fed by a real control-plane through Redis (20 Hz), for the attacks on its mirror."""
+    """A worker fed by a real control-plane through Redis (50 Hz), for the attacks on its mirror."""
     worker = module_services("worker", module_redis.url, wait="/readyz")
-    control = module_services("control", module_redis.url, RATE_HZ="20", wait="/readyz")
+    control = module_services("control", module_redis.url, RATE_HZ="50", wait="/readyz")
     eventually(lambda: len(history(worker)) >= 3, message="the real values flow")
     return worker, control
 
@@ -190,7 +190,7 @@ def test_lines_without_a_valid_mac_are_refused_counted_and_the_connection_closed
     conn.close()
     assert worker.metric("numcast_tcp_closed_total", 'reason="bad_mac"') == closed + 1
     assert worker.metric("numcast_accepted_total", 'path="tcp"') == accepted, "not one line taken"
-    eventually(lambda: history(worker)[-1] > last["seq"] + 20, message="the real values go on")
+    eventually(lambda: history(worker)[-1] > last["seq"] + 10, message="the real values go on")
     envelopes = worker.json("/api/history")["envelopes"]
     assert 666.0 not in [e["value"] for e in envelopes]
     seqs = [e["seq"] for e in envelopes]
@@ -200,12 +200,14 @@ def test_lines_without_a_valid_mac_are_refused_counted_and_the_connection_closed
 
 def test_a_replayed_line_fails_on_the_connection_it_was_signed_for_too(fed_worker):
     worker, _ = fed_worker
+    closed = worker.metric("numcast_tcp_closed_total", 'reason="bad_mac"')
     conn = mirror(worker)
     first = conn.sign([envelope(1, source="replay-1").encode()])
     conn.sock.sendall(first)
     eventually(lambda: ("replay-1", 1) in [(e["source"], e["seq"]) for e in worker.json("/api/history")["envelopes"]])
     conn.sock.sendall(first)  # the same bytes again: its counter is now 1, not 0
     assert closed_by_peer(conn.sock)
+    assert worker.metric("numcast_tcp_closed_total", 'reason="bad_mac"') == closed + 1
     conn.close()
 
 
