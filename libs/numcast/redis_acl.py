@@ -33,6 +33,9 @@ class Role:
     writes: tuple[str, ...] = ()  # key patterns it reads and writes
     subscribes: tuple[str, ...] = ()  # channels
     publishes: tuple[str, ...] = ()  # channels
+    # (commands, key patterns): on Redis 7 those commands reach only those keys, in a selector of their own; 6.2 has
+    # no selectors, and they reach every key of the role
+    scoped: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())
 
     def rules(self, channel: str, alerts_channel: str, version: int = DEFAULT_VERSION) -> list[str]:
         """The ACL rules after `user NAME on #HASH`, for these channels on Redis `version` (6 or 7)."""
@@ -44,6 +47,7 @@ class Role:
             "push_log": replay_log.key(stream.channel(channel)),
             "presence": presence.pattern(channel),
             "alerts_key": alerts.key(alerts_channel),
+            "lease": f"{channel}:generator",  # numcast_control.lease.key
             "rules_key": alerts.rules_key(alerts_channel),
         }
         fill = lambda items: [item.format(**names) for item in items]  # noqa: E731
@@ -52,7 +56,9 @@ class Role:
         # A channel rule allows PUBLISH and SUBSCRIBE alike: on 7, a role that subscribes to some channels and
         # publishes on others gets PUBLISH in a selector of its own, limited to those.
         selector = version >= 7 and bool(subscribes) and bool(publishes) and set(publishes) != set(subscribes)
+        scoped_commands, scoped_keys = self.scoped[0], fill(self.scoped[1])
         commands = [command for command in self.commands if not (selector and command == "publish")]
+        commands += [command for command in scoped_commands if version < 7 and command not in commands]
         rules = ["resetkeys", "resetchannels", "-@all", *(f"+{command}" for command in commands)]
         if version >= 7:
             rules += [f"%R~{key}" for key in reads] + [f"~{key}" for key in writes]
@@ -61,6 +67,10 @@ class Role:
                 rules.append("(" + " ".join(["+publish", *(f"&{name}" for name in publishes)]) + ")")
             else:
                 rules += [f"&{name}" for name in dict.fromkeys(subscribes + publishes)]
+            if scoped_commands:
+                rules.append(
+                    "(" + " ".join([*(f"+{c}" for c in scoped_commands), *(f"~{k}" for k in scoped_keys)]) + ")"
+                )
         else:
             rules += [f"~{key}" for key in dict.fromkeys(reads + writes)]
             rules += [f"&{name}" for name in dict.fromkeys(subscribes + publishes)]
@@ -70,26 +80,42 @@ class Role:
 # MULTI ... EXEC: each change is PUBLISHed and applied to the hash in one transaction (numcast_alerter.broadcast).
 ALERTER_COMMANDS = (
     "ping", "select", "subscribe", "unsubscribe", "publish", "multi", "exec", "discard", "hgetall", "hset", "hdel",
-    "set",
+    "set", "watch", "unwatch", "hmget",
+)  # fmt: skip
+# What Sentinel runs on the nodes it monitors (the Redis docs, "Sentinel and ACL"), on its hello channel only.
+SENTINEL_COMMANDS = (
+    "multi", "slaveof", "ping", "exec", "subscribe", "config|rewrite", "role", "publish", "info", "client|setname",
+    "client|kill", "script|kill",
+)  # fmt: skip
+
+# WATCH + XREVRANGE, then MULTI, XADD, PUBLISH, EXEC (numcast.replay_log.Writer); SCAN, STRLEN, PTTL, GETRANGE
+# (numcast.presence.workers); GET and HGETALL of the alerter's state; SET NX PX, then WATCH ... MULTI ... EXEC to
+# renew it and DEL to give it back: the generator lease, renewed only while it is this replica's
+# (numcast_control.lease, through redis-py's pipeline, which also sends UNWATCH and DISCARD).
+CONTROL_COMMANDS = (
+    "ping", "select", "watch", "multi", "exec", "xrevrange", "xadd", "publish", "scan",
+    "strlen", "pttl", "getrange", "get", "hgetall", "unwatch", "discard",
 )  # fmt: skip
 
 # The commands are those the code sends today; a test runs each role's job against a real Redis of each version.
 ROLES = (
     Role(
         "control",
-        "publish on CHANNEL and its push channel and write their replay logs (one script: XREVRANGE, XADD, "
-        "PUBLISH); read the workers' presence and the alerter's state for the control page",
-        # EVALSHA runs the script's commands under this user's ACL: XREVRANGE, XADD and PUBLISH are granted too.
-        ("ping", "select", "evalsha", "script|load", "xrevrange", "xadd", "publish", "scan", "mget", "get", "hgetall"),
+        "publish on CHANNEL and its push channel and write their replay logs (WATCH, XREVRANGE, then XADD and "
+        "PUBLISH in one MULTI/EXEC: no scripting); read the workers' presence (SCAN, then STRLEN, PTTL and a "
+        "bounded GETRANGE of each) and the alerter's state for the control page; take, renew and give back the "
+        "generator lease",
+        CONTROL_COMMANDS,
         reads=("{presence}", "{alerts_key}", "{rules_key}"),
-        writes=("{log}", "{push_log}"),
+        writes=("{log}", "{push_log}", "{lease}"),
         publishes=("{channel}", "{push_channel}"),
+        scoped=(("set", "del"), ("{lease}",)),  # SET and DEL for the lease only: never the replay logs
     ),
     Role(
         "worker",
         "subscribe to CHANNEL, its push channel and ALERTS_CHANNEL, read the replay logs and the active alerts, "
-        "write presence keys",
-        ("ping", "select", "subscribe", "unsubscribe", "xrange", "xrevrange", "hgetall", "set", "del"),
+        "write presence keys with an expiry (SETEX only: no SET, no DEL)",
+        ("ping", "select", "subscribe", "unsubscribe", "xrange", "xrevrange", "hgetall", "setex"),
         reads=("{log}", "{push_log}", "{alerts_key}"),
         writes=("{presence}",),
         subscribes=("{channel}", "{push_channel}", "{alerts_channel}"),
@@ -110,7 +136,15 @@ ROLES = (
         ("ping", "subscribe", "unsubscribe"),
         subscribes=("{channel}", "{push_channel}", "{alerts_channel}"),
     ),
-    Role("probe", "PING only: Redis's own readiness probe", ("ping",)),
+    Role("probe", "PING only: Redis's own readiness and liveness probes", ("ping",)),
+    Role("replica", "replicate from the primary (a Redis replica's `masteruser`)", ("psync", "replconf", "ping")),
+    Role(
+        "sentinel",
+        "what Sentinel runs on the nodes it monitors: INFO, ROLE, SLAVEOF, CONFIG REWRITE, CLIENT KILL, and its "
+        "hello messages",
+        SENTINEL_COMMANDS,
+        subscribes=("__sentinel__:hello",),
+    ),
 )
 BY_NAME = {role.name: role for role in ROLES}
 SERVICE_ROLES = {"control": "control", "worker": "worker", "alerter": "alerter"}  # `numcast <command>` -> role
