@@ -35,7 +35,9 @@ def create_app(
     service = make_service(metrics)
     app.extensions["numcast"] = service
     # The HTTP server's connections (numcast.doors), counted in this app's metrics; `numcast.serve.run` uses it.
-    app.extensions["numcast.doors"] = Doors(settings.http_max_connections, settings.http_header_timeout, metrics)
+    app.extensions["numcast.doors"] = Doors(
+        settings.http_max_connections, settings.http_header_timeout, metrics, settings.http_body_timeout
+    )
     # What clients send over WebSockets to /socket.io/ (numcast.socket_input), installed by `numcast.serve.run`.
     app.extensions["numcast.socket_input"] = SocketInput(metrics)
     metrics.init_app(app)

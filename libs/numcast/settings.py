@@ -147,6 +147,14 @@ class Common:
         "is closed.",
         parse_float,
     )
+    http_body_timeout: float = env(
+        "HTTP_BODY_TIMEOUT",
+        10.0,
+        "Seconds a request that announces a body (`Content-Length`, or chunked) may take from its headers to the "
+        "end of its answer, body read included, before its connection is closed. A body the service does not "
+        "read is never drained: the connection is closed after the answer.",
+        parse_float,
+    )
 
     @property
     def redis(self) -> Endpoint:
@@ -196,6 +204,12 @@ class Common:
             0.5 <= self.http_header_timeout <= 300,
             "HTTP_HEADER_TIMEOUT",
             self.http_header_timeout,
+            "must be 0.5-300 (seconds)",
+        )
+        check(
+            0.5 <= self.http_body_timeout <= 300,
+            "HTTP_BODY_TIMEOUT",
+            self.http_body_timeout,
             "must be 0.5-300 (seconds)",
         )
         for f in dataclasses.fields(self):
