@@ -12,6 +12,7 @@ import math
 import re
 from typing import NamedTuple
 
+from numcast import parsing
 from numcast.alerts import MAX_LABEL_VALUE, MAX_LABELS, MAX_NAME, is_name
 
 # A message larger than this is refused before it is parsed; a real envelope is under 150 bytes.
@@ -159,7 +160,7 @@ def decode(raw: bytes | str) -> Envelope:
         except UnicodeDecodeError:
             raise EnvelopeError("not_utf8", "message is not UTF-8") from None
     try:
-        data = _DECODER.decode(raw)
+        data = parsing.loads(raw, _DECODER)  # nesting bounded: 1,000 `[` would raise RecursionError
     except ValueError as exc:
         if isinstance(exc, EnvelopeError):
             raise

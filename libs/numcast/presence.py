@@ -6,6 +6,8 @@ import json
 
 import redis
 
+from numcast import parsing
+
 HEARTBEAT_SECONDS = 2.0
 TTL_SECONDS = 6  # three missed heartbeats and a worker is gone from the list
 MAX_WORKERS_LISTED = 200
@@ -43,7 +45,7 @@ def workers(conn: redis.Redis, channel: str) -> list[dict]:
         if raw is None:
             continue  # expired between SCAN and MGET
         try:
-            info = json.loads(raw)
+            info = parsing.loads(raw)
         except ValueError:
             continue
         if isinstance(info, dict) and isinstance(info.get("name"), str):

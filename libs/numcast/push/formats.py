@@ -14,6 +14,8 @@ from typing import NamedTuple
 import line_protocol_parser
 from prometheus_client.parser import text_string_to_metric_families
 
+from numcast import parsing
+
 # Influx line protocol timestamps: integers in this unit since the epoch (`precision`, default ns): per second.
 PRECISIONS = {"ns": 1_000_000_000, "us": 1_000_000, "ms": 1000, "s": 1}
 JSON_KEYS = frozenset(("series", "labels", "value", "ts"))
@@ -55,10 +57,10 @@ _DECODER = json.JSONDecoder(parse_constant=_no_constant)
 def from_json(body: bytes) -> list[Sample]:
     """`{"samples": [{"series", "labels", "value", "ts"}, ...]}`: `labels` and `ts` may be left out."""
     try:
-        data = _DECODER.decode(body.decode())
+        data = parsing.loads(body.decode(), _DECODER)  # nesting bounded (numcast.parsing)
     except UnicodeDecodeError:
         raise FormatError("", "the body is not UTF-8") from None
-    except (ValueError, RecursionError) as exc:
+    except ValueError as exc:
         raise FormatError("", f"the body is not JSON: {str(exc)[:120]}") from None
     if not isinstance(data, dict) or set(data) != {"samples"} or not isinstance(data["samples"], list):
         raise FormatError("", 'the body must be {"samples": [{"series", "labels", "value", "ts"}, ...]}')

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
-
 from flask import Flask, Response, current_app, jsonify, render_template, request
 
-from numcast import auth
+from numcast import auth, parsing
 from numcast_control import push_api
 from numcast_control.config import ConfigError
 
@@ -43,8 +41,8 @@ def init_app(app: Flask) -> None:
     @app.patch("/api/config")
     def patch_config() -> tuple[Response, int]:
         try:
-            body = json.loads(request.get_data(cache=False) or b"null")
-        except (ValueError, RecursionError) as exc:
+            body = parsing.loads(request.get_data(cache=False) or b"null")
+        except ValueError as exc:
             return jsonify(error=f"body is not valid JSON: {exc}", field=None), 400
         try:
             config = _service().update(body)

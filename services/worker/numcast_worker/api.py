@@ -7,6 +7,7 @@ import logging
 from flask import Flask, Response, current_app, jsonify, render_template, request
 from flask_socketio import emit
 
+from numcast import parsing
 from numcast.envelope import SERIES_RULE, valid_series
 from numcast.logs import Throttled
 from numcast.matchers import RULE as MATCH_RULE
@@ -64,11 +65,14 @@ def init_app(app: Flask, socketio) -> None:
     def history() -> tuple[Response, int]:
         service = _service()
         size = service.settings.history_size
-        raw = request.args.get("limit", str(size))
-        if not raw.isdigit() or not 1 <= int(raw) <= size:
+        try:
+            limit = parsing.ascii_int(request.args.get("limit", str(size)))  # `²`, `٣`: no digits of ours
+        except ValueError:
+            limit = 0
+        if not 1 <= limit <= size:
             return jsonify(error=f"limit must be an integer from 1 to {size}", field="limit"), 400
         names, matchers = _selection(service.settings.subscribe_max_series)
-        envelopes = service.ingest.recent(int(raw), names, matchers)
+        envelopes = service.ingest.recent(limit, names, matchers)
         return jsonify(worker=service.settings.worker_name, envelopes=envelopes), 200
 
     @app.get("/api/series")
