@@ -25,7 +25,9 @@ STATUSES = ("firing", "resolved")
 ORIGINS = ("stream", "alertmanager")
 _NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # Prometheus' label name rule
 _FINGERPRINT_RE = re.compile(r"[0-9a-f]{16}")
-_TIME_RE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?(Z|[+-]\d\d:\d\d)")
+_TIME_RE = re.compile(
+    r"[0-9]{4}-[0-9][0-9]-[0-9][0-9]T[0-9][0-9]:[0-9][0-9]:[0-9][0-9](\.[0-9]{1,9})?(Z|[+-][0-9][0-9]:[0-9][0-9])"
+)
 _CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")  # newlines and tabs may appear in a description
 _LINE_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")  # a label value is one line
 ZERO_TIME = "0001-01-01T00:00:00Z"  # what Alertmanager's webhook puts in `endsAt` of a firing alert
@@ -80,7 +82,7 @@ def rfc3339(ts: float) -> str:
 
 def timestamp(text: str) -> float:
     """Unix seconds of an RFC 3339 time (nanoseconds cut to microseconds)."""
-    return datetime.fromisoformat(re.sub(r"(\.\d{6})\d+", r"\1", text).replace("Z", "+00:00")).timestamp()
+    return datetime.fromisoformat(re.sub(r"(\.[0-9]{6})[0-9]+", r"\1", text).replace("Z", "+00:00")).timestamp()
 
 
 def build(

@@ -9,6 +9,7 @@ import socket
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from numcast import parsing
 from numcast.envelope import SOURCE_RULE, valid_source
 from numcast.push import stream
 from numcast.redis_conn import RETRY_MAX_SECONDS, Endpoint, read_password
@@ -61,17 +62,18 @@ def check(condition: bool, name: str, value: Any, message: str) -> None:
 
 
 def parse_int(raw: str) -> int:
-    """An integer, with a readable error."""
+    """An integer in ASCII digits, with a readable error."""
+    text = raw.strip()
     try:
-        return int(raw, 10)
+        return -parsing.ascii_int(text[1:]) if text.startswith("-") else parsing.ascii_int(text.removeprefix("+"))
     except ValueError:
         raise ValueError("not an integer") from None
 
 
 def parse_float(raw: str) -> float:
-    """A finite number, with a readable error."""
+    """A finite number in ASCII digits, with a readable error."""
     try:
-        value = float(raw)
+        value = parsing.ascii_float(raw.strip())
     except ValueError:
         raise ValueError("not a number") from None
     if value != value or value in (float("inf"), float("-inf")):
@@ -84,7 +86,7 @@ def parse_targets(raw: str) -> tuple[tuple[str, int], ...]:
     targets = []
     for item in filter(None, (part.strip() for part in raw.split(","))):
         host, sep, port = item.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        if not sep or not host or not port.isascii() or not port.isdigit() or not 0 < int(port) < 65536:
             raise ValueError(f"{item!r} is not host:port")
         targets.append((host.strip("[]"), int(port)))
     return tuple(targets)

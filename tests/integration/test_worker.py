@@ -54,6 +54,7 @@ BAD_MESSAGES = [
     ('{"seq": 1, "value": 1, "ts": 1, "source": "<script>alert(1)</script>"}', "bad_source"),
     ("x" * 1_000_000, "too_large"),
     (b"\x00\xff\xfe binary", "not_utf8"),
+    ("[" * 1000, "not_json"),  # under the 1 KiB limit: Python's decoder would raise RecursionError
 ]
 
 
@@ -72,7 +73,10 @@ def test_bad_messages_are_rejected_counted_and_never_shown(module_redis, shared_
     assert worker.json("/healthz") == {"status": "ok"}
 
 
-@pytest.mark.parametrize("limit", ["0", "-1", "abc", "1001", "1e3", ""])
+# `²` (an int() that fails) answered 500, and `٣` (Arabic-Indic three) was read as 3: ASCII digits only.
+@pytest.mark.parametrize(
+    "limit", ["0", "-1", "abc", "1001", "1e3", "", "%C2%B2", "%D9%A3", pytest.param("9" * 5000, id="5000-digits")]
+)
 def test_history_limit_is_validated(shared_worker, limit):
     status, body = shared_worker.get(f"/api/history?limit={limit}")
     assert status == 400
@@ -106,8 +110,13 @@ def test_tcp_mirror_lines_are_treated_like_redis_messages(redis_server, worker):
 
 @pytest.mark.parametrize(
     ("junk", "reason"),
-    [(b"\x00\x01\x02\xff" * 100 + b"\n", "not_utf8"), (b"x" * 200_000, "too_large"), (b"not json\n", "not_json")],
-    ids=["binary", "endless line", "not json"],
+    [
+        (b"\x00\x01\x02\xff" * 100 + b"\n", "not_utf8"),
+        (b"x" * 200_000, "too_large"),
+        (b"not json\n", "not_json"),
+        (b"[" * 1000 + b"\n", "not_json"),
+    ],
+    ids=["binary", "endless line", "not json", "deep json"],
 )
 def test_junk_on_the_tcp_port_closes_that_connection_only(shared_worker, junk, reason, request):
     worker, source = shared_worker, f"junk-{request.node.callspec.id.replace(' ', '-')}"

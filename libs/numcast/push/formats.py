@@ -115,6 +115,7 @@ def from_exposition(body: bytes) -> list[Sample]:
         text = body.decode()
     except UnicodeDecodeError:
         raise FormatError("", "the body is not UTF-8") from None
+    _ascii_numbers(text)
     try:
         families = list(text_string_to_metric_families(text))
     except ValueError as exc:
@@ -147,3 +148,14 @@ def _describe(name: str, labels: dict) -> str:
     """`name{a="b"}`: a sample as the exposition format writes it, for error messages."""
     inner = ",".join(f"{key}={json.dumps(value, ensure_ascii=False)}" for key, value in labels.items())
     return f"{name}{{{inner}}}" if inner else name
+
+
+def _ascii_numbers(text: str) -> None:
+    """Raise FormatError for a sample line whose value or timestamp is not in ASCII: prometheus_client's parser
+    reads them with float(), which takes any Unicode digit (`a ١٢` would be 12)."""
+    for n, line in enumerate(text.split("\n"), 1):
+        if line.startswith("#") or line.isascii():
+            continue
+        # After the labels' closing brace (the last one: a value or timestamp holds none), or the whole line.
+        if not line[line.rfind("}") + 1 :].isascii():
+            raise FormatError(f"line {n}", "a value or timestamp not written in digits 0-9")

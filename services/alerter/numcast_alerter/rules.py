@@ -28,7 +28,7 @@ KEYS = frozenset(
 )  # fmt: skip
 # Prometheus' duration syntax (model.ParseDuration): units from largest to smallest, each once, or a bare 0.
 _UNITS = (("y", 365 * 86400), ("w", 7 * 86400), ("d", 86400), ("h", 3600), ("m", 60), ("s", 1), ("ms", 0.001))
-_DURATION_RE = re.compile("".join(rf"(?:(\d+){unit}{'(?!s)' if unit == 'm' else ''})?" for unit, _ in _UNITS))
+_DURATION_RE = re.compile("".join(rf"(?:([0-9]+){unit}{'(?!s)' if unit == 'm' else ''})?" for unit, _ in _UNITS))
 MAX_DURATION = 7 * 24 * 3600.0
 DEFAULT_STALE_AFTER = 300.0  # Prometheus marks a series stale after 5 minutes without a sample
 DEFAULT_MAX_LABEL_SETS = 100  # label sets one rule keeps, unless its `max_label_sets` says otherwise
