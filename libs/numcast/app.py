@@ -53,4 +53,5 @@ def create_app(
         transports=["websocket"],
         max_http_buffer_size=max_message,
     )
+    app.extensions["numcast.socket_input"].init_app(app)  # outside Socket.IO: long-polling never reaches it
     return app
