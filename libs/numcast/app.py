@@ -7,7 +7,7 @@ from collections.abc import Callable
 from flask import Flask
 from flask_socketio import SocketIO
 
-from numcast import auth, web
+from numcast import auth, dev_credentials, web
 from numcast.doors import Doors
 from numcast.metrics import Metrics
 from numcast.socket_input import SocketInput
@@ -41,7 +41,12 @@ def create_app(
     # What clients send over WebSockets to /socket.io/ (numcast.socket_input), installed by `numcast.serve.run`.
     app.extensions["numcast.socket_input"] = SocketInput(metrics)
     metrics.init_app(app)
-    web.init_app(app, service.ready, max_body)
+    # The committed development Secrets are for a Minikube on one's own machine: say so wherever one looks.
+    development = dev_credentials.found(settings)
+    dev_credentials.warn(development)
+    app.extensions["numcast.development_credentials"] = development
+    app.context_processor(lambda: {"development_credentials": development})
+    web.init_app(app, _with_development(service.ready, development), max_body)
     if hasattr(settings, "control_token"):  # a service that takes changes: each needs the token (numcast.auth)
         auth.init_app(app, settings, metrics)
     init_api(app)
@@ -55,3 +60,15 @@ def create_app(
     )
     app.extensions["numcast.socket_input"].init_app(app)  # outside Socket.IO: long-polling never reaches it
     return app
+
+
+def _with_development(ready: Callable[[], tuple[bool, dict]], names: tuple[str, ...]):
+    """`ready`, its detail naming the settings that hold development credentials (readiness itself unchanged)."""
+    if not names:
+        return ready
+
+    def checked() -> tuple[bool, dict]:
+        ok, detail = ready()
+        return ok, {**detail, "development_credentials": list(names)}
+
+    return checked
