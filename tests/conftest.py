@@ -33,6 +33,7 @@ from numcast.local import (
 
 NUMCAST = shutil.which("numcast", path=os.path.dirname(sys.executable)) or "numcast"
 LOG_LINES_ON_FAILURE = 200  # of each service's log, in the report of a failed test
+ADMIN_ROUTES = ("/metrics", "/api/status")  # on the admin port (ADMIN_PORT) only, or in full only
 STOP_WITHIN = 8.0  # seconds a service has to stop after SIGTERM at the end of a test; measured: well under 1 s
 
 
@@ -98,6 +99,8 @@ class Service:
         self.command, self.env, self.log_path, self.prefix = command, env, log, prefix
         self.port = int(env["PORT"])
         self.url = f"http://127.0.0.1:{self.port}"
+        # /metrics and the full /api/status are on the admin port (numcast.admin); get() goes there for them.
+        self.admin_url = f"http://127.0.0.1:{env['ADMIN_PORT']}" if "ADMIN_PORT" in env else self.url
         self.process: subprocess.Popen | None = None
 
     def start(self, wait: str = "/healthz") -> Service:
@@ -116,8 +119,9 @@ class Service:
         return self
 
     def get(self, path: str):
-        """GET `path`; (status, body)."""
-        return http("GET", self.url + path)
+        """GET `path`, on the admin port for /metrics and /api/status; (status, body)."""
+        admin = path.partition("?")[0] in ADMIN_ROUTES
+        return http("GET", (self.admin_url if admin else self.url) + path)
 
     def json(self, path: str) -> dict:
         """GET `path`, which must answer 200 with JSON."""
@@ -192,7 +196,13 @@ class Services:
     def __call__(
         self, command: str, redis_url: str, wait: str = "/healthz", prefix: tuple[str, ...] = (), **env: str
     ) -> Service:
-        env = {"REDIS_URL": redis_url, "HOST": "127.0.0.1", "PORT": str(free_port()), **env}
+        env = {
+            "REDIS_URL": redis_url,
+            "HOST": "127.0.0.1",
+            "PORT": str(free_port()),
+            "ADMIN_PORT": str(free_port()),
+            **env,
+        }
         if command == "worker":
             env.setdefault("TCP_PORT", str(free_port()))
             env.setdefault("WORKER_NAME", f"machine-{len(self.started) + 1}")

@@ -7,10 +7,12 @@ from collections.abc import Callable
 from flask import Flask
 from flask_socketio import SocketIO
 
-from numcast import auth, dev_credentials, web
+from numcast import admin, auth, dev_credentials, web
 from numcast.doors import Doors
 from numcast.metrics import Metrics
 from numcast.socket_input import SocketInput
+
+ADMIN_CONNECTIONS = 64  # Prometheus and an operator or two: the admin port is no door for crowds
 
 
 def create_app(
@@ -38,9 +40,15 @@ def create_app(
     app.extensions["numcast.doors"] = Doors(
         settings.http_max_connections, settings.http_header_timeout, metrics, settings.http_body_timeout
     )
+    # The admin port's own connections (ADMIN_PORT: /metrics and the full /api/status, numcast.admin).
+    app.extensions["numcast.admin_doors"] = Doors(
+        ADMIN_CONNECTIONS, settings.http_header_timeout, metrics, settings.http_body_timeout, name="admin_http"
+    )
+    app.extensions["numcast.admin_port"] = settings.admin_port
     # What clients send over WebSockets to /socket.io/ (numcast.socket_input), installed by `numcast.serve.run`.
     app.extensions["numcast.socket_input"] = SocketInput(metrics)
     metrics.init_app(app)
+    admin.init_app(app)
     # The committed development Secrets are for a Minikube on one's own machine: say so wherever one looks.
     development = dev_credentials.found(settings)
     dev_credentials.warn(development)

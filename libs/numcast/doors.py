@@ -49,7 +49,10 @@ REFUSAL = (
 class Doors:
     """At most `limit` connections; one waiting for its headers longer than `header_timeout` seconds is closed."""
 
-    def __init__(self, limit: int, header_timeout: float, metrics, body_timeout: float = 10.0) -> None:
+    def __init__(
+        self, limit: int, header_timeout: float, metrics, body_timeout: float = 10.0, name: str = "http"
+    ) -> None:
+        """`name` prefixes the metrics: `http` for the public port, `admin_http` for the admin port."""
         self.limit = limit
         self.header_timeout = header_timeout
         self.body_timeout = body_timeout
@@ -59,11 +62,11 @@ class Doors:
         self._reading: OrderedDict[socket.socket, float] = OrderedDict()  # busy with a body: since when, oldest first
         self._lock = threading.Lock()  # green under eventlet, where the accept loop and the reaper both call in
         self._warn = Throttled(log)
-        metrics.gauge("http_connections", "Open HTTP connections (waiting for a request, or busy).").set_function(
+        metrics.gauge(f"{name}_connections", "Open HTTP connections (waiting for a request, or busy).").set_function(
             lambda: len(self)
         )
         self.closed = metrics.counter(
-            "http_closed", "HTTP connections closed or refused by the server, by reason.", ("reason",)
+            f"{name}_closed", "HTTP connections closed or refused by the server, by reason.", ("reason",)
         )
         for reason in REASONS:
             self.closed.labels(reason)  # every series exists from the start, at 0

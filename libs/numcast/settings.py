@@ -135,6 +135,13 @@ class Common:
     async_mode: str = env(
         "ASYNC_MODE", "eventlet", f"Flask-SocketIO async mode: {' or '.join(ASYNC_MODES)}.", str.lower
     )
+    admin_port: int = env(
+        "ADMIN_PORT",
+        9180,
+        "HTTP port of `/metrics` and the full `/api/status`, for Prometheus and operators; the public port (`PORT`) "
+        "answers `/metrics` with 404 and shows the pages' view of `/api/status` (see docs/security.md).",
+        parse_int,
+    )
     http_max_connections: int = env(
         "HTTP_MAX_CONNECTIONS",
         4096,
@@ -207,6 +214,12 @@ class Common:
             "HTTP_HEADER_TIMEOUT",
             self.http_header_timeout,
             "must be 0.5-300 (seconds)",
+        )
+        check(
+            self.admin_port != getattr(self, "port", None),
+            "ADMIN_PORT",
+            self.admin_port,
+            "must differ from PORT",
         )
         check(
             0.5 <= self.http_body_timeout <= 300,

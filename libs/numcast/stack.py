@@ -72,6 +72,9 @@ class Stack:
         self.alerter_token = secrets.token_urlsafe(24) if tokens else ""
         self.push_token = secrets.token_urlsafe(24) if tokens else ""  # the publishers' (docs/push.md)
         self.processes: list[tuple[str, subprocess.Popen, int]] = []  # control-plane first
+        # Each process's admin port (ADMIN_PORT: /metrics and the full /api/status), by name.
+        names = ["control-plane", *(name for name, _, _ in self.workers), "alerter"]
+        self.admin_ports = {name: free_port() for name in names}
 
     @property
     def control_url(self) -> str:
@@ -82,6 +85,10 @@ class Stack:
     def alerter_url(self) -> str:
         """The alerter's API."""
         return f"http://127.0.0.1:{self.alerter_port}"
+
+    def admin_url(self, name: str) -> str:
+        """The admin port of process `name` (control-plane, machine-1, …, alerter)."""
+        return f"http://127.0.0.1:{self.admin_ports[name]}"
 
     @property
     def worker_urls(self) -> list[str]:
@@ -103,12 +110,15 @@ class Stack:
             for name, port, tcp_port in self.workers:
                 sink = os.path.join(self.data_dir, f"{name}.jsonl")
                 env = {**common, "WORKER_NAME": name, "PORT": str(port), "TCP_PORT": str(tcp_port), "SINK_FILE": sink}
+                env["ADMIN_PORT"] = str(self.admin_ports[name])
                 self.processes.append((name, service("worker", env | self._user("worker")), port))
             if self.alerter:
                 env = {**common, "PORT": str(self.alerter_port), **_token(self.alerter_token), **self.alerter_env}
+                env["ADMIN_PORT"] = str(self.admin_ports["alerter"])
                 self.processes.append(("alerter", service("alerter", env | self._user("alerter")), self.alerter_port))
             targets = ",".join(f"127.0.0.1:{tcp_port}" for _, _, tcp_port in self.workers) if self.mirror else ""
             env = {**common, "PORT": str(self.control_port), "TCP_MIRROR_TARGETS": targets, **self._user("control")}
+            env["ADMIN_PORT"] = str(self.admin_ports["control-plane"])
             env |= {**_token(self.control_token), **self.control_env}
             if self.push_token:
                 env |= {"PUSH_TOKEN": self.push_token, "PUSH_TOKEN_FILE": ""}

@@ -55,6 +55,7 @@ def stack(request, tmp_path_factory) -> Iterator[Stack]:
     redis_server = RedisServer().start()
     env = {
         "REDIS_URL": redis_server.url, "HOST": "127.0.0.1", "PORT": str(free_port()), "TCP_PORT": str(free_port()),
+        "ADMIN_PORT": str(free_port()),
         "WORKER_NAME": "machine-1", "SINK_FILE": str(folder / "sink.jsonl"), "HTTP_HEADER_TIMEOUT": "1", **extra,
     }  # fmt: skip
     service = Service(command, env, folder / f"{command}.log")

@@ -233,7 +233,10 @@ def test_probes_and_metrics_are_endpoints_the_service_serves(container):
         assert container.port(http_get["port"]) == container.port("http")
     annotations = container.annotations
     assert annotations["prometheus.io/scrape"] == "true"
-    assert int(annotations["prometheus.io/port"]) == container.port("http")["containerPort"]
+    # /metrics is on the admin port (numcast.admin): the annotation names it, and ADMIN_PORT opens it there.
+    admin = container.port("admin")["containerPort"]
+    assert int(annotations["prometheus.io/port"]) == admin
+    assert {e["name"]: e.get("value") for e in container.spec["env"]}["ADMIN_PORT"] == str(admin)
     assert serves(app, annotations["prometheus.io/path"])
 
 

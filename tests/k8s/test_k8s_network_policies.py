@@ -180,6 +180,25 @@ def mounted_config(name: str) -> dict:
     return yaml.safe_load(named("ConfigMap", configmap, MONITORING)["data"][file])
 
 
+def kept(job: dict, namespaces: list[str]) -> list[tuple[str, int]]:
+    """(pod, port) a job without the annotations keeps: its `keep` rules on the component and the port's name."""
+    rules = {
+        tuple(r["source_labels"]): re.compile(r["regex"])
+        for r in job.get("relabel_configs", [])
+        if r.get("action") == "keep" and len(r.get("source_labels", [])) == 1
+    }
+    component = rules.get(("__meta_kubernetes_pod_label_app_kubernetes_io_component",), re.compile(".*"))
+    port_name = rules.get(("__meta_kubernetes_pod_container_port_name",), re.compile(".*"))
+    return [
+        (c.workload["metadata"]["name"], port["containerPort"])
+        for c in containers(init=False)
+        if c.workload["metadata"]["namespace"] in namespaces
+        and component.fullmatch(c.labels.get("app.kubernetes.io/component", ""))
+        for port in c.spec.get("ports", [])
+        if port_name.fullmatch(port.get("name", ""))
+    ]
+
+
 def scraped(namespaces: list[str]) -> list[tuple[str, int]]:
     """(pod, port) the relabelling keeps: prometheus.io/scrape and prometheus.io/port (test_k8s_monitoring runs it)."""
     return [
@@ -205,8 +224,16 @@ def prometheus_flows() -> dict[Flow, str]:
         for sd in job.get("kubernetes_sd_configs", []):
             assert sd["role"] == "pod" and "api_server" not in sd, "in-cluster pod discovery only"
             flows[Flow("prometheus", API_SERVER.name, API_SERVER.ports[0].number)] = "pod discovery"
-            for pod, port in scraped(sd["namespaces"]["names"]):
-                flows[Flow("prometheus", pod, port)] = "scrape"
+            annotated = any(
+                "__meta_kubernetes_pod_annotation_prometheus_io_scrape" in r.get("source_labels", [])
+                for r in job.get("relabel_configs", [])
+            )
+            if annotated:
+                for pod, port in scraped(sd["namespaces"]["names"]):
+                    flows[Flow("prometheus", pod, port)] = "scrape"
+            else:  # the pushed series: the control-plane's http port (docs/push.md)
+                for pod, port in kept(job, sd["namespaces"]["names"]):
+                    flows[Flow("prometheus", pod, port)] = f"job {job['job_name']}"
     return flows
 
 
@@ -321,7 +348,8 @@ def test_the_flows_the_code_needs_are_derived_from_the_configuration():
     assert why[("alertmanager-0", "alerter", 8090)] == "receiver numcast-alerter"
     assert why[("alertmanager-0", "alertmanager-1", 9094)] == "--cluster.peer"
     assert why[("prometheus", "alertmanager-1", 9093)] == "alerting.alertmanagers"
-    assert why[("prometheus", "control-plane", 8000)] == "scrape"
+    assert why[("prometheus", "control-plane", 9180)] == "scrape"  # ADMIN_PORT: /metrics
+    assert why[("prometheus", "control-plane", 8000)] == "job numcast-pushed"
     assert why[("outside", "machine-1", 8080)] == "NodePort"
     assert not [f for f in needed() if f.client == "redis"], "Redis opens no connection"
 
@@ -387,8 +415,11 @@ def test_every_policy_allows_some_needed_flow():
         ("redis", 6379, {"control-plane", "machine-1", "machine-2", "alerter"}),
         ("machine-1", 9000, {"control-plane"}),
         ("machine-2", 9000, {"control-plane"}),
-        ("control-plane", 8000, {"prometheus"}),
-        ("alerter", 8090, {"prometheus", "alertmanager-0", "alertmanager-1"}),
+        ("control-plane", 8000, {"prometheus"}),  # the pushed series; the page is a port-forward's
+        ("control-plane", 9180, {"prometheus"}),  # ADMIN_PORT: /metrics and the full /api/status
+        ("machine-1", 9180, {"prometheus"}),
+        ("alerter", 9180, {"prometheus"}),
+        ("alerter", 8090, {"alertmanager-0", "alertmanager-1"}),
         ("alertmanager-0", 9093, {"prometheus", "alerter"}),
         ("alertmanager-1", 9094, {"alertmanager-0"}),
         ("prometheus", 9090, set()),
@@ -404,7 +435,8 @@ def test_the_dashboards_are_open_to_everyone_but_the_namespace_s_own_pods_need_a
     world = cluster()
     found = {c for c in world.endpoints if world.allows(Flow(c, "machine-1", 8080))}
     assert {"outside", f"{ELSEWHERE}/control-plane", KUBE_DNS} <= found
-    assert found & {e.name for e in world.endpoints.values() if ours(e)} == {"prometheus"}
+    # Not even Prometheus: it scrapes the admin port (9180), not the dashboard's.
+    assert found & {e.name for e in world.endpoints.values() if ours(e)} == set()
 
 
 def test_dns_goes_to_kube_dns_in_kube_system_only_and_redis_resolves_nothing():

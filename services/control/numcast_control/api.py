@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Flask, Response, current_app, jsonify, render_template, request
 
-from numcast import auth, parsing
+from numcast import admin, auth, parsing
 from numcast_control import push_api
 from numcast_control.config import ConfigError
 
@@ -14,8 +14,12 @@ def _service():
 
 
 def _status() -> dict:
-    # `auth` tells the page whether to ask for the token before the first change.
-    return {**_service().status(), "auth": auth.mode()}
+    # `auth` tells the page whether to ask for the token before the first change. The public port shows the page's
+    # view: whether an output was refused, not the refusal's text (it names the Redis user).
+    status = {**_service().status(), "auth": auth.mode()}
+    if not admin.requested():
+        status["outputs"] = [{**o, "refused": True} if o.get("refused") else o for o in status["outputs"]]
+    return status
 
 
 def init_app(app: Flask) -> None:

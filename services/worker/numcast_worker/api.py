@@ -7,7 +7,7 @@ import logging
 from flask import Flask, Response, current_app, jsonify, render_template, request
 from flask_socketio import emit
 
-from numcast import parsing
+from numcast import admin, parsing
 from numcast.envelope import SERIES_RULE, valid_series
 from numcast.logs import Throttled
 from numcast.matchers import RULE as MATCH_RULE
@@ -55,11 +55,14 @@ def init_app(app: Flask, socketio) -> None:
     @app.get("/")
     def index() -> str:
         service = _service()
-        return render_template("index.html", status=service.status(), max_series=service.settings.subscribe_max_series)
+        return render_template(
+            "index.html", status=service.public_status(), max_series=service.settings.subscribe_max_series
+        )
 
     @app.get("/api/status")
     def status() -> Response:
-        return jsonify(_service().status())
+        service = _service()
+        return jsonify(service.status() if admin.requested() else service.public_status())
 
     @app.get("/api/history")
     def history() -> tuple[Response, int]:
