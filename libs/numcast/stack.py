@@ -261,6 +261,9 @@ def banner(stack: Stack, extra: list[tuple[str, str]] = ()) -> str:
         if name == "control-plane" and stack.control_token:
             path = f"#token={stack.control_token}"  # the page keeps it for the tab; a fragment never leaves it
         lines.append(f"  {kind:<26} http://127.0.0.1:{http_port}/{path}")
+    # /metrics and the full /api/status are on each process's admin port (ADMIN_PORT), not on the pages' port.
+    for name, _, _ in stack.processes:
+        lines.append(f"  {'metrics of ' + name:<26} {stack.admin_url(name)}/metrics")
     lines += [f"  {what:<26} {where}" for what, where in extra]
     host = f"-h {address.hostname} -p {address.port or 6379}"
     channels = f"{os.environ.get('CHANNEL') or 'numbers'} {os.environ.get('ALERTS_CHANNEL') or 'alerts'}"
