@@ -96,11 +96,13 @@ class Service:
 
     def __init__(self, command: str, env: dict[str, str], log: Path, prefix: tuple[str, ...] = ()) -> None:
         """`prefix` runs the command through another (setpriv, to run as another user)."""
+        # Each process its own admin port: the default (9180) would be every test's (numcast.admin).
+        env = {"ADMIN_PORT": str(free_port()), **env}
         self.command, self.env, self.log_path, self.prefix = command, env, log, prefix
         self.port = int(env["PORT"])
         self.url = f"http://127.0.0.1:{self.port}"
-        # /metrics and the full /api/status are on the admin port (numcast.admin); get() goes there for them.
-        self.admin_url = f"http://127.0.0.1:{env['ADMIN_PORT']}" if "ADMIN_PORT" in env else self.url
+        # /metrics and the full /api/status are on the admin port; get() goes there for them.
+        self.admin_url = f"http://127.0.0.1:{env['ADMIN_PORT']}"
         self.process: subprocess.Popen | None = None
 
     def start(self, wait: str = "/healthz") -> Service:
