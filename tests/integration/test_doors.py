@@ -199,6 +199,10 @@ def test_at_the_limit_the_connection_waiting_longest_is_closed_to_make_room(redi
 @pytest.mark.parametrize(("service", "mode"), CASES)
 def test_a_request_whose_headers_do_not_come_in_time_is_closed_and_counted(redis_server, services, service, mode):
     target = start(services, redis_server, service, mode, HTTP_HEADER_TIMEOUT=str(HEADER_TIMEOUT))
+    # What Prometheus does every 15 s: one request, its answer, and the connection kept for the next scrape.
+    kept = socket.create_connection(("127.0.0.1", target.port), timeout=10)
+    kept.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    assert kept.recv(4096).startswith(b"HTTP/1.1 200")
     began = time.monotonic()
     held = half_requests(target.port, 20)
     silent = socket.create_connection(("127.0.0.1", target.port), timeout=10)  # connects, never sends a byte
@@ -219,22 +223,12 @@ def test_a_request_whose_headers_do_not_come_in_time_is_closed_and_counted(redis
     assert target.metric("numcast_http_closed_total", 'reason="header_timeout"') == len(held) + 2
     assert target.get("/healthz")[0] == 200
     assert "http connection header_timeout" in target.logs()
-    close_all([*held, silent, trickle])
-
-
-@pytest.mark.parametrize(("service", "mode"), CASES)
-def test_an_idle_keep_alive_connection_is_closed_and_counted_apart_below_warning(redis_server, services, service, mode):
-    # What Prometheus does every 15 s: one request, an answer, and the connection kept for the next scrape.
-    target = start(services, redis_server, service, mode, HTTP_HEADER_TIMEOUT=str(HEADER_TIMEOUT))
-    kept = socket.create_connection(("127.0.0.1", target.port), timeout=10)
-    kept.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-    assert kept.recv(4096).startswith(b"HTTP/1.1 200")
-    eventually(lambda: ended_by_server(kept), timeout=CLOSED_WITHIN, message="closed after the header timeout")
-    kept.close()
+    # The idle kept-alive one went too, counted apart and not logged as a warning: it is what every client does.
+    assert ended_by_server(kept)
     if mode == "eventlet":  # werkzeug closes every connection after its answer: nothing is ever idle there
         assert target.metric("numcast_http_closed_total", 'reason="idle"') == 1
-    assert target.metric("numcast_http_closed_total", 'reason="header_timeout"') == 0
-    assert "WARNING" not in target.logs(), "an idle connection is what every client does: no warning"
+        assert "http connection idle" not in target.logs(), "below WARNING (and INFO, the default level)"
+    close_all([*held, silent, trickle, kept])
 
 
 # A request that announces a gigabyte of body and sends none of it, or its first byte only. The answer needs no
