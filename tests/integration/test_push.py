@@ -179,12 +179,15 @@ def test_prometheus_client_pushes_as_to_a_pushgateway(pipeline):
         push_to_gateway,
         pushadd_to_gateway,
     )
+    from prometheus_client.metrics import enable_created_metrics
 
     control, worker, watch = pipeline
 
     def handler(url, method, timeout, headers, data):
         return basic_auth_handler(url, method, timeout, headers, data, "batch-pod", PUSH_TOKEN)
 
+    # As in a batch job's own process: a numcast Metrics() built earlier in this test process turned *_created off.
+    enable_created_metrics()
     registry = CollectorRegistry()
     depth = Gauge("queue_depth", "Jobs waiting", ["queue"], registry=registry)
     depth.labels("billing").set(4)
