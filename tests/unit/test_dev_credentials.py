@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from numcast import dev_credentials
+from numcast import dev_credentials, redis_acl
 from numcast.settings import from_env
 from numcast_control import create_app as control_app
 from numcast_control.settings import ControlSettings
@@ -32,7 +32,7 @@ def committed() -> list[str]:
 
 def test_every_committed_credential_is_recognised_and_one_of_ones_own_is_not():
     values = committed()
-    assert len(values) == 8, values  # five Redis roles, three tokens
+    assert len(values) == len(redis_acl.ROLES) + 3, values  # a password per Redis role, three tokens
     assert all(dev_credentials.is_development(value) for value in values)
     assert not dev_credentials.is_development(secrets.token_urlsafe(32))
     assert not dev_credentials.is_development("numcast-dev-but-no-marker-end")
