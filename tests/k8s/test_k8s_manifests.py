@@ -165,6 +165,10 @@ def test_every_writable_path_is_an_emptydir(container):
         if "configMap" in volume or "secret" in volume:
             assert volume["readOnly"], f"{path}: a ConfigMap or a Secret is mounted read-only"
             continue
+        if "persistentVolumeClaim" in volume:  # the example worker whose sink is the record (worker-sink-pvc.yaml)
+            sink = next(v["value"] for v in container.spec["env"] if v["name"] == "SINK_FILE")
+            assert sink.rpartition("/")[0] == path, f"{path}: only the sink's folder may be on a claim"
+            continue
         assert "emptyDir" in volume, f"{path} mounts {volume}"
         assert volume["emptyDir"].get("sizeLimit"), f"{path}: bound the emptyDir, it fills the node's disk"
 
