@@ -8,7 +8,7 @@ import urllib.parse
 
 import pytest
 from k8s_support import (
-    EXAMPLES,
+    HA,
     LABELS,
     MANIFESTS,
     MONITORING,
@@ -63,8 +63,12 @@ def test_the_folder_holds_only_core_kinds_in_one_namespace():
         assert doc["kind"] in CORE_KINDS, f"{name}: {doc['kind']} needs a CRD or is unexpected; put it outside"
         if doc["kind"] != "Namespace":
             assert doc["metadata"].get("namespace") == NAMESPACE, f"{name}: {doc['metadata']['name']}"
-    others = [p for p in MANIFESTS.iterdir() if p.suffix not in (".yaml",) and p != EXAMPLES]
-    assert not others, "only .yaml files in infra/k8s, and the examples' folder (which `kubectl apply` skips)"
+    others = [
+        p for p in MANIFESTS.iterdir() if p.suffix not in (".yaml",) and p.name not in ("examples", "Kustomization")
+    ]
+    assert not others, (
+        "only .yaml files in infra/k8s, the examples' folder and Kustomization (`kubectl apply` skips both)"
+    )
 
 
 def test_the_namespace_file_sorts_first_and_enforces_restricted():
@@ -112,7 +116,7 @@ def test_every_image_is_pinned_and_never_pulled_when_present(container):
 
 @pytest.mark.parametrize(
     "folder, service",
-    collected(lambda: [(f, s["metadata"]["name"]) for f in (MANIFESTS, MONITORING) for s in objects("Service", f)]),
+    collected(lambda: [(f, s["metadata"]["name"]) for f in (MANIFESTS, MONITORING, HA) for s in objects("Service", f)]),
     ids=lambda value: value if isinstance(value, str) else value.name,
 )
 def test_every_service_selects_one_pod_template_and_targets_its_ports(folder, service):
@@ -165,6 +169,9 @@ def test_every_writable_path_is_an_emptydir(container):
         if "configMap" in volume or "secret" in volume:
             assert volume["readOnly"], f"{path}: a ConfigMap or a Secret is mounted read-only"
             continue
+        if "persistentVolumeClaim" in volume:  # a StatefulSet's claim template: bounded by the size it requests
+            assert volume["persistentVolumeClaim"]["spec"]["resources"]["requests"]["storage"], path
+            continue
         assert "emptyDir" in volume, f"{path} mounts {volume}"
         assert volume["emptyDir"].get("sizeLimit"), f"{path}: bound the emptyDir, it fills the node's disk"
 
@@ -175,15 +182,15 @@ def test_every_container_has_requests_a_memory_limit_and_both_probes(container):
     assert {"cpu", "memory"} <= set(resources.get("requests", {}))
     assert "memory" in resources.get("limits", {})
     for probe in ("readinessProbe", "livenessProbe"):
-        assert probe in container.spec
+        assert (probe in container.spec) is not container.init, "every container has probes, an init container none"
 
 
 def test_every_pod_runs_under_its_own_account_without_a_token():
-    for container in containers():
+    for container in containers() + containers(folder=HA):
         pod = container.pod
         account = pod.get("serviceAccountName")
         assert account == container.workload["metadata"]["name"], "one ServiceAccount per component"
-        assert named("ServiceAccount", account).get("automountServiceAccountToken") is False
+        assert named("ServiceAccount", account, container.folder).get("automountServiceAccountToken") is False
         assert pod.get("automountServiceAccountToken") is False
         # Service links would inject REDIS_PORT=tcp://... style variables next to the settings' own.
         assert pod.get("enableServiceLinks") is False
