@@ -2,11 +2,13 @@
 
 The publisher is the control-plane's own Redis output (the real class, in this process), draining `--messages`
 envelopes as fast as Redis takes them: PUBLISH only, PUBLISH + XADD to the replay log (the one script per batch
-the control-plane runs), and the same with the AOF on (appendfsync everysec), as each node of the HA variant
-keeps it (infra/k8s-ha). The subscribers are bare ones, each a process of its own reading the channel with hiredis
-and counting, not numcast workers: the figure is Redis's, and a worker's Python (its sink, its browsers) would
-take the machine's two cores long before Redis's one. What Redis spends per subscriber is the same whoever reads:
-it copies each message into every subscriber's output buffer and writes it to its socket.
+the control-plane runs), the same with the AOF on (appendfsync everysec) as each node of the HA variant keeps it
+(infra/k8s-ha), and that with the variant's two replicas attached (they get every PUBLISH and XADD too).
+
+The subscribers are bare ones, each a process of its own reading the channel with hiredis and counting, not
+numcast workers: the figure is Redis's, and a worker's Python (its sink, its browsers) would take the machine's
+two cores long before Redis's one. What Redis spends per subscriber is the same whoever reads: it copies each
+message into every subscriber's output buffer and writes it to its socket.
 
 Two figures per configuration, medians of `--rounds` rounds (configurations alternate, so a busy moment of the
 machine hurts each alike):
@@ -41,7 +43,7 @@ from numcast_control.outputs import BATCH, RedisOutput
 
 CHANNEL = "numbers"
 SYSTEM_REDIS = "/usr/bin/redis-server"
-MODES = ("publish", "publish + log", "publish + log + AOF")
+MODES = ("publish", "publish + log", "publish + log + AOF", "HA: + 2 replicas")
 REFERENCE = (1, "publish")
 _SPAWN = multiprocessing.get_context("spawn")  # subscribers share nothing with this process
 
@@ -72,11 +74,30 @@ def subscriber(port: int, ready, count, stop) -> None:
     sock.close()
 
 
-def measure(server: Redis, subscribers: int, mode: str, lines: list[str]) -> tuple[float, float]:
+def replicate(server: Redis, replicas: list[Redis]) -> None:
+    """Attach `replicas` to `server` and wait until each is in sync."""
+    for replica in replicas:
+        redis.Redis.from_url(replica.url).replicaof("127.0.0.1", server.port)
+    conn, deadline = redis.Redis.from_url(server.url), time.monotonic() + 60
+    while True:
+        info = conn.info("replication")
+        online = [info.get(f"slave{n}", {}).get("state") == "online" for n in range(len(replicas))]
+        if info["connected_slaves"] == len(replicas) and all(online):
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the replicas did not sync: {info}")
+        time.sleep(0.02)
+
+
+def measure(server: Redis, replicas: list[Redis], subscribers: int, mode: str, lines: list[str]) -> tuple[float, float]:
     """(envelopes/s until every subscriber had them all, Redis's CPU µs per envelope)."""
     conn = redis.Redis.from_url(server.url)
+    for replica in replicas:
+        redis.Redis.from_url(replica.url).replicaof("NO", "ONE")
     conn.delete(replay_log.key(CHANNEL))
-    conn.config_set("appendonly", "yes" if mode.endswith("AOF") else "no")
+    if mode.startswith("HA"):
+        replicate(server, replicas)
+    conn.config_set("appendonly", "yes" if "AOF" in mode or mode.startswith("HA") else "no")
     conn.config_set("appendfsync", "everysec")
     while conn.info("persistence").get("aof_rewrite_in_progress"):  # turning the AOF on writes it first
         time.sleep(0.01)
@@ -92,7 +113,8 @@ def measure(server: Redis, subscribers: int, mode: str, lines: list[str]) -> tup
         metrics = Metrics()
         counters = {n: metrics.counter(n, n, ("path",)) for n in ("published", "errors", "dropped", "reconnects")}
         counters["log_errors"] = metrics.counter("log_errors", "log_errors")
-        writer = {"maxlen": 100_000, "source": "capacity0", "run": int(time.time() * 1000)} if "log" in mode else None
+        logged = mode != "publish"
+        writer = {"maxlen": 100_000, "source": "capacity0", "run": int(time.time() * 1000)} if logged else None
         output = RedisOutput(server.url, CHANNEL, len(lines) + 1, counters, writer)
         output.send(lines[:BATCH])  # connected, and the script loaded: not part of the figure
         while any(c.value < BATCH for c in counts):
@@ -137,6 +159,7 @@ def main() -> int:
         configurations.insert(0, REFERENCE)
     binary = SYSTEM_REDIS if os.access(SYSTEM_REDIS, os.X_OK) else redis_binary()
     server = Redis(binary=binary).start()
+    replicas = [Redis(binary=binary).start() for _ in range(2)]
     try:
         conn = redis.Redis.from_url(server.url)
         # Unbounded for the bench: a subscriber that falls behind while 16 share two cores catches up, rather
@@ -151,7 +174,7 @@ def main() -> int:
         cpu: dict[tuple, list[float]] = {c: [] for c in configurations}
         for round_ in range(1, args.rounds + 1):
             for configuration in configurations:
-                rate, us = measure(server, *configuration, lines)
+                rate, us = measure(server, replicas, *configuration, lines)
                 rates[configuration].append(rate)
                 cpu[configuration].append(us)
                 n, mode = configuration
@@ -171,7 +194,8 @@ def main() -> int:
                 f"  (CPU x{us / cpu_ref:.2f})"
             )
     finally:
-        server.stop()
+        for one in (server, *replicas):
+            one.stop()
     return 0
 
 

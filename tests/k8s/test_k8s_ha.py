@@ -39,7 +39,7 @@ from needs import missing
 from network_policy import label_selector_matches
 from test_k8s_tokens import mounted_secret
 
-from numcast import redis_acl
+from numcast import redis_acl, replay_log
 from numcast.local import free_port
 from numcast.redis_acl import ROLES
 
@@ -363,7 +363,8 @@ def test_a_real_redis_7_and_sentinel_run_the_generated_configuration(tmp_path):
         passwords = {role.name: named("Secret", f"redis-{role.name}", HA)["stringData"]["password"] for role in ROLES}
         primary = redis.Redis(port=ports["redis-0"]["redis"], username="sentinel", password=passwords["sentinel"])
         deadline = time.monotonic() + 10
-        while primary.info("replication")["connected_slaves"] < 1:
+        # Synced, and counted as a good replica for min-replicas-to-write (its first ack, within a second).
+        while primary.info("replication").get("min_slaves_good_slaves", 0) < 1:
             assert time.monotonic() < deadline, "the replica never synced as the user replica"
             time.sleep(0.05)
         sentinel = loopback(sentinel, "redis-1").replace(fqdn("redis-1"), "127.0.0.1")
@@ -384,6 +385,8 @@ def test_a_real_redis_7_and_sentinel_run_the_generated_configuration(tmp_path):
             found = Sentinel([("127.0.0.1", sentinel_port)], sentinel_kwargs=auth, **auth)
             assert found.discover_master("numcast") == ("127.0.0.1", ports["redis-0"]["redis"]), role
             assert found.master_for("numcast").ping(), role
+            if role == "control":  # a write: the primary counts its replica in sync (min-replicas-to-write 1)
+                assert found.master_for("numcast").xadd(replay_log.key("numbers"), {"m": "x"})
             with pytest.raises(redis.exceptions.NoPermissionError):
                 redis.Redis(port=sentinel_port, **auth).execute_command("SENTINEL", "FAILOVER", "numcast")
         with socket.create_connection(("127.0.0.1", sentinel_port), timeout=5) as anonymous:
