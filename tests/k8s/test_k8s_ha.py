@@ -358,6 +358,8 @@ def test_a_real_redis_7_and_sentinel_run_the_generated_configuration(tmp_path):
             data = tmp_path / pod / "data"
             node = loopback(node, pod).replace("dir /data", f"dir {data}").replace(fqdn(pod), "127.0.0.1")
             node = node.replace("/etc/redis/acl/", f"{tmp_path / pod}/etc/redis/acl/")
+            # Not the 5 s Redis waits by default for a second replica to share a full sync with: the test's one.
+            node += "repl-diskless-sync-delay 0\n"
             (tmp_path / pod / "redis.conf").write_text(node)
             processes.append(start(SYSTEM_REDIS, tmp_path / pod / "redis.conf", ports[pod]["redis"]))
         passwords = {role.name: named("Secret", f"redis-{role.name}", HA)["stringData"]["password"] for role in ROLES}
