@@ -21,6 +21,7 @@ from k8s_support import (
     containers,
     documents,
     every_container,
+    ha_only,
     manifest_files,
     mounted_file,
     named,
@@ -197,16 +198,20 @@ def test_every_pod_runs_under_its_own_account_without_a_token():
         assert 0 < pod.get("terminationGracePeriodSeconds", 0) <= 60
 
 
-@pytest.mark.parametrize("container", collected(containers), ids=lambda c: c.id)
+@pytest.mark.parametrize(
+    "container", collected(lambda: containers() + ha_only(containers(folder=HA))), ids=lambda c: c.id
+)
 def test_every_secret_and_configmap_a_container_reads_exists(container):
     for source in container.spec.get("envFrom", []):
-        named("ConfigMap", source["configMapRef"]["name"])
+        named("ConfigMap", source["configMapRef"]["name"], container.folder)
     for var in container.spec.get("env", []):
         if "valueFrom" in var:
-            assert resolve_ref(var["valueFrom"]), f"{container.id}: {var['name']} is empty"
+            assert resolve_ref(var["valueFrom"], container.folder), f"{container.id}: {var['name']} is empty"
 
 
-@pytest.mark.parametrize("container", collected(numcast_containers), ids=lambda c: c.id)
+@pytest.mark.parametrize(
+    "container", collected(lambda: numcast_containers() + numcast_containers(HA)), ids=lambda c: c.id
+)
 def test_every_env_var_is_a_setting_the_service_reads_and_is_valid(container, tmp_path):
     from numcast.settings import from_env
 
@@ -216,11 +221,12 @@ def test_every_env_var_is_a_setting_the_service_reads_and_is_valid(container, tm
     unknown = sorted(set(env) - known)
     assert not unknown, f"{container.id} sets env vars {settings_cls.__name__} does not read: {unknown}"
     # A password file the settings read at start-up: here, what the mounted Secret would put there.
-    if "REDIS_PASSWORD_FILE" in env:
-        content = mounted_file(container, env["REDIS_PASSWORD_FILE"])
-        assert content is not None, f"{container.id}: REDIS_PASSWORD_FILE is no mounted key"
-        env["REDIS_PASSWORD_FILE"] = str(tmp_path / "redis-password")
-        (tmp_path / "redis-password").write_text(content)
+    for var in ("REDIS_PASSWORD_FILE", "REDIS_SENTINEL_PASSWORD_FILE"):
+        if var in env:
+            content = mounted_file(container, env[var])
+            assert content is not None, f"{container.id}: {var} is no mounted key"
+            env[var] = str(tmp_path / var)
+            (tmp_path / var).write_text(content)
     settings = from_env(settings_cls, env)  # raises SettingsError naming the variable
     assert settings.port == container.port("http")["containerPort"]
     if hasattr(settings, "tcp_port"):
@@ -229,7 +235,9 @@ def test_every_env_var_is_a_setting_the_service_reads_and_is_valid(container, tm
         assert settings.tcp_host == "0.0.0.0", f"{container.id}: TCP_HOST must be 0.0.0.0 for the mirror to be reached"
 
 
-@pytest.mark.parametrize("container", collected(numcast_containers), ids=lambda c: c.id)
+@pytest.mark.parametrize(
+    "container", collected(lambda: numcast_containers() + numcast_containers(HA)), ids=lambda c: c.id
+)
 def test_probes_and_metrics_are_endpoints_the_service_serves(container):
     app = app_for(container_command(container))
     expected = {"readinessProbe": "/readyz", "livenessProbe": "/healthz"}
