@@ -83,6 +83,15 @@ def test_the_base_kustomization_lists_exactly_what_kubectl_apply_f_reads():
 
     base = MANIFESTS / "Kustomization"
     assert base not in manifest_files(), "`kubectl apply -f infra/k8s` must not send the kustomization as an object"
+    # What `kubectl apply -f` would send, read by kubectl itself (`label --local` needs no cluster).
+    sent = subprocess.run(
+        [kubectl(), "label", "--local", "-f", str(MANIFESTS), "-o", "name", "checked=yes"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout.split()
+    assert len(sent) == len(documents()) and not [name for name in sent if "kustomiz" in name], sent
     assert yaml.safe_load(base.read_text())["resources"] == [path.name for path in manifest_files()]
     same = lambda docs: sorted((d["kind"], d["metadata"]["name"]) for _, d in docs)  # noqa: E731
     assert same(("", d) for d in yaml.safe_load_all(rendered(MANIFESTS)) if d) == same(documents())
