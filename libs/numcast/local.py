@@ -15,7 +15,7 @@ import tempfile
 import time
 import urllib.request
 
-from numcast import redis_acl
+from numcast import redis_acl, redis_limits
 from numcast.redis_conn import Endpoint, reachable
 
 STOP_GRACE_SECONDS = 10
@@ -117,13 +117,16 @@ class Redis:
         channel: str = "numbers",
         alerts_channel: str = "alerts",
         binary: str = "",
+        limits: dict[str, str | int] | None = None,
     ) -> None:
+        """`limits`: overrides of numcast.redis_limits.arguments (a test's small bounds)."""
         self.port = port or free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.dir = tempfile.mkdtemp(prefix="numcast-redis-")
         self.binary = binary or redis_binary()
         self.passwords = redis_acl.new_passwords() if acl else {}
         self.channel, self.alerts_channel = channel, alerts_channel
+        self.limits = limits or {}
         self.process: subprocess.Popen | None = None
 
     def endpoint(self, role: str) -> Endpoint:
@@ -142,9 +145,10 @@ class Redis:
             self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
             "--dir", self.dir, "--loglevel", "warning",
         ]  # fmt: skip
+        version = redis_version(self.binary)
+        command += redis_limits.arguments(version, **self.limits)
         if self.passwords:
             acl_file = os.path.join(self.dir, "users.acl")
-            version = redis_version(self.binary)
             write_private(
                 acl_file, redis_acl.render(self.passwords, self.channel, self.alerts_channel, version=version)
             )

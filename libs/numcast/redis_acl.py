@@ -73,14 +73,21 @@ ALERTER_COMMANDS = (
     "set",
 )  # fmt: skip
 
+# WATCH + XREVRANGE, then MULTI, XADD, PUBLISH, EXEC (numcast.replay_log.Writer); SCAN, STRLEN, PTTL, GETRANGE
+# (numcast.presence.workers); GET and HGETALL of the alerter's state.
+CONTROL_COMMANDS = (
+    "ping", "select", "watch", "multi", "exec", "xrevrange", "xadd", "publish", "scan",
+    "strlen", "pttl", "getrange", "get", "hgetall",
+)  # fmt: skip
+
 # The commands are those the code sends today; a test runs each role's job against a real Redis of each version.
 ROLES = (
     Role(
         "control",
-        "publish on CHANNEL and its push channel and write their replay logs (one script: XREVRANGE, XADD, "
-        "PUBLISH); read the workers' presence and the alerter's state for the control page",
-        # EVALSHA runs the script's commands under this user's ACL: XREVRANGE, XADD and PUBLISH are granted too.
-        ("ping", "select", "evalsha", "script|load", "xrevrange", "xadd", "publish", "scan", "mget", "get", "hgetall"),
+        "publish on CHANNEL and its push channel and write their replay logs (WATCH, XREVRANGE, then XADD and "
+        "PUBLISH in one MULTI/EXEC: no scripting); read the workers' presence (SCAN, then STRLEN, PTTL and a "
+        "bounded GETRANGE of each) and the alerter's state for the control page",
+        CONTROL_COMMANDS,
         reads=("{presence}", "{alerts_key}", "{rules_key}"),
         writes=("{log}", "{push_log}"),
         publishes=("{channel}", "{push_channel}"),
@@ -88,8 +95,8 @@ ROLES = (
     Role(
         "worker",
         "subscribe to CHANNEL, its push channel and ALERTS_CHANNEL, read the replay logs and the active alerts, "
-        "write presence keys",
-        ("ping", "select", "subscribe", "unsubscribe", "xrange", "xrevrange", "hgetall", "set", "del"),
+        "write presence keys with an expiry (SETEX only: no SET, no DEL)",
+        ("ping", "select", "subscribe", "unsubscribe", "xrange", "xrevrange", "hgetall", "setex"),
         reads=("{log}", "{push_log}", "{alerts_key}"),
         writes=("{presence}",),
         subscribes=("{channel}", "{push_channel}", "{alerts_channel}"),
@@ -110,7 +117,7 @@ ROLES = (
         ("ping", "subscribe", "unsubscribe"),
         subscribes=("{channel}", "{push_channel}", "{alerts_channel}"),
     ),
-    Role("probe", "PING only: Redis's own readiness probe", ("ping",)),
+    Role("probe", "PING only: Redis's own readiness and liveness probes", ("ping",)),
 )
 BY_NAME = {role.name: role for role in ROLES}
 SERVICE_ROLES = {"control": "control", "worker": "worker", "alerter": "alerter"}  # `numcast <command>` -> role

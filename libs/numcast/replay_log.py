@@ -10,6 +10,9 @@ Redis restarts empty, the log restarts with it, and what it lost shows up as seq
 
 from __future__ import annotations
 
+import random
+import re
+import time
 from collections.abc import Callable, Iterator
 
 import redis
@@ -19,54 +22,17 @@ from numcast.envelope import EnvelopeError, decode
 FIELD = "envelope"
 MAX_RUNS_WALKED = 100  # runs (control-plane restarts) looked through for a source a reader knows
 
-# One atomic step per batch: the PUBLISH of each envelope and its XADD, with no round trip of their own.
-# KEYS[1]: the log. ARGV: channel, MAXLEN, the run's source, the run's start (Unix ms), lines per message (N > 0:
-# the batch's envelopes go out N to a message, one per line, as on the push channel; 0: one message each), then
-# the envelopes. A seq at or below the newest entry of this run was published and logged already (a batch sent again
-# after a lost reply, or after a reconnect): it is skipped. Nothing else is: a log that cannot be written never
-# stops the PUBLISH.
-PUBLISH_SCRIPT = """
-local log, channel, maxlen, source = KEYS[1], ARGV[1], ARGV[2], ARGV[3]
-local run, last = tonumber(ARGV[4]), -1
-local per_message, lines = tonumber(ARGV[5]), {}
-local newest = redis.pcall('XREVRANGE', log, '+', '-', 'COUNT', 1)
-local usable = not newest.err
-if usable and newest[1] then
-  local ms, seq = string.match(newest[1][1], '^(%d+)-(%d+)$')
-  if string.match(newest[1][2][2] or '', '"source":%s*"([^"]*)"') == source then
-    run, last = tonumber(ms), tonumber(seq)
-  elseif tonumber(ms) >= run then
-    run = tonumber(ms) + 1
-  end
-end
-local function send(envelope)
-  if per_message == 0 then
-    redis.call('PUBLISH', channel, envelope)
-    return
-  end
-  lines[#lines + 1] = envelope
-  if #lines == per_message then
-    redis.call('PUBLISH', channel, table.concat(lines, '\\n'))
-    lines = {}
-  end
-end
-local failed = 0
-for i = 6, #ARGV do
-  local envelope = ARGV[i]
-  local seq = string.match(envelope, '"seq":%s*(%d+)')
-  if not usable or not seq then
-    send(envelope)
-    failed = failed + 1
-  elseif tonumber(seq) > last then
-    send(envelope)
-    local id = string.format('%d-%s', run, seq)
-    local added = redis.pcall('XADD', log, 'MAXLEN', '~', maxlen, id, 'envelope', envelope)
-    if added.err then failed = failed + 1 else last = tonumber(seq) end
-  end
-end
-if #lines > 0 then redis.call('PUBLISH', channel, table.concat(lines, '\\n')) end
-return failed
-"""
+MAX_ATTEMPTS = 20  # transactions a batch tries while another writer keeps changing the log under it
+SEQ = re.compile(rb'"seq":\s*(\d+)')  # the envelope's seq, read without decoding it
+
+
+def _bulks(*parts: bytes) -> bytes:
+    return b"".join(b"$%d\r\n%s\r\n" % (len(part), part) for part in parts)
+
+
+def _command(*parts: bytes) -> bytes:
+    """One command in the Redis protocol."""
+    return b"*%d\r\n" % len(parts) + _bulks(*parts)
 
 
 def key(channel: str) -> str:
@@ -75,7 +41,14 @@ def key(channel: str) -> str:
 
 
 class Writer:
-    """Publishes batches of envelopes with their log entries (EVALSHA, loading the script when Redis lacks it)."""
+    """Publishes batches of envelopes with their log entries: PUBLISH and XADD in one MULTI/EXEC.
+
+    The log's newest entry is read under WATCH, so the transaction runs only if nothing wrote the log in between
+    (else it is tried again). A seq at or below the newest entry of this run was published and logged already (a
+    batch sent again after a lost reply, or after a reconnect): it is skipped. Nothing else is: a log that cannot
+    be written (not a stream, Redis out of memory) never stops the PUBLISH; the lines are counted as not logged.
+    No scripting: a Redis user that may run Lua may hang Redis (docs/security.md).
+    """
 
     def __init__(
         self, conn: redis.Redis, channel: str, maxlen: int, source: str, run: int, per_message: int = 0
@@ -84,12 +57,95 @@ class Writer:
         self.conn, self.channel, self.maxlen, self.source, self.run = conn, channel, maxlen, source, run
         self.per_message = per_message
         self.key = key(channel)
-        self._script = conn.register_script(PUBLISH_SCRIPT)
+        self._key = self.key.encode()
+        # The fixed start of each XADD (8 parts: then its id, FIELD and the envelope) and PUBLISH (3: the message).
+        self._xadd = b"*8\r\n" + _bulks(b"XADD", self._key, b"MAXLEN", b"~", str(maxlen).encode())
+        self._publish = b"*3\r\n" + _bulks(b"PUBLISH", channel.encode())
+        self._field = _bulks(FIELD.encode())
 
     def publish(self, lines: list[str]) -> int:
         """PUBLISH and log the lines of one run the log lacks, atomically; return how many could not be logged."""
-        args = [self.channel, self.maxlen, self.source, self.run, self.per_message, *lines]
-        return self._script(keys=[self.key], args=args)
+        encoded = [line if isinstance(line, bytes) else line.encode() for line in lines]
+        pool = self.conn.connection_pool
+        connection = pool.get_connection()
+        try:
+            for attempt in range(MAX_ATTEMPTS):
+                failed = self._attempt(connection, encoded)
+                if failed is not None:
+                    return failed
+                time.sleep(random.uniform(0, 0.001) * (attempt + 1))  # out of step with the other writer
+        except redis.ResponseError:  # refused as a whole (EXECABORT: out of memory; an ACL without WATCH)
+            connection.disconnect()  # no WATCH or MULTI state left on it
+        except BaseException:
+            connection.disconnect()  # a reply may be left unread on it
+            raise
+        finally:
+            pool.release(connection)
+        return self._publish_only(lines)
+
+    def _attempt(self, connection, lines: list[bytes]) -> int | None:
+        """One WATCH, read, MULTI ... EXEC; None when another writer changed the log in between."""
+        newest_entry = _command(b"XREVRANGE", self._key, b"+", b"-", b"COUNT", b"1")
+        connection.send_packed_command([_command(b"WATCH", self._key) + newest_entry])
+        try:
+            connection.read_response()
+        finally:
+            try:
+                newest = connection.read_response()  # read even after a refused WATCH: no reply is left behind
+            except redis.ResponseError:  # not a stream: publish, log nothing
+                newest = None
+        run, last = self.run, -1
+        if newest:
+            entry_id, fields = newest[0]
+            ms, _, seq = entry_id.decode().partition("-")
+            if _source(fields[1] if fields[:1] == [FIELD.encode()] else b"") == self.source:
+                run, last = int(ms), int(seq)
+            elif int(ms) >= run:
+                run = int(ms) + 1
+        # Packed by hand: redis-py's command building costs more than Redis's work here (bench/replay.py cost).
+        out, sent, logged = [b"*1\r\n$5\r\nMULTI\r\n"], [], 0
+        for line in lines:
+            found = SEQ.search(line)
+            if newest is None or found is None:
+                sent.append(line)
+            elif int(found.group(1)) > last:
+                sent.append(line)
+                last = int(found.group(1))
+                entry = b"%d-%d" % (run, last)
+                out.append(
+                    b"%s$%d\r\n%s\r\n%s$%d\r\n%s\r\n" % (self._xadd, len(entry), entry, self._field, len(line), line)
+                )
+                logged += 1
+        for message in self._messages(sent):
+            out.append(b"%s$%d\r\n%s\r\n" % (self._publish, len(message), message))
+        out.append(b"*1\r\n$4\r\nEXEC\r\n")
+        connection.send_packed_command([b"".join(out)])
+        refused = None
+        for _ in range(len(out) - 1):  # +OK, then +QUEUED (or why not) for each command
+            try:
+                connection.read_response()
+            except redis.ResponseError as exc:
+                refused = refused or exc
+        try:
+            results = connection.read_response()
+        except redis.exceptions.ExecAbortError:
+            raise refused or redis.ResponseError("EXECABORT") from None
+        if results is None:
+            return None  # WATCH: the log changed
+        return len(sent) - logged + sum(isinstance(result, redis.ResponseError) for result in results[:logged])
+
+    def _publish_only(self, lines: list[str]) -> int:
+        pipe = self.conn.pipeline(transaction=False)
+        for message in self._messages(lines):
+            pipe.publish(self.channel, message)
+        pipe.execute()
+        return len(lines)
+
+    def _messages(self, lines: list) -> list:
+        if not self.per_message:
+            return lines
+        join = b"\n".join if lines and isinstance(lines[0], bytes) else "\n".join
+        return [join(lines[i : i + self.per_message]) for i in range(0, len(lines), self.per_message)]
 
 
 def _envelope(entry) -> bytes:

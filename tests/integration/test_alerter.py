@@ -107,6 +107,11 @@ def worker(redis_server, services):
     return services("worker", redis_server.url, wait="/readyz", BATCH_MS="50")
 
 
+@pytest.fixture(scope="module")
+def shared_worker(module_redis, module_services):
+    return module_services("worker", module_redis.url, wait="/readyz", BATCH_MS="50")
+
+
 def start_alerter(services, redis_server, rules_path=None, **env):
     if rules_path is not None:
         env["ALERT_RULES"] = str(rules_path)
@@ -434,11 +439,24 @@ MESSAGE = {
     ],
     ids=lambda value: value if isinstance(value, str) and len(value) < 20 else None,
 )
-def test_junk_on_the_alerts_channel_is_rejected_counted_and_never_shown(redis_server, worker, junk, reason):
-    publish(redis_server, junk, json.dumps(MESSAGE), channel="alerts")
-    eventually(lambda: worker.json("/api/alerts")["alerts"], message="the valid message after the junk")
-    assert worker.json("/api/alerts")["alerts"] == [MESSAGE]
-    assert worker.metric("numcast_rejected_total", f'path="alerts",reason="{reason}"') == 1
+def test_junk_on_the_alerts_channel_is_rejected_counted_and_never_shown(
+    module_redis, shared_worker, junk, reason, request
+):
+    """One worker for every case: each sends its junk, then a valid alert of its own, on the same channel."""
+    worker = shared_worker
+    rejected = f'path="alerts",reason="{reason}"'
+    before = worker.metric("numcast_rejected_total", rejected)
+    name = f"Case{request.node.callspec.indices['junk']}"
+    valid = {**MESSAGE, "alertname": name, "fingerprint": alerts.fingerprint(name, {})}
+    publish(module_redis, junk, json.dumps(valid), channel="alerts")
+
+    def shown() -> list[dict]:
+        return worker.json("/api/alerts")["alerts"]
+
+    eventually(lambda: valid in shown(), message="the valid message after the junk")
+    assert all(alert["alertname"].startswith("Case") for alert in shown()), "only the cases' valid alerts"
+    assert [alert for alert in shown() if alert["alertname"] == name] == [valid]
+    assert worker.metric("numcast_rejected_total", rejected) == before + 1
 
 
 def test_the_alerter_runs_in_threading_mode_and_reloads_on_sighup_there(redis_server, services, rules_file):

@@ -11,6 +11,8 @@ import pytest
 import redis
 from conftest import NUMCAST, envelope, eventually, publish
 
+from numcast import presence
+
 
 def seqs(worker) -> list[int]:
     return [e["seq"] for e in worker.json("/api/history")["envelopes"]]
@@ -169,7 +171,9 @@ def test_a_signal_is_a_clean_shutdown(redis_server, services, signum):
         lines = [json.loads(line) for line in sink]
     assert len(lines) == written >= 20, "every accepted value is in the file after shutdown"
     assert len(lines) == len({(e["source"], e["seq"]) for e in lines}), "and each once"
-    assert not redis_server.client().keys("numcast:presence:*"), "a clean stop withdraws from presence"
+    conn = redis_server.client()
+    assert presence.workers(conn, "numbers") == [], "a clean stop withdraws from presence"
+    assert all(conn.pttl(key) <= 1000 for key in conn.keys("numcast:presence:*")), "what is left goes within 1 s"
 
 
 def test_a_wrong_redis_password_is_logged_never_shown_and_reported(redis_server, services):

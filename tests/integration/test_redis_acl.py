@@ -80,11 +80,11 @@ def test_every_service_does_its_job_as_its_own_user(acl_server, services, tmp_pa
         VALUE_MAX="99",
         **user_env(server, "control"),
     )
-    # control: EVALSHA (loaded by SCRIPT LOAD) publishes and logs; the worker gets the values through Redis only.
+    # control: WATCH, XREVRANGE, MULTI/XADD/PUBLISH/EXEC; the worker gets the values through Redis only.
     eventually(lambda: len(worker.json("/api/history")["envelopes"]) >= 5, message="values reach the worker")
     reader = replay_log.Reader(as_role(server, "worker"), "numbers")
     assert len(reader.newest(5, 5)) == 5, "the worker reads the log the control-plane wrote"
-    # worker: presence, which the control page reads back (SCAN + MGET).
+    # worker: presence (SETEX), which the control page reads back (SCAN, STRLEN, PTTL, GETRANGE).
     eventually(lambda: [w["name"] for w in control.json("/api/workers")["workers"]] == ["machine-1"])
     # alerter: value 99 > 95 fires; MULTI/HSET/PUBLISH/EXEC reaches the worker, and the control page reads the hash.
     eventually(lambda: [a["alertname"] for a in worker.json("/api/alerts")["alerts"]] == ["High"], timeout=15)
@@ -123,6 +123,15 @@ REFUSED = [
     ("control", ("CONFIG", "SET", "requirepass", "x"), 6),
     ("control", ("ACL", "LIST"), 6),
     ("control", ("EVAL", "return 1", "0"), 6),
+    ("control", ("SCRIPT", "LOAD", "while true do end"), 6),  # a loop that would hang Redis with BUSY
+    ("control", ("EVALSHA", "a42059b356c875f0717db19a51f6aaca9ae659ea", "0"), 6),
+    ("control", ("FCALL", "f", "0"), 7),
+    ("control", ("FUNCTION", "LOAD", "#!lua name=x\nredis.register_function('f', function() end)"), 7),
+    ("worker", ("EVAL", "return 1", "0"), 6),
+    ("worker", ("DEL", "numcast:presence:numbers:other:h"), 6),  # another worker's presence
+    ("worker", ("SET", "numcast:presence:numbers:mine:h", "no expiry"), 6),
+    ("worker", ("EXPIRE", "numcast:presence:numbers:other:h", "0"), 6),
+    ("alerter", ("EVAL", "return 1", "0"), 6),
     ("control", ("PUBLISH", "alerts", "forged"), 6),
     ("control", ("HSET", "numcast:alerts:alerts", "f", "x"), 6),
     ("control", ("SET", "numcast:presence:numbers:evil:h", "x"), 6),
@@ -196,7 +205,7 @@ def test_another_channel_gets_users_of_its_own(acl_server):
     pubsub = worker.pubsub(ignore_subscribe_messages=True)
     pubsub.subscribe("prices", "price-alerts")
     writer = replay_log.Writer(control, "prices", 100, "test-1", 1000)
-    assert writer.publish([envelope(1)]) == 0, "EVALSHA: XREVRANGE, XADD and PUBLISH on the other channel"
+    assert writer.publish([envelope(1)]) == 0, "MULTI/EXEC: XADD and PUBLISH on the other channel"
     message = eventually(lambda: pubsub.get_message(timeout=0.5), message="the worker gets it")
     assert message["channel"] == b"prices"
     assert (

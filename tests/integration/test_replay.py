@@ -27,8 +27,8 @@ def has_all(worker, last: int):
 
 @pytest.fixture
 def control(redis_server, services):
-    """A control-plane at 200 values/s, started once the test has its worker and browser in place."""
-    return lambda: services("control", redis_server.url, RATE_HZ=RATE, wait="/readyz")
+    """A control-plane at 200 values/s (or `rate`), started once the test has its worker and browser in place."""
+    return lambda rate=RATE: services("control", redis_server.url, RATE_HZ=rate, wait="/readyz")
 
 
 def test_the_control_plane_logs_every_envelope_it_publishes(redis_server, control):
@@ -96,8 +96,8 @@ def stop_with_lines_unwritten(worker) -> tuple[int, int]:
 
 
 def test_a_worker_killed_and_restarted_gets_the_downtime_from_the_log(redis_server, services, control):
-    worker = services("worker", redis_server.url, wait="/readyz", HISTORY_SIZE="2000")
-    running = control()
+    worker = services("worker", redis_server.url, wait="/readyz", HISTORY_SIZE="5000")
+    running = control(rate="1000")  # 600 values before the kill and 500 during the downtime, in about a second
     eventually(lambda: len(history(worker)) >= 600)
     accepted, in_file = stop_with_lines_unwritten(worker)
     downtime_until = eventually(
@@ -106,7 +106,7 @@ def test_a_worker_killed_and_restarted_gets_the_downtime_from_the_log(redis_serv
 
     worker.start(wait="/readyz")
     got = history(worker)
-    assert got == list(range(max(1, got[-1] - 1999), got[-1] + 1)), "a full history the moment it is ready"
+    assert got == list(range(max(1, got[-1] - 4999), got[-1] + 1)), "a full history the moment it is ready"
     assert got[0] <= in_file < accepted < downtime_until <= got[-1], "with what the file lacked, and the downtime"
     last = pause(running)
     eventually(has_all(worker, last))

@@ -87,3 +87,31 @@ def test_a_log_that_is_not_a_stream_never_stops_the_publish(redis_server):
     pubsub.subscribe("numbers")
     assert replay_log.Writer(conn, "numbers", 1000, A, run=5_000).publish([line(1, A), line(2, A)]) == 2
     assert received(pubsub, 2) == [1, 2]
+
+
+def test_two_writers_at_once_log_everything_once_in_id_order(redis_server):
+    """WATCH: a writer whose read of the newest entry went stale before its EXEC reads again, so ids only grow."""
+    import threading
+
+    conn = redis_server.client()
+    pubsub = conn.pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe("numbers")
+    failed: list[int] = []
+
+    def write(source: str) -> None:
+        writer = replay_log.Writer(redis_server.client(), "numbers", 10_000, source, run=5_000)
+        failed.extend(writer.publish([line(n, source), line(n + 1, source)]) for n in range(1, 200, 2))
+
+    threads = [threading.Thread(target=write, args=(source,)) for source in (A, B)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sum(failed) == 0, "every envelope logged"
+    entries = conn.xrange("numbers:log")
+    keys = [tuple(map(int, entry_id.split(b"-"))) for entry_id, _ in entries]
+    assert keys == sorted(set(keys)) and len(keys) == 400
+    logged = [json.loads(fields[b"envelope"]) for _, fields in entries]
+    for source in (A, B):
+        assert sorted(e["seq"] for e in logged if e["source"] == source) == list(range(1, 201)), source
+    assert len(received(pubsub, 400)) == 400, "each published"

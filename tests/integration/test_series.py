@@ -25,13 +25,30 @@ class Watcher:
         self.client.on("numbers", self._numbers)
         self.client.on("subscribe_error", self.errors.append)
         self.client.connect(url, transports=["websocket"], wait_timeout=10)
+        self._since = 0  # seen() starts here: values before the first subscription was acknowledged are left out
         if subscription is not None:
-            reply = self.subscribe(subscription)
+            reply = self.subscribe(subscription, first=True)
             assert "subscribed" in reply, reply
 
-    def subscribe(self, *args) -> dict:
-        """Emit `subscribe` with `args` and return the acknowledgement."""
-        return self.client.call("subscribe", args[0] if len(args) == 1 else args, timeout=10)
+    def subscribe(self, *args, first: bool = False) -> dict:
+        """Emit `subscribe` with `args` and return the acknowledgement.
+
+        The acknowledgement comes on the same connection as the values, so what arrived before it was sent for the
+        generator's series a new browser gets: with `first`, seen() starts after it.
+        """
+        acknowledged = threading.Event()
+        reply: list = []
+
+        def ack(*answer) -> None:
+            if first:
+                with self._lock:
+                    self._since = len(self.values)
+            reply.append(answer[0] if len(answer) == 1 else answer)
+            acknowledged.set()
+
+        self.client.emit("subscribe", args[0] if len(args) == 1 else args, callback=ack)
+        assert acknowledged.wait(10), "no acknowledgement of subscribe within 10 s"
+        return reply[0]
 
     def _numbers(self, batch: list[dict]) -> None:
         with self._lock:
@@ -40,7 +57,8 @@ class Watcher:
     def seen(self) -> list[tuple]:
         """(series, labels, seq) of each value received, in order; the generator's series as None."""
         with self._lock:
-            return [(e.get("series"), json.dumps(e.get("labels"), sort_keys=True), e["seq"]) for e in self.values]
+            values = self.values[self._since :]
+            return [(e.get("series"), json.dumps(e.get("labels"), sort_keys=True), e["seq"]) for e in values]
 
     def close(self) -> None:
         self.client.disconnect()

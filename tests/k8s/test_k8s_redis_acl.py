@@ -6,6 +6,8 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import signal
+import socket
 import subprocess
 import sys
 
@@ -27,7 +29,7 @@ from k8s_support import (
 from needs import missing
 from test_k8s_tokens import mounted_secret
 
-from numcast import redis_acl
+from numcast import redis_acl, redis_limits
 from numcast.local import Redis
 
 pytestmark = pytest.mark.k8s
@@ -82,12 +84,20 @@ def test_the_default_user_is_off_and_redis_loads_the_acl_secret():
     assert mounted_file(redis, acl_path) == acl_text()
 
 
-def test_redis_s_probe_runs_as_the_probe_user():
+def test_redis_s_probes_ping_as_the_probe_user():
     redis = redis_container()
-    assert "--user probe ping" in " ".join(redis.spec["readinessProbe"]["exec"]["command"])
+    for probe in ("readinessProbe", "livenessProbe"):  # a hung Redis still accepts TCP: liveness PINGs too
+        assert "redis-cli --user probe ping | grep -q PONG" in " ".join(redis.spec[probe]["exec"]["command"])
     env = {var["name"]: var for var in redis.spec["env"]}
     assert env["REDISCLI_AUTH"]["valueFrom"]["secretKeyRef"] == {"name": "redis-probe", "key": "password"}
     assert redis_acl.BY_NAME["probe"].commands == ("ping",), "the probe may only PING"
+
+
+def test_redis_runs_with_the_memory_bounds_of_numcast_redis_limits():
+    args = redis_container().spec["args"]
+    bounds = redis_limits.arguments(7)
+    start = args.index(bounds[0])
+    assert args[start : start + len(bounds)] == bounds, "numcast.redis_limits and 10-redis.yaml disagree"
 
 
 def secrets_referenced(container) -> set[str]:
@@ -173,4 +183,27 @@ def test_a_real_redis_7_loads_the_secret_s_acl_file_and_each_role_s_password_wor
         )
         assert probe.stdout.strip() == "PONG", "the readiness probe's command"
     finally:
+        server.stop()
+
+
+def test_the_liveness_probe_fails_on_a_redis_that_accepts_connections_but_does_not_answer():
+    """A Redis hung (here stopped; a Lua loop answered BUSY before scripting was taken away) still accepts TCP
+    connections, which is all the old tcpSocket probe checked; the PING as `probe` fails within its timeout."""
+    if not os.access(SYSTEM_REDIS, os.X_OK):
+        missing("no Redis 7: apt-get install -y redis-server")
+    probe = redis_container().spec["livenessProbe"]
+    server = Redis(binary=SYSTEM_REDIS, acl=True)
+    server.passwords = role_passwords()
+    server.start()
+    shell, flag, script = probe["exec"]["command"]  # the manifest's own, pointed at this server's port
+    command = [shell, flag, script.replace("redis-cli ", f"redis-cli -p {server.port} ", 1)]
+    env = {**os.environ, "REDISCLI_AUTH": role_passwords()["probe"]}
+    try:
+        assert subprocess.run(command, env=env, timeout=5).returncode == 0, "a live Redis passes"
+        server.process.send_signal(signal.SIGSTOP)
+        socket.create_connection(("127.0.0.1", server.port), timeout=1).close()  # TCP still accepted
+        with pytest.raises(subprocess.TimeoutExpired):
+            subprocess.run(command, env=env, timeout=probe["timeoutSeconds"] / 2)
+    finally:
+        server.process.send_signal(signal.SIGCONT)
         server.stop()

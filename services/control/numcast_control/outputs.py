@@ -172,10 +172,11 @@ class RedisOutput(Output):
             lines = [*self._recent, *batch] if self._resend else batch
             try:
                 failed = self.writer.publish(lines)
-            except redis.ResponseError as exc:  # the script refused (an ACL without EVALSHA...): publish only
+            except redis.ResponseError as exc:  # the transaction refused (an ACL without WATCH...): publish only
                 failed = len(batch)
                 self._publish(batch)
-                self._warn.warning("script", "replay log script failed key=%s error=%s", self.writer.key, describe(exc))
+                key = self.writer.key
+                self._warn.warning("refused", "replay log write refused key=%s error=%s", key, describe(exc))
             if failed:
                 self._log_errors.inc(failed)
                 self._warn.warning("log", "envelopes published but not logged key=%s count=%d", self.writer.key, failed)

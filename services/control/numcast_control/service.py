@@ -10,6 +10,7 @@ import time
 import redis
 
 from numcast import alerts, presence, replay_log
+from numcast.logs import Throttled
 from numcast.push import stream
 from numcast.redis_conn import CONNECTION_ERRORS, client, redact
 from numcast.tasks import Tasks
@@ -34,6 +35,10 @@ class ControlService:
             "reconnects": metrics.counter("reconnects", "Connections re-established after a failure.", ("path",)),
             "log_errors": metrics.counter("log_errors", "Envelopes published but not added to the replay log."),
         }
+        self._presence_rejected = metrics.counter(
+            "presence_rejected", "Presence keys the control page skipped, by reason.", ("reason",)
+        )
+        self._warn = Throttled(log)
         limit = settings.mirror_queue
         source = new_source(settings.source_prefix)
         # The run's first id part: this start's Unix millisecond, so a restarted control-plane logs above the last.
@@ -152,11 +157,15 @@ class ControlService:
         active.sort(key=lambda m: (m["startsAt"], m["alertname"]))
         return {"alerts": active, "rules": rules if isinstance(rules, list) else None}
 
+    def _rejected_presence(self, reason: str, key: bytes) -> None:
+        self._presence_rejected.labels(reason=reason).inc()
+        self._warn.warning(reason, "presence key skipped reason=%s key=%r", reason, key[:200])
+
     def workers(self) -> list[dict]:
         """The workers announcing themselves on this channel; empty when Redis is down."""
         conn = client(self.settings.redis, timeout=1.0)
         try:
-            return presence.workers(conn, self.settings.channel)
+            return presence.workers(conn, self.settings.channel, self._rejected_presence)
         except (*CONNECTION_ERRORS, redis.ResponseError):
             return []
         finally:
