@@ -39,7 +39,7 @@ from needs import missing
 from network_policy import label_selector_matches
 from test_k8s_tokens import mounted_secret
 
-from numcast import redis_acl, replay_log
+from numcast import redis_acl, redis_limits, replay_log
 from numcast.local import free_port
 from numcast.redis_acl import ROLES
 
@@ -269,6 +269,8 @@ def test_no_readiness_probe_asks_a_shared_dependency():
         expected = "redis-cli --user probe ping" if port == 6379 else f"redis-cli -p {port} --user probe ping"
         assert command == f"sh -c {expected} | grep -q PONG", f"{container.id}: only this pod's own answer"
         assert "-h" not in probe["exec"]["command"][-1].split()
+        # Liveness PINGs too: a hung node still accepts TCP connections.
+        assert container.spec["livenessProbe"]["exec"] == probe["exec"], container.id
 
 
 # The init container's script, run for real
@@ -308,6 +310,17 @@ def script_in(tmp_path, pod: str, ports: dict[str, int], redis_cli: str | None =
     assert result.returncode == 0, result.stderr
     conf = lambda name: (root / "etc/redis" / name).read_text().replace(f"{root}/", "/")  # noqa: E731
     return conf("node/redis.conf"), conf("sentinel/sentinel.conf")
+
+
+def test_each_node_has_the_memory_bounds_of_numcast_redis_limits(tmp_path):
+    node, _ = script_in(tmp_path, "redis-0", {"redis": 6379, "sentinel": 26379}, "")
+    directives, lines = [], node.splitlines()
+    for arg in redis_limits.arguments(7):  # `--name value ...` as the config file's `name value ...` lines
+        if arg.startswith("--"):
+            directives.append(arg.removeprefix("--"))
+        else:
+            directives[-1] += f" {arg}"
+    assert [line for line in directives if line not in lines] == [], "numcast.redis_limits and redis.yaml disagree"
 
 
 def fqdn(pod: str) -> str:
