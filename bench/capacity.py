@@ -1,8 +1,8 @@
 """What one Redis primary carries: envelopes/s published with 1, 4 and 16 subscribers, with and without the log.
 
 The publisher is the control-plane's own Redis output (the real class, in this process), draining `--messages`
-envelopes as fast as Redis takes them: PUBLISH only, PUBLISH + XADD to the replay log (the one script per batch
-the control-plane runs), the same with the AOF on (appendfsync everysec) as each node of the HA variant keeps it
+envelopes as fast as Redis takes them: PUBLISH only, PUBLISH + XADD to the replay log (the one MULTI/EXEC per
+batch the control-plane runs), the same with the AOF on (appendfsync everysec) as each node of the HA variant keeps it
 (infra/k8s-ha), and that with the variant's two replicas attached (they get every PUBLISH and XADD too).
 
 The subscribers are bare ones, each a process of its own reading the channel with hiredis and counting, not
@@ -116,7 +116,7 @@ def measure(server: Redis, replicas: list[Redis], subscribers: int, mode: str, l
         logged = mode != "publish"
         writer = {"maxlen": 100_000, "source": "capacity0", "run": int(time.time() * 1000)} if logged else None
         output = RedisOutput(server.url, CHANNEL, len(lines) + 1, counters, writer)
-        output.send(lines[:BATCH])  # connected, and the script loaded: not part of the figure
+        output.send(lines[:BATCH])  # connected: not part of the figure
         while any(c.value < BATCH for c in counts):
             time.sleep(0.001)
         for line in lines[BATCH:]:
