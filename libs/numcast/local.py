@@ -118,13 +118,20 @@ class Redis:
         alerts_channel: str = "alerts",
         binary: str = "",
         limits: dict[str, str | int] | None = None,
+        passwords: dict[str, str] | None = None,
+        args: tuple[str, ...] = (),
     ) -> None:
-        """`limits`: overrides of numcast.redis_limits.arguments (a test's small bounds)."""
+        """`limits`: overrides of numcast.redis_limits.arguments (a test's small bounds).
+
+        `passwords`: the roles' passwords, shared by the nodes of a replicated group (new ones otherwise).
+        `args`: more options for redis-server (a replica's `--replicaof`).
+        """
         self.port = port or free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.dir = tempfile.mkdtemp(prefix="numcast-redis-")
         self.binary = binary or redis_binary()
-        self.passwords = redis_acl.new_passwords() if acl else {}
+        self.passwords = (passwords or redis_acl.new_passwords()) if acl else {}
+        self.args = args
         self.channel, self.alerts_channel = channel, alerts_channel
         self.limits = limits or {}
         self.process: subprocess.Popen | None = None
@@ -143,7 +150,7 @@ class Redis:
         """Start the server and wait until it answers."""
         command = [
             self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-            "--dir", self.dir, "--loglevel", "warning",
+            "--dir", self.dir, "--loglevel", "warning", *self.args,
         ]  # fmt: skip
         version = redis_version(self.binary)
         command += redis_limits.arguments(version, **self.limits)

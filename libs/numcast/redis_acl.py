@@ -44,6 +44,7 @@ class Role:
             "push_log": replay_log.key(stream.channel(channel)),
             "presence": presence.pattern(channel),
             "alerts_key": alerts.key(alerts_channel),
+            "lease": f"{channel}:generator",  # numcast_control.lease.key
             "rules_key": alerts.rules_key(alerts_channel),
         }
         fill = lambda items: [item.format(**names) for item in items]  # noqa: E731
@@ -70,14 +71,21 @@ class Role:
 # MULTI ... EXEC: each change is PUBLISHed and applied to the hash in one transaction (numcast_alerter.broadcast).
 ALERTER_COMMANDS = (
     "ping", "select", "subscribe", "unsubscribe", "publish", "multi", "exec", "discard", "hgetall", "hset", "hdel",
-    "set",
+    "set", "watch", "unwatch", "hmget",
+)  # fmt: skip
+# What Sentinel runs on the nodes it monitors (the Redis docs, "Sentinel and ACL"), on its hello channel only.
+SENTINEL_COMMANDS = (
+    "multi", "slaveof", "ping", "exec", "subscribe", "config|rewrite", "role", "publish", "info", "client|setname",
+    "client|kill", "script|kill",
 )  # fmt: skip
 
 # WATCH + XREVRANGE, then MULTI, XADD, PUBLISH, EXEC (numcast.replay_log.Writer); SCAN, STRLEN, PTTL, GETRANGE
-# (numcast.presence.workers); GET and HGETALL of the alerter's state.
+# (numcast.presence.workers); GET and HGETALL of the alerter's state; SET NX PX, then WATCH ... MULTI ... EXEC to
+# renew it and DEL to give it back: the generator lease, renewed only while it is this replica's
+# (numcast_control.lease, through redis-py's pipeline, which also sends UNWATCH and DISCARD).
 CONTROL_COMMANDS = (
     "ping", "select", "watch", "multi", "exec", "xrevrange", "xadd", "publish", "scan",
-    "strlen", "pttl", "getrange", "get", "hgetall",
+    "strlen", "pttl", "getrange", "get", "hgetall", "set", "del", "unwatch", "discard",
 )  # fmt: skip
 
 # The commands are those the code sends today; a test runs each role's job against a real Redis of each version.
@@ -86,10 +94,11 @@ ROLES = (
         "control",
         "publish on CHANNEL and its push channel and write their replay logs (WATCH, XREVRANGE, then XADD and "
         "PUBLISH in one MULTI/EXEC: no scripting); read the workers' presence (SCAN, then STRLEN, PTTL and a "
-        "bounded GETRANGE of each) and the alerter's state for the control page",
+        "bounded GETRANGE of each) and the alerter's state for the control page; take, renew and give back the "
+        "generator lease",
         CONTROL_COMMANDS,
         reads=("{presence}", "{alerts_key}", "{rules_key}"),
-        writes=("{log}", "{push_log}"),
+        writes=("{log}", "{push_log}", "{lease}"),
         publishes=("{channel}", "{push_channel}"),
     ),
     Role(
@@ -118,6 +127,14 @@ ROLES = (
         subscribes=("{channel}", "{push_channel}", "{alerts_channel}"),
     ),
     Role("probe", "PING only: Redis's own readiness and liveness probes", ("ping",)),
+    Role("replica", "replicate from the primary (a Redis replica's `masteruser`)", ("psync", "replconf", "ping")),
+    Role(
+        "sentinel",
+        "what Sentinel runs on the nodes it monitors: INFO, ROLE, SLAVEOF, CONFIG REWRITE, CLIENT KILL, and its "
+        "hello messages",
+        SENTINEL_COMMANDS,
+        subscribes=("__sentinel__:hello",),
+    ),
 )
 BY_NAME = {role.name: role for role in ROLES}
 SERVICE_ROLES = {"control": "control", "worker": "worker", "alerter": "alerter"}  # `numcast <command>` -> role

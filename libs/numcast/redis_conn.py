@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import random
+import re
 import urllib.parse
 
 import redis
+import redis.sentinel
 from redis.backoff import NoBackoff
 from redis.credentials import CredentialProvider
 from redis.exceptions import NoPermissionError
@@ -35,46 +38,93 @@ def read_password(path: str) -> str:
     return text
 
 
+MASTER_NAME = "numcast"  # the name the Sentinels monitor the primary under (REDIS_MASTER_NAME)
+
+
+@dataclasses.dataclass(frozen=True)
+class Sentinels(CredentialProvider):
+    """The Sentinels that know where the primary is: addresses, the primary's name, and who we are there."""
+
+    addresses: tuple[tuple[str, int], ...]
+    master: str = MASTER_NAME
+    username: str = ""
+    password: str = dataclasses.field(default="", repr=False)
+    password_file: str = ""
+
+    def get_credentials(self) -> tuple[str, ...]:
+        """As Endpoint.get_credentials, with the Sentinels' own credentials."""
+        return _credentials(self.username, self.password, self.password_file)
+
+    @property
+    def label(self) -> str:
+        """`sentinel://[user@]host:port,host:port/name`, for logs and pages."""
+        user = f"{urllib.parse.quote(self.username, safe='')}@" if self.username else ""
+        hosts = ",".join(f"{host}:{port}" for host, port in self.addresses)
+        return f"sentinel://{user}{hosts}/{self.master}"
+
+
+def _credentials(username: str, password: str, password_file: str) -> tuple[str, ...]:
+    try:
+        secret = read_password(password_file) if password_file else password
+    except (OSError, ValueError) as exc:  # the file went missing after start-up: retried like a refusal
+        raise redis.AuthenticationError(f"password file {password_file}: {exc}") from None
+    if username:
+        return (username, secret)  # an empty password gets a clear WRONGPASS, not a NOAUTH as `default`
+    return (secret,) if secret else ()
+
+
 @dataclasses.dataclass(frozen=True)
 class Endpoint(CredentialProvider):
     """Where Redis is and who we are there: a URL without credentials, a username, and a password or a file.
 
-    The file is read at every new connection, so a rotated Secret is picked up by the next reconnect.
+    The file is read at every new connection, so a rotated Secret is picked up by the next reconnect. With
+    `sentinels`, the URL's host and port are not used: each new connection asks the Sentinels for the primary.
     """
 
     url: str
     username: str = ""
     password: str = dataclasses.field(default="", repr=False)
     password_file: str = ""
+    sentinels: Sentinels | None = None
 
     @classmethod
-    def parse(cls, url: str, username: str = "", password: str = "", password_file: str = "") -> Endpoint:
+    def parse(
+        cls,
+        url: str,
+        username: str = "",
+        password: str = "",
+        password_file: str = "",
+        sentinels: Sentinels | None = None,
+    ) -> Endpoint:
         """Credentials given here win over those inside `url`: the file, then the password, then the URL's."""
         parts = urllib.parse.urlsplit(url)
         if "@" in parts.netloc:
             url = urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
             username = username or urllib.parse.unquote(parts.username or "")
             password = password or urllib.parse.unquote(parts.password or "")
-        return cls(url, username, password, password_file)
+        return cls(url, username, password, password_file, sentinels)
 
     def get_credentials(self) -> tuple[str, ...]:
         """redis-py asks at each connection: (username, password), (password,) or () for no AUTH."""
-        try:
-            secret = read_password(self.password_file) if self.password_file else self.password
-        except (OSError, ValueError) as exc:  # the file went missing after start-up: retried like a refusal
-            raise redis.AuthenticationError(f"password file {self.password_file}: {exc}") from None
-        if self.username:
-            return (self.username, secret)  # an empty password gets a clear WRONGPASS, not a NOAUTH as `default`
-        return (secret,) if secret else ()
+        return _credentials(self.username, self.password, self.password_file)
 
     @property
     def label(self) -> str:
-        """The URL with the username and never the password, for logs and pages."""
+        """The URL with the username and never the password, for logs and pages (the Sentinels, with them)."""
+        if self.sentinels is not None:
+            user = f"{urllib.parse.quote(self.username, safe='')}@" if self.username else ""
+            return f"{self.sentinels.label} ({user}db {self.db})"
         if not self.username:
             return self.url
         parts = urllib.parse.urlsplit(self.url)
         user = urllib.parse.quote(self.username, safe="")
         return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}@{parts.netloc}"))
+
+    @property
+    def db(self) -> int:
+        """The database number in the URL's path (0 when none)."""
+        path = urllib.parse.urlsplit(self.url).path.strip("/")
+        return int(path) if path.isdigit() else 0
 
     def __str__(self) -> str:
         return self.label
@@ -87,16 +137,38 @@ def client(target: Endpoint | str, timeout: float = 2.0) -> redis.Redis:
     and each refusal would fill Redis's ACL LOG.
     """
     endpoint = target if isinstance(target, Endpoint) else Endpoint.parse(target)
-    return redis.Redis.from_url(
-        endpoint.url,
-        socket_connect_timeout=timeout,
-        socket_timeout=timeout,
-        retry=Retry(NoBackoff(), 0),
-        health_check_interval=0,
-        credential_provider=endpoint,
-        driver_info=None,
-        maint_notifications_config=MaintNotificationsConfig(enabled=False),
-    )
+    options = {
+        "socket_connect_timeout": timeout,
+        "socket_timeout": timeout,
+        "retry": Retry(NoBackoff(), 0),
+        "health_check_interval": 0,
+        "driver_info": None,
+        "maint_notifications_config": MaintNotificationsConfig(enabled=False),
+    }
+    if endpoint.sentinels is not None:
+        # Each new connection asks the Sentinels where the primary is (a replica that answers READONLY is left as
+        # a connection error): after a failover, the caller's usual reconnect lands on the new primary.
+        manager = _sentinel(endpoint.sentinels, timeout)
+        ssl = endpoint.url.startswith("rediss://")
+        return manager.master_for(
+            endpoint.sentinels.master, db=endpoint.db, ssl=ssl, credential_provider=endpoint, **options
+        )
+    return redis.Redis.from_url(endpoint.url, credential_provider=endpoint, **options)
+
+
+@functools.lru_cache(maxsize=16)
+def _sentinel(sentinels: Sentinels, timeout: float) -> redis.sentinel.Sentinel:
+    """One client of the Sentinels per process and setting: asking them is one short request per connection."""
+    options = {
+        "socket_connect_timeout": min(timeout, 1.0),  # a Sentinel that does not answer: ask the next one
+        "socket_timeout": min(timeout, 1.0),
+        "retry": Retry(NoBackoff(), 0),
+        "health_check_interval": 0,
+        "driver_info": None,
+        "maint_notifications_config": MaintNotificationsConfig(enabled=False),
+        "credential_provider": sentinels,
+    }
+    return redis.sentinel.Sentinel(list(sentinels.addresses), sentinel_kwargs=options)
 
 
 def redact(url: Endpoint | str) -> str:
@@ -124,6 +196,12 @@ def reachable(target: Endpoint | str, timeout: float = 0.5) -> bool:
 
 def describe(exc: BaseException) -> str:
     """An exception as `Type: message`, for one-line logs."""
+    if isinstance(exc, redis.sentinel.MasterNotFoundError):
+        # redis-py lists each Sentinel's client in full: the reasons alone, with the Sentinel's port.
+        found, _, errors = str(exc).partition(" : ")
+        reasons = re.findall(r"port=(\d+).*? - ([^,]+)", errors)
+        detail = ", ".join(f":{port} {reason.strip()}" for port, reason in reasons)
+        return f"{type(exc).__name__}: {found}" + (f" (Sentinels: {detail})" if detail else "")
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from numcast.envelope import SOURCE_RULE, valid_source
 from numcast.push import stream
-from numcast.redis_conn import RETRY_MAX_SECONDS, Endpoint, read_password
+from numcast.redis_conn import MASTER_NAME, RETRY_MAX_SECONDS, Endpoint, Sentinels, read_password
 
 ASYNC_MODES = ("eventlet", "threading")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -119,6 +119,26 @@ class Common:
         "File holding the Redis password (a mounted Secret); wins over `REDIS_PASSWORD`. Read at each connection.",
         secret=True,
     )
+    redis_sentinels: tuple[tuple[str, int], ...] = env(
+        "REDIS_SENTINELS",
+        (),
+        "Comma-separated host:port of the Redis Sentinels (see docs/operations.md). Set: the primary is the one "
+        "they name, found again after each lost connection, and `REDIS_URL` gives only the scheme and database.",
+        parse_targets,
+    )
+    redis_master_name: str = env("REDIS_MASTER_NAME", MASTER_NAME, "The name the Sentinels monitor the primary under.")
+    redis_sentinel_username: str = env(
+        "REDIS_SENTINEL_USERNAME", "", "User on the Sentinels themselves, when they require one. Empty: `default`."
+    )
+    redis_sentinel_password: str = env(
+        "REDIS_SENTINEL_PASSWORD", "", "Password on the Sentinels themselves (empty: no AUTH).", secret=True
+    )
+    redis_sentinel_password_file: str = env(
+        "REDIS_SENTINEL_PASSWORD_FILE",
+        "",
+        "File holding the Sentinels' password; wins over `REDIS_SENTINEL_PASSWORD`. Read at each connection.",
+        secret=True,
+    )
     redis_retry_max_seconds: float = env(
         "REDIS_RETRY_MAX_SECONDS",
         RETRY_MAX_SECONDS,
@@ -151,7 +171,18 @@ class Common:
     @property
     def redis(self) -> Endpoint:
         """Redis and the credentials to use there: REDIS_PASSWORD_FILE, then REDIS_PASSWORD, then the URL's."""
-        return Endpoint.parse(self.redis_url, self.redis_username, self.redis_password, self.redis_password_file)
+        sentinels = None
+        if self.redis_sentinels:
+            sentinels = Sentinels(
+                self.redis_sentinels,
+                self.redis_master_name,
+                self.redis_sentinel_username,
+                self.redis_sentinel_password,
+                self.redis_sentinel_password_file,
+            )
+        return Endpoint.parse(
+            self.redis_url, self.redis_username, self.redis_password, self.redis_password_file, sentinels
+        )
 
     def validate(self) -> None:
         """Raise SettingsError for the first setting that is out of range."""
@@ -162,12 +193,29 @@ class Common:
             "must start with redis://, rediss:// or unix://",
         )
         check(not any(c.isspace() for c in self.redis_username), "REDIS_USERNAME", self.redis_username, "no whitespace")
-        if self.redis_password_file:
-            try:
-                read_password(self.redis_password_file)
-            except (OSError, ValueError) as exc:
-                why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-                raise SettingsError(f"REDIS_PASSWORD_FILE={self.redis_password_file!r}: cannot use it: {why}") from None
+        for name, path in (
+            ("REDIS_PASSWORD_FILE", self.redis_password_file),
+            ("REDIS_SENTINEL_PASSWORD_FILE", self.redis_sentinel_password_file),
+        ):
+            if path:
+                try:
+                    read_password(path)
+                except (OSError, ValueError) as exc:
+                    why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+                    raise SettingsError(f"{name}={path!r}: cannot use it: {why}") from None
+        check(len(self.redis_sentinels) <= 16, "REDIS_SENTINELS", self.redis_sentinels, "at most 16 Sentinels")
+        check(
+            bool(_NAME_RE.fullmatch(self.redis_master_name)),
+            "REDIS_MASTER_NAME",
+            self.redis_master_name,
+            "1-64 of A-Z a-z 0-9 . _ -",
+        )
+        check(
+            not any(c.isspace() for c in self.redis_sentinel_username),
+            "REDIS_SENTINEL_USERNAME",
+            self.redis_sentinel_username,
+            "no whitespace",
+        )
         check(
             0.05 <= self.redis_retry_max_seconds <= 300,
             "REDIS_RETRY_MAX_SECONDS",

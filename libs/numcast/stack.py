@@ -20,6 +20,7 @@ from numcast import monitoring
 from numcast.local import Redis, free_port, redis_binary, service, stop, wait_http
 from numcast.push import stream
 from numcast.redis_conn import Endpoint, reachable, redact
+from numcast.replicated import SentinelGroup
 
 
 class Stack:
@@ -42,6 +43,7 @@ class Stack:
         alerter_env: dict[str, str] | None = None,
         tokens: bool = False,
         acl: bool = False,
+        ha: bool = False,
     ) -> None:
         """Ports of 0 are picked free; worker i gets `worker_port + i` and `tcp_port + i` otherwise.
 
@@ -49,8 +51,11 @@ class Stack:
         (`control_token`, `alerter_token`); without, they take changes from loopback clients only.
         `acl`: an embedded Redis has a user per role (numcast.redis_acl), new passwords at each start, and
         each process connects as its own.
+        `ha`: instead, three Redis nodes and three Sentinels (numcast.replicated), two control-planes sharing the
+        generator lease and two alerters; every process finds the primary through the Sentinels.
         """
-        self.acl = acl
+        self.acl, self.ha = acl, ha
+        self.group = None  # the Sentinel group, with `ha`
         self.mirror = mirror  # False: values reach the workers through Redis only
         self.redis_url, self.embedded = redis_url, None
         self.data_dir = data_dir or tempfile.mkdtemp(prefix="numcast-data-")
@@ -72,6 +77,8 @@ class Stack:
         self.alerter_token = secrets.token_urlsafe(24) if tokens else ""
         self.push_token = secrets.token_urlsafe(24) if tokens else ""  # the publishers' (docs/push.md)
         self.processes: list[tuple[str, subprocess.Popen, int]] = []  # control-plane first
+        self.control_ports = [self.control_port] + ([free_port()] if ha else [])
+        self.alerter_ports = [self.alerter_port] + ([free_port()] if ha else [])
 
     @property
     def control_url(self) -> str:
@@ -91,13 +98,13 @@ class Stack:
     def start(self, timeout: float = 30.0) -> Stack:
         """Start everything and wait until each process answers /healthz; on failure stop what started."""
         try:
-            if not self.redis_url:
-                channels = {**os.environ, **self.env}
-                self.embedded = Redis(
-                    acl=self.acl,
-                    channel=channels.get("CHANNEL") or "numbers",
-                    alerts_channel=channels.get("ALERTS_CHANNEL") or "alerts",
-                ).start()
+            channels = {**os.environ, **self.env}
+            channel, alerts_channel = channels.get("CHANNEL") or "numbers", channels.get("ALERTS_CHANNEL") or "alerts"
+            if self.ha:
+                self.group = SentinelGroup(channel=channel, alerts_channel=alerts_channel).start()
+                self.redis_url = self.group.env("probe")["REDIS_URL"]
+            elif not self.redis_url:
+                self.embedded = Redis(acl=self.acl, channel=channel, alerts_channel=alerts_channel).start()
                 self.redis_url = self.embedded.url
             common = {"REDIS_URL": self.redis_url, "HOST": "127.0.0.1", **self.env}
             for name, port, tcp_port in self.workers:
@@ -105,14 +112,20 @@ class Stack:
                 env = {**common, "WORKER_NAME": name, "PORT": str(port), "TCP_PORT": str(tcp_port), "SINK_FILE": sink}
                 self.processes.append((name, service("worker", env | self._user("worker")), port))
             if self.alerter:
-                env = {**common, "PORT": str(self.alerter_port), **_token(self.alerter_token), **self.alerter_env}
-                self.processes.append(("alerter", service("alerter", env | self._user("alerter")), self.alerter_port))
+                for n, port in enumerate(self.alerter_ports):
+                    env = {**common, "PORT": str(port), **_token(self.alerter_token), **self.alerter_env}
+                    name = "alerter" if n == 0 else f"alerter-{n + 1}"
+                    self.processes.append((name, service("alerter", env | self._user("alerter")), port))
             targets = ",".join(f"127.0.0.1:{tcp_port}" for _, _, tcp_port in self.workers) if self.mirror else ""
-            env = {**common, "PORT": str(self.control_port), "TCP_MIRROR_TARGETS": targets, **self._user("control")}
-            env |= {**_token(self.control_token), **self.control_env}
-            if self.push_token:
-                env |= {"PUSH_TOKEN": self.push_token, "PUSH_TOKEN_FILE": ""}
-            self.processes.insert(0, ("control-plane", service("control", env), self.control_port))
+            for n, port in reversed(list(enumerate(self.control_ports))):
+                env = {**common, "PORT": str(port), "TCP_MIRROR_TARGETS": targets, **self._user("control")}
+                env |= {**_token(self.control_token), **self.control_env}
+                if self.ha:
+                    env["LEASE_SECONDS"] = env.get("LEASE_SECONDS") or "5"
+                if self.push_token:
+                    env |= {"PUSH_TOKEN": self.push_token, "PUSH_TOKEN_FILE": ""}
+                name = "control-plane" if n == 0 else f"control-plane-{n + 1}"
+                self.processes.insert(0, (name, service("control", env), port))
             for _, process, port in self.processes:
                 wait_http(f"http://127.0.0.1:{port}/healthz", timeout, process)
         except BaseException:
@@ -122,6 +135,8 @@ class Stack:
 
     def _user(self, role: str) -> dict[str, str]:
         """The env that makes a process connect as `role` to an embedded Redis with users; else nothing."""
+        if self.group is not None:
+            return {**self.group.env(role), "REDIS_PASSWORD": ""}
         if self.embedded is None or not self.embedded.passwords:
             return {}
         return {"REDIS_USERNAME": role, "REDIS_PASSWORD_FILE": self.embedded.password_file(role), "REDIS_PASSWORD": ""}
@@ -142,6 +157,10 @@ class Stack:
             self.embedded.stop()
             self.embedded = None
             report("stopped the embedded Redis")
+        if self.group is not None:
+            self.group.stop()
+            self.group = None
+            report("stopped the Redis nodes and their Sentinels")
         if self._own_dir:
             shutil.rmtree(self.data_dir, ignore_errors=True)
 
@@ -176,13 +195,18 @@ def main(argv: list[str]) -> int:
     parser.add_argument(
         "--monitoring-config", type=Path, default=monitoring.CONFIG_DIR, metavar="DIR", help="their shipped files"
     )
+    parser.add_argument(
+        "--ha",
+        action="store_true",
+        help="three Redis nodes and three Sentinels, two control-planes and two alerters, to watch a failover",
+    )
     args = parser.parse_args(argv)
     if args.monitoring and (problem := monitoring.missing(args.monitoring_config)):
         print(f"numcast up: --monitoring: {problem}", file=sys.stderr, flush=True)
         return 2
     signal.signal(signal.SIGTERM, _interrupt)
 
-    redis_url = os.environ.get("REDIS_URL", "")
+    redis_url = "" if args.ha else os.environ.get("REDIS_URL", "")
     given = Endpoint.parse(
         redis_url,
         os.environ.get("REDIS_USERNAME", ""),
@@ -205,6 +229,7 @@ def main(argv: list[str]) -> int:
         alerter_port=args.alerter_port,
         tokens=True,
         acl=True,
+        ha=args.ha,
     )
     code, watch = 0, None
     if args.monitoring:
@@ -246,14 +271,20 @@ def banner(stack: Stack, extra: list[tuple[str, str]] = ()) -> str:
     cli = "redis-cli" if shutil.which("redis-cli") else redis_binary("redis-cli")
     lines = ["", "numcast is up:"]
     for name, _, http_port in stack.processes:
-        kind = {"control-plane": "control page", "alerter": "alerter (built-in rules)"}.get(name, f"{name} dashboard")
-        path = "api/alerts" if name == "alerter" else ""
-        if name == "control-plane" and stack.control_token:
+        kind = f"{name} dashboard"
+        if name.startswith("control-plane"):
+            kind = "control page" + name.removeprefix("control-plane")
+        elif name.startswith("alerter"):
+            kind = "alerter" + name.removeprefix("alerter") + " (built-in rules)"
+        path = "api/alerts" if name.startswith("alerter") else ""
+        if name.startswith("control-plane") and stack.control_token:
             path = f"#token={stack.control_token}"  # the page keeps it for the tab; a fragment never leaves it
         lines.append(f"  {kind:<26} http://127.0.0.1:{http_port}/{path}")
     lines += [f"  {what:<26} {where}" for what, where in extra]
     host = f"-h {address.hostname} -p {address.port or 6379}"
     channels = f"{os.environ.get('CHANNEL') or 'numbers'} {os.environ.get('ALERTS_CHANNEL') or 'alerts'}"
+    if stack.group is not None:
+        return "\n".join(lines + _failover_lines(stack, cli))
     if stack.embedded is not None and stack.embedded.passwords:
         viewer = shlex.quote(stack.embedded.passwords["viewer"])
         title = "Watch the channel, as the Redis user `viewer` (it may only subscribe; new password each run):"
@@ -288,6 +319,38 @@ def banner(stack: Stack, extra: list[tuple[str, str]] = ()) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _failover_lines(stack: Stack, cli: str) -> list[str]:
+    """With --ha: where the nodes and Sentinels are, how to kill the primary or a replica, and what to watch."""
+    group = stack.group
+    primary = group.primary()
+    sentinel = group.sentinels[0]
+    ask = f"REDISCLI_AUTH={shlex.quote(group.sentinel_password)} {cli} -p {sentinel.port}"
+    nodes = ", ".join(f":{node.port} (pid {node.process.pid})" for node in group.nodes)
+    sentinels = ", ".join(f":{port}" for _, port in group.addresses)
+    controls = " ".join(f"http://127.0.0.1:{port}/api/status" for port in stack.control_ports)
+    return [
+        f"  {'redis nodes':<26} {nodes}; the primary now: :{primary.port}",
+        f"  {'sentinels':<26} {sentinels}, watching `{group.master}` (down after {group.down_after_ms} ms)",
+        f"  {'sink files':<26} {os.path.abspath(stack.data_dir)}",
+        "",
+        "Watch the channel through the Sentinels, as the Redis user `viewer` (it follows a failover too):",
+        "  "
+        + " ".join(f"{k}={shlex.quote(v)}" for k, v in group.env("viewer").items() if k != "REDIS_MASTER_NAME")
+        + f" {_here('numcast')} tail",
+        "",
+        "Watch a failover (docs/operations.md, Redis with Sentinel):",
+        f"  kill -9 {primary.process.pid}    # the primary, now; then ask a Sentinel for the new one (a few seconds):",
+        f"  {ask} sentinel get-master-addr-by-name {group.master}",
+        "  The dashboards stall for a few seconds, then go on with nothing missing and nothing twice; the",
+        "  control-planes' and workers' logs say `lost`, then `connected` / `subscribed` again.",
+        "Kill the control-plane that generates (`generating: true`), and the other takes over within LEASE_SECONDS:",
+        f"  curl -s {controls}",
+        "",
+        "Ctrl-C stops everything.",
+        "",
+    ]
 
 
 def _push_lines(stack: Stack, cli: str, host: str) -> list[str]:

@@ -14,6 +14,7 @@ import time
 from numcast.envelope import EnvelopeError, decode
 from numcast.push import stream
 from numcast.redis_conn import Endpoint
+from numcast.settings import Common, SettingsError, from_env
 from numcast.subscriber import Subscriber
 
 
@@ -72,6 +73,12 @@ def main(argv: list[str]) -> int:
         os.environ.get("REDIS_PASSWORD", ""),
         os.environ.get("REDIS_PASSWORD_FILE", ""),
     )
+    if os.environ.get("REDIS_SENTINELS"):  # the primary through the Sentinels, as the services find it
+        try:
+            endpoint = from_env(Common, {**os.environ, "REDIS_URL": args.redis_url}).redis
+        except SettingsError as exc:
+            print(f"numcast tail: {exc}", file=sys.stderr)
+            return 2
     subscriber = Subscriber(endpoint, {args.channel: show_all}, on_subscribed=subscribed)
     try:
         subscriber.run()

@@ -134,8 +134,8 @@ REFUSED = [
     ("alerter", ("EVAL", "return 1", "0"), 6),
     ("control", ("PUBLISH", "alerts", "forged"), 6),
     ("control", ("HSET", "numcast:alerts:alerts", "f", "x"), 6),
-    ("control", ("SET", "numcast:presence:numbers:evil:h", "x"), 6),
-    ("control", ("DEL", "numcast:alerts:alerts"), 6),
+    ("control", ("SET", "numcast:presence:numbers:evil:h", "x"), 7),  # SET is for the lease; 6.2 has no %R~
+    ("control", ("DEL", "numcast:alerts:alerts"), 7),  # DEL is for the lease; on 6.2 a key rule is read-write
     ("alerter", ("FLUSHALL",), 6),
     ("alerter", ("XADD", "numbers:log", "*", "envelope", "{}"), 6),
     ("alerter", ("PUBLISH", "numbers", "forged"), 7),  # its PUBLISH selector reaches ALERTS_CHANNEL only
@@ -143,6 +143,17 @@ REFUSED = [
     ("probe", ("GET", "numbers:log"), 6),
     ("probe", ("PUBLISH", "numbers", "x"), 6),
     ("probe", ("INFO",), 6),
+    ("control", ("SET", "numbers:other", "x"), 6),  # the lease key only
+    ("alerter", ("WATCH", "numbers:log"), 6),  # WATCH needs the key
+    ("replica", ("GET", "numbers:log"), 6),
+    ("replica", ("PUBLISH", "numbers", "x"), 6),
+    ("replica", ("INFO",), 6),
+    ("replica", ("SLAVEOF", "NO", "ONE"), 6),
+    ("sentinel", ("GET", "numbers:log"), 6),
+    ("sentinel", ("PUBLISH", "numbers", "forged"), 6),
+    ("sentinel", ("FLUSHALL",), 6),
+    ("sentinel", ("CONFIG", "SET", "requirepass", "x"), 6),
+    ("sentinel", ("ACL", "LIST"), 6),
 ]
 
 

@@ -80,6 +80,14 @@ def test_worker_name_defaults_to_the_host_name():
         (WorkerSettings, {"REDIS_PASSWORD_FILE": "/"}, "REDIS_PASSWORD_FILE"),  # a folder: unreadable as a file
         (AlerterSettings, {"REDIS_PASSWORD_FILE": "/dev/null"}, "REDIS_PASSWORD_FILE"),  # empty
         (WorkerSettings, {"REDIS_USERNAME": "two words"}, "REDIS_USERNAME"),
+        (WorkerSettings, {"REDIS_SENTINELS": "sentinel-0"}, "REDIS_SENTINELS"),  # no port
+        (ControlSettings, {"REDIS_SENTINELS": "s:26379,s:0"}, "REDIS_SENTINELS"),
+        (AlerterSettings, {"REDIS_SENTINELS": ",".join(f"s{n}:26379" for n in range(17))}, "REDIS_SENTINELS"),
+        (WorkerSettings, {"REDIS_MASTER_NAME": "<b>"}, "REDIS_MASTER_NAME"),
+        (WorkerSettings, {"REDIS_SENTINEL_USERNAME": "a b"}, "REDIS_SENTINEL_USERNAME"),
+        (ControlSettings, {"REDIS_SENTINEL_PASSWORD_FILE": "/dev/null"}, "REDIS_SENTINEL_PASSWORD_FILE"),
+        (ControlSettings, {"LEASE_SECONDS": "0.1"}, "LEASE_SECONDS"),
+        (ControlSettings, {"LEASE_SECONDS": "-1"}, "LEASE_SECONDS"),
     ],
 )
 def test_bad_values_name_the_variable(cls, environ, variable):
@@ -155,3 +163,26 @@ def test_redis_secrets_stay_out_of_the_repr_and_the_logged_url(tmp_path):
     shown = repr(settings) + repr(settings.redis) + str(settings.redis)
     assert "s3cret" not in shown and str(password_file) not in repr(settings)
     assert str(settings.redis) == "redis://worker@127.0.0.1:6379/0"
+
+
+def test_sentinels_make_an_endpoint_that_asks_them_and_never_shows_a_password(tmp_path):
+    secret = tmp_path / "sentinel.password"
+    secret.write_text("s3cret-sentinel\n")
+    settings = from_env(
+        WorkerSettings,
+        {
+            "WORKER_NAME": "w",
+            "REDIS_URL": "redis://ignored:1/2",
+            "REDIS_USERNAME": "worker",
+            "REDIS_PASSWORD": "s3cret-redis",
+            "REDIS_SENTINELS": "sentinel-0:26379, [::1]:26380",
+            "REDIS_SENTINEL_PASSWORD_FILE": str(secret),
+        },
+    )
+    endpoint = settings.redis
+    assert endpoint.sentinels.addresses == (("sentinel-0", 26379), ("::1", 26380))
+    assert endpoint.sentinels.master == "numcast" and endpoint.db == 2
+    assert endpoint.sentinels.get_credentials() == ("s3cret-sentinel",)
+    assert endpoint.get_credentials() == ("worker", "s3cret-redis")
+    assert endpoint.label == "sentinel://sentinel-0:26379,::1:26380/numcast (worker@db 2)"
+    assert "s3cret" not in repr(settings) + repr(endpoint) + endpoint.label

@@ -152,34 +152,61 @@ class Broadcaster:
     def _deliver(self, conn: redis.Redis) -> None:
         self.backlog.done([])  # nothing waiting: the next wait sleeps until a change (or a second) comes
         while batch := self.backlog.peek(100):
-            pipe = conn.pipeline(transaction=True)  # MULTI: a reader of the hash never misses a published change
-            delivered = []
+            with conn.pipeline(transaction=True) as pipe:  # MULTI: a reader of the hash never misses a change
+                # WATCH, then what the hash holds: another alerter replica evaluating the same rules may have
+                # written the same change already. It is not written or published twice: the first one stays.
+                pipe.watch(self.key)
+                found = dict(zip((fp for fp, _ in batch), pipe.hmget(self.key, [fp for fp, _ in batch]), strict=True))
+                pipe.multi()
+                delivered = []
+                for fp, message in batch:
+                    if _already(found[fp], message):
+                        self.counters["duplicates"].inc()
+                        continue
+                    if message["status"] == "firing":
+                        if fp not in self.active and len(self.active) >= alerts.MAX_ACTIVE:
+                            self.counters["dropped"].labels("redis").inc()
+                            # A rule with many label sets can fire hundreds at once: one line, with how many followed.
+                            self._warn.warning(
+                                "too_many",
+                                "too many active alerts, dropping alertname=%s limit=%d",
+                                message["alertname"],
+                                alerts.MAX_ACTIVE,
+                            )
+                            continue
+                        pipe.hset(self.key, fp, alerts.encode(message))
+                    else:
+                        pipe.hdel(self.key, fp)
+                    pipe.publish(self.alerts_channel, alerts.encode(message))
+                    delivered.append(message)
+                try:
+                    pipe.execute()
+                except redis.WatchError:  # the other replica wrote meanwhile: look again
+                    continue
+            self.backlog.done(batch)
             for fp, message in batch:
                 if message["status"] == "firing":
-                    if fp not in self.active and len(self.active) >= alerts.MAX_ACTIVE:
-                        self.counters["dropped"].labels("redis").inc()
-                        # A rule with many label sets can fire hundreds at once: one line, with how many followed.
-                        self._warn.warning(
-                            "too_many",
-                            "too many active alerts, dropping alertname=%s limit=%d",
-                            message["alertname"],
-                            alerts.MAX_ACTIVE,
-                        )
-                        continue
-                    pipe.hset(self.key, fp, alerts.encode(message))
+                    self.active.add(fp)
                 else:
-                    pipe.hdel(self.key, fp)
-                pipe.publish(self.alerts_channel, alerts.encode(message))
-                delivered.append(message)
-            pipe.execute()
-            self.backlog.done(batch)
+                    self.active.discard(fp)
             for message in delivered:
-                if message["status"] == "firing":
-                    self.active.add(message["fingerprint"])
-                else:
-                    self.active.discard(message["fingerprint"])
                 self.counters["published"].labels(message["origin"]).inc()
 
     def set_rules(self, rules: list[dict]) -> None:
         """The rule states the control page shows; written with the next delivery."""
         self.rules_json = json.dumps({"rules": rules}, separators=(",", ":"))
+
+
+def _already(raw: bytes | None, message: dict) -> bool:
+    """True when the hash's entry `raw` says what `message` says: firing with the same labels and annotations
+    (whoever wrote it, whenever it started), or resolved (no entry)."""
+    if message["status"] == "resolved":
+        return raw is None
+    if raw is None:
+        return False
+    try:
+        held = alerts.decode(raw)
+    except alerts.AlertError:
+        return False
+    same = ("labels", "annotations", "origin")
+    return held["status"] == "firing" and all(held[name] == message[name] for name in same)

@@ -66,6 +66,10 @@ class AlerterService:
                 "alerts_published", "Alert changes published on ALERTS_CHANNEL, by origin.", ("origin",)
             ),
             "errors": metrics.counter("publish_errors", "Failed deliveries (then retried), by path.", ("path",)),
+            "duplicates": metrics.counter(
+                "alerts_duplicate",
+                "Alert changes not published: the active set in Redis said so already (another alerter replica).",
+            ),
             "dropped": metrics.counter("dropped", "Alert changes dropped from a full queue, by path.", ("path",)),
             "reconnects": metrics.counter("reconnects", "Connections re-established after a failure.", ("path",)),
             "reloads": metrics.counter("rule_reloads", "Rules file reloads, by result (ok, error).", ("result",)),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+import time
 from collections import deque
 
 import redis
@@ -29,9 +30,13 @@ from numcast_control.outbox import Outbox
 log = logging.getLogger(__name__)
 
 BATCH = 500  # envelopes sent in one pipeline or one write
-# Sent again after a reconnect: Redis may have acknowledged them and died before they left for any subscriber.
-# The script logs and publishes only those the log lacks, so a Redis that kept its data sees nothing twice.
-RESEND = 2  # batches
+# Sent again after a reconnect: Redis may have acknowledged them and died before they left for any subscriber, or
+# before they reached the replica Sentinel then promoted (replication is asynchronous). The script compares them
+# with the newest entry of this run in the log and publishes and logs only those the log lacks, so a Redis that
+# kept its data sees nothing twice, and a new primary gets the tail it missed. What was sent in the last
+# RESEND_SECONDS is kept, at most RESEND_MAX_LINES envelopes: longer than a failover takes (docs/operations.md).
+RESEND_SECONDS = 30.0
+RESEND_MAX_LINES = 50_000
 
 
 class Output:
@@ -161,7 +166,8 @@ class RedisOutput(Output):
         self.writer = replay_log.Writer(self._client, channel, **writer, per_message=per_message) if writer else None
         self._log_errors = metrics["log_errors"]
         self._warn = Throttled(log)
-        self._recent: deque[str] = deque(maxlen=RESEND * self.batch)
+        self._recent: deque[tuple[float, list[str]]] = deque()  # (when sent, batch), oldest first
+        self._recent_lines = 0
         self._resend = False
 
     def send(self, batch: list[str]) -> None:
@@ -169,7 +175,7 @@ class RedisOutput(Output):
             self._client.ping()
             return
         if self.writer is not None:
-            lines = [*self._recent, *batch] if self._resend else batch
+            lines = [*(line for _, sent in self._recent for line in sent), *batch] if self._resend else batch
             try:
                 failed = self.writer.publish(lines)
             except redis.ResponseError as exc:  # the transaction refused (an ACL without WATCH...): publish only
@@ -180,10 +186,21 @@ class RedisOutput(Output):
             if failed:
                 self._log_errors.inc(failed)
                 self._warn.warning("log", "envelopes published but not logged key=%s count=%d", self.writer.key, failed)
-            self._recent.extend(batch)
+            self._remember(batch)
             self._resend = False
             return
         self._publish(batch)
+
+    def _remember(self, batch: list[str]) -> None:
+        """Keep `batch` for a resend; forget what is older than RESEND_SECONDS or beyond RESEND_MAX_LINES."""
+        now = time.monotonic()
+        self._recent.append((now, batch))
+        self._recent_lines += len(batch)
+        while self._recent and (
+            self._recent_lines - len(self._recent[0][1]) >= RESEND_MAX_LINES
+            or self._recent[0][0] < now - RESEND_SECONDS
+        ):
+            self._recent_lines -= len(self._recent.popleft()[1])
 
     def _publish(self, batch: list[str]) -> None:
         pipe = self._client.pipeline(transaction=False)

@@ -16,6 +16,7 @@ from numcast.redis_conn import CONNECTION_ERRORS, client, redact
 from numcast.tasks import Tasks
 from numcast_control.config import Config, apply_patch
 from numcast_control.generator import Generator, new_source
+from numcast_control.lease import Lease
 from numcast_control.outputs import PushOutput, RedisOutput, TcpMirror
 from numcast_control.push import Pusher
 from numcast_control.settings import ControlSettings
@@ -54,6 +55,16 @@ class ControlService:
         self.mirrors = [TcpMirror(host, port, limit, counters) for host, port in settings.tcp_mirror_targets]
         config = Config(settings.rate_hz, settings.value_min, settings.value_max)
         self.generator = Generator(config, source, [self.redis, *self.mirrors], metrics)
+        changes = metrics.counter("lease_changes", "Generator lease taken or lost by this replica.", ("change",))
+        for change in ("taken", "lost"):
+            changes.labels(change)
+        self.lease = None
+        if settings.lease_seconds:
+            self.lease = Lease(settings.redis, settings.channel, source, settings.lease_seconds, changes)
+            self.generator.may_run = self.lease.held
+        metrics.gauge(
+            "generating", "1 while this replica's generator runs (it holds the lease, or LEASE_SECONDS is 0)."
+        ).set_function(lambda: int(self.generator.may_run.is_set()))
         # Pushed samples: a source and a channel (and log) of their own, the same TCP mirrors (docs/contract.md).
         push_writer = {**writer, "source": stream.source(source)}
         self.push = PushOutput(
@@ -90,12 +101,16 @@ class ControlService:
         )
         for output in self.outputs:
             self.tasks.start(socketio, output.run, f"{output.path} {output.name}")
+        if self.lease is not None:
+            self.tasks.start(socketio, self.lease.run, "lease")
         self.tasks.start(socketio, self.generator.run, "generator")
         self.started = True
 
     def stop(self) -> None:
         """Stop generating, give the outputs a moment to flush, then close them."""
         self.generator.stop()
+        if self.lease is not None:
+            self.lease.stop()
         for output in self.outputs:
             output.stop()
         if not self.tasks.join(timeout=5):
@@ -121,6 +136,8 @@ class ControlService:
         return {
             "source": self.generator.source,
             "seq": self.generator.seq,
+            "generating": self.generator.may_run.is_set(),
+            "lease": None if self.lease is None else {"key": self.lease.key, "holder": self.lease.owner},
             "channel": self.settings.channel,
             "config": self.generator.config.to_dict(),
             "log": {"key": replay_log.key(self.settings.channel), "maxlen": self.settings.stream_maxlen},

@@ -108,6 +108,14 @@ class ControlSettings(Common):
         "Samples per second each push token may send (a second's worth at once); more gets 429 with Retry-After.",
         parse_float,
     )
+    lease_seconds: float = env(
+        "LEASE_SECONDS",
+        0.0,
+        "With two or more control-plane replicas: the length of the generator's lease in Redis; only its holder "
+        "generates, and another replica takes over within this long after the holder dies (see "
+        "docs/operations.md). 0: no lease, this replica always generates.",
+        parse_float,
+    )
     push_queue: int = env(
         "PUSH_QUEUE",
         100_000,
@@ -134,6 +142,12 @@ class ControlSettings(Common):
             "STREAM_MAXLEN",
             self.stream_maxlen,
             f"must be 0-{MAX_STREAM_MAXLEN}",
+        )
+        check(
+            self.lease_seconds == 0 or 0.5 <= self.lease_seconds <= 60,
+            "LEASE_SECONDS",
+            self.lease_seconds,
+            "must be 0 (no lease) or 0.5-60 (seconds)",
         )
         auth.check_settings(self.control_token, self.control_token_file)
         auth.check_settings(self.push_token, self.push_token_file, auth.PUSH_VARS)

@@ -61,6 +61,10 @@ class Replay:
             with self._lock:
                 holds, self._holds = self._holds, 0
             try:
+                if holds:
+                    # After a lost subscription our connection is suspect too: a primary that stopped answering
+                    # (a failover) would cost a whole timeout while live values wait.
+                    self._close()
                 if not self.stopping.is_set():
                     self._catch_up_or_retry()
             except (*CONNECTION_ERRORS, redis.ResponseError) as exc:
