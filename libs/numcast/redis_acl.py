@@ -33,6 +33,9 @@ class Role:
     writes: tuple[str, ...] = ()  # key patterns it reads and writes
     subscribes: tuple[str, ...] = ()  # channels
     publishes: tuple[str, ...] = ()  # channels
+    # (commands, key patterns): on Redis 7 those commands reach only those keys, in a selector of their own; 6.2 has
+    # no selectors, and they reach every key of the role
+    scoped: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())
 
     def rules(self, channel: str, alerts_channel: str, version: int = DEFAULT_VERSION) -> list[str]:
         """The ACL rules after `user NAME on #HASH`, for these channels on Redis `version` (6 or 7)."""
@@ -53,7 +56,9 @@ class Role:
         # A channel rule allows PUBLISH and SUBSCRIBE alike: on 7, a role that subscribes to some channels and
         # publishes on others gets PUBLISH in a selector of its own, limited to those.
         selector = version >= 7 and bool(subscribes) and bool(publishes) and set(publishes) != set(subscribes)
+        scoped_commands, scoped_keys = self.scoped[0], fill(self.scoped[1])
         commands = [command for command in self.commands if not (selector and command == "publish")]
+        commands += [command for command in scoped_commands if version < 7 and command not in commands]
         rules = ["resetkeys", "resetchannels", "-@all", *(f"+{command}" for command in commands)]
         if version >= 7:
             rules += [f"%R~{key}" for key in reads] + [f"~{key}" for key in writes]
@@ -62,6 +67,10 @@ class Role:
                 rules.append("(" + " ".join(["+publish", *(f"&{name}" for name in publishes)]) + ")")
             else:
                 rules += [f"&{name}" for name in dict.fromkeys(subscribes + publishes)]
+            if scoped_commands:
+                rules.append(
+                    "(" + " ".join([*(f"+{c}" for c in scoped_commands), *(f"~{k}" for k in scoped_keys)]) + ")"
+                )
         else:
             rules += [f"~{key}" for key in dict.fromkeys(reads + writes)]
             rules += [f"&{name}" for name in dict.fromkeys(subscribes + publishes)]
@@ -85,7 +94,7 @@ SENTINEL_COMMANDS = (
 # (numcast_control.lease, through redis-py's pipeline, which also sends UNWATCH and DISCARD).
 CONTROL_COMMANDS = (
     "ping", "select", "watch", "multi", "exec", "xrevrange", "xadd", "publish", "scan",
-    "strlen", "pttl", "getrange", "get", "hgetall", "set", "del", "unwatch", "discard",
+    "strlen", "pttl", "getrange", "get", "hgetall", "unwatch", "discard",
 )  # fmt: skip
 
 # The commands are those the code sends today; a test runs each role's job against a real Redis of each version.
@@ -100,6 +109,7 @@ ROLES = (
         reads=("{presence}", "{alerts_key}", "{rules_key}"),
         writes=("{log}", "{push_log}", "{lease}"),
         publishes=("{channel}", "{push_channel}"),
+        scoped=(("set", "del"), ("{lease}",)),  # SET and DEL for the lease only: never the replay logs
     ),
     Role(
         "worker",

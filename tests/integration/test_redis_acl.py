@@ -144,6 +144,8 @@ REFUSED = [
     ("probe", ("PUBLISH", "numbers", "x"), 6),
     ("probe", ("INFO",), 6),
     ("control", ("SET", "numbers:other", "x"), 6),  # the lease key only
+    ("control", ("SET", "numbers:log", "x"), 7),  # SET and DEL are in a selector of the lease key
+    ("control", ("DEL", "numbers:push:log"), 7),
     ("alerter", ("WATCH", "numbers:log"), 6),  # WATCH needs the key
     ("replica", ("GET", "numbers:log"), 6),
     ("replica", ("PUBLISH", "numbers", "x"), 6),
