@@ -30,6 +30,7 @@ from numcast.local import (
     stop,
     wait_http,
 )
+from numcast.mirror_key import MirrorConnection, MirrorKeys, new_key
 
 NUMCAST = shutil.which("numcast", path=os.path.dirname(sys.executable)) or "numcast"
 LOG_LINES_ON_FAILURE = 200  # of each service's log, in the report of a failed test
@@ -193,6 +194,8 @@ class Services:
         self, command: str, redis_url: str, wait: str = "/healthz", prefix: tuple[str, ...] = (), **env: str
     ) -> Service:
         env = {"REDIS_URL": redis_url, "HOST": "127.0.0.1", "PORT": str(free_port()), **env}
+        if command in ("worker", "control"):
+            env.setdefault("MIRROR_KEY_FILE", self.mirror_key())
         if command == "worker":
             env.setdefault("TCP_PORT", str(free_port()))
             env.setdefault("WORKER_NAME", f"machine-{len(self.started) + 1}")
@@ -200,6 +203,13 @@ class Services:
         service = Service(command, env, self.directory / f"{command}-{len(self.started)}.log", prefix)
         self.started.append(service)
         return service.start(wait)
+
+    def mirror_key(self) -> str:
+        """The TCP mirror's key file that every control-plane and worker of these services shares (made once)."""
+        path = self.directory / "mirror.key"
+        if not path.exists():
+            path.write_text(new_key() + "\n")
+        return str(path)
 
     def close(self) -> None:
         """Stop every service; fail if one had crashed or did not stop cleanly."""
@@ -309,6 +319,12 @@ def publish(server: RedisServer, *messages: str | bytes, channel: str = "numbers
     for message in messages:
         client.publish(channel, message)
     client.close()
+
+
+def mirror(worker: Service, key_file: str = "") -> MirrorConnection:
+    """A connection to the worker's TCP mirror, greeted and signing with its key file, as the control-plane's."""
+    keys = MirrorKeys(key_file or worker.env["MIRROR_KEY_FILE"])
+    return MirrorConnection(("127.0.0.1", int(worker.env["TCP_PORT"])), keys, timeout=10)
 
 
 def pause(control: Service) -> int:

@@ -34,7 +34,7 @@ _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 # Every reason an EnvelopeError carries: the services serve a rejected counter for each at 0 from their start.
 REASONS = (
     "too_large", "not_utf8", "not_json", "not_object", "bad_fields", "bad_seq", "bad_source", "bad_ts", "bad_type",
-    "not_finite", "bad_series", "bad_labels",
+    "not_finite", "bad_series", "bad_labels", "duplicate_key",
 )  # fmt: skip
 
 
@@ -60,7 +60,11 @@ class Envelope(NamedTuple):
     labels: dict[str, str] | None = None
 
     def to_json(self) -> str:
-        """The compact wire form."""
+        """The canonical wire form: compact, fields in this order; what the sink file gets, whatever came in."""
+        if self.series is None:
+            # What json.dumps gives, built directly (the sink writes one per value): a source needs no escaping
+            # (SOURCE_RULE), and repr() of a finite float is JSON's spelling of it.
+            return f'{{"seq":{self.seq},"value":{self.value!r},"ts":{self.ts!r},"source":"{self.source}"}}'
         return json.dumps(self.to_dict(), separators=(",", ":"), ensure_ascii=False)
 
     def to_dict(self) -> dict:
@@ -75,9 +79,19 @@ def _reject_constant(name: str) -> float:
     raise EnvelopeError("not_finite", f"{name} is not a finite number")
 
 
+def _object(pairs: list) -> dict:
+    """A JSON object, refused when a key comes twice: readers that keep the first and the last would disagree."""
+    data = dict(pairs)
+    if len(data) < len(pairs):
+        seen: set = set()
+        twice = next(key for key, _ in pairs if key in seen or seen.add(key))
+        raise EnvelopeError("duplicate_key", f"key {twice[:40]!r} appears more than once")
+    return data
+
+
 # One decoder for every message: json.loads(..., parse_constant=...) would build a new one (and its scanner)
 # per call, which costs as much as the parsing itself.
-_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant, object_pairs_hook=_object)
 _KNOWN_SOURCES: set[str] = set()  # sources already matched against _SOURCE_RE; there are few of them
 _KNOWN_SERIES: set[str] = set()  # series names already checked
 _KNOWN_LABEL_NAMES: set[str] = set()  # label names already checked

@@ -188,6 +188,20 @@ class Reader:
             below = f"({run}-0"  # the newest entry of the run before this one
         return None
 
+    def highest(self) -> dict[str, int]:
+        """{source: the highest seq the log holds of it}, for the newest MAX_RUNS_WALKED runs."""
+        found: dict[str, int] = {}
+        below = "+"
+        for _ in range(MAX_RUNS_WALKED):
+            newest = self.conn.xrevrange(self.key, max=below, min="-", count=1)
+            if not newest:
+                break
+            run, source = _run(newest[0]), _source(_envelope(newest[0]))
+            if source is not None:
+                found.setdefault(source, int(newest[0][0].partition(b"-")[2]))
+            below = f"({run}-0"
+        return found
+
     def pages(self, after: str, count: int) -> Iterator[list[bytes]]:
         """The envelopes after id `after` ("-": from the oldest), oldest first, `count` per page, to the end."""
         start = after if after == "-" else f"({after}"

@@ -16,7 +16,7 @@ import time
 import urllib.parse
 from pathlib import Path
 
-from numcast import monitoring
+from numcast import mirror_key, monitoring
 from numcast.local import Redis, free_port, redis_binary, service, stop, wait_http
 from numcast.push import stream
 from numcast.redis_conn import Endpoint, reachable, redact
@@ -107,9 +107,11 @@ class Stack:
                 self.embedded = Redis(acl=self.acl, channel=channel, alerts_channel=alerts_channel).start()
                 self.redis_url = self.embedded.url
             common = {"REDIS_URL": self.redis_url, "HOST": "127.0.0.1", **self.env}
+            mirror = {"MIRROR_KEY_FILE": self._mirror_key()}  # the control-plane's and the workers', not the alerter's
             for name, port, tcp_port in self.workers:
                 sink = os.path.join(self.data_dir, f"{name}.jsonl")
-                env = {**common, "WORKER_NAME": name, "PORT": str(port), "TCP_PORT": str(tcp_port), "SINK_FILE": sink}
+                env = {**common, **mirror, "WORKER_NAME": name, "PORT": str(port), "TCP_PORT": str(tcp_port)}
+                env["SINK_FILE"] = sink
                 self.processes.append((name, service("worker", env | self._user("worker")), port))
             if self.alerter:
                 for n, port in enumerate(self.alerter_ports):
@@ -118,8 +120,8 @@ class Stack:
                     self.processes.append((name, service("alerter", env | self._user("alerter")), port))
             targets = ",".join(f"127.0.0.1:{tcp_port}" for _, _, tcp_port in self.workers) if self.mirror else ""
             for n, port in reversed(list(enumerate(self.control_ports))):
-                env = {**common, "PORT": str(port), "TCP_MIRROR_TARGETS": targets, **self._user("control")}
-                env |= {**_token(self.control_token), **self.control_env}
+                env = {**common, **mirror, "PORT": str(port), "TCP_MIRROR_TARGETS": targets}
+                env |= {**self._user("control"), **_token(self.control_token), **self.control_env}
                 if self.ha:
                     env["LEASE_SECONDS"] = env.get("LEASE_SECONDS") or "5"
                 if self.push_token:
@@ -132,6 +134,16 @@ class Stack:
             self.stop()
             raise
         return self
+
+    def _mirror_key(self) -> str:
+        """A new key for the TCP mirror, in a file of the data directory only its owner reads; its path."""
+        os.makedirs(self.data_dir, exist_ok=True)
+        path = os.path.join(self.data_dir, "mirror.key")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as file:
+            os.fchmod(fd, 0o600)  # also when the file was there before, with other rights
+            file.write(mirror_key.new_key() + "\n")
+        return path
 
     def _user(self, role: str) -> dict[str, str]:
         """The env that makes a process connect as `role` to an embedded Redis with users; else nothing."""

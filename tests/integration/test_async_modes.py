@@ -1,11 +1,10 @@
 """Both supported async modes run the same pipeline: eventlet (the default) and threading."""
 
-import socket
 import threading
 import time
 
 import pytest
-from conftest import envelope, eventually
+from conftest import envelope, eventually, mirror
 
 
 @pytest.mark.parametrize("mode", ["eventlet", "threading"])
@@ -53,9 +52,10 @@ def test_threading_mode_under_load_keeps_every_count_exact(redis_server, service
             time.sleep(0.02)
 
     def send_tcp() -> None:
-        with socket.create_connection(("127.0.0.1", int(worker.env["TCP_PORT"])), timeout=30) as conn:
-            paced(lambda part: conn.sendall("".join(line + "\n" for line in part).encode()))
-            eventually(lambda: worker.metric("numcast_received_total", 'path="tcp"') >= 3 * total, timeout=60)
+        connection = mirror(worker)
+        paced(lambda part: connection.send([line.encode() for line in part]))
+        eventually(lambda: worker.metric("numcast_received_total", 'path="tcp"') >= 3 * total, timeout=60)
+        connection.close()
 
     def publish(part: list[str]) -> None:
         pipe = redis_server.client().pipeline(transaction=False)

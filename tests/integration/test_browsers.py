@@ -8,7 +8,7 @@ import threading
 import time
 
 import pytest
-from conftest import envelope, eventually, publish
+from conftest import envelope, eventually, mirror, publish
 from raw_browsers import open_browsers, upgrade_request
 
 
@@ -24,11 +24,12 @@ def redis_flood(redis_server, seqs, source="flood-1", pipeline=500):
     client.close()
 
 
-def tcp_flood(port, seqs, source="flood-1"):
-    """The same envelopes over the TCP mirror, one per line."""
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        for start in range(0, len(seqs), 500):
-            sock.sendall("".join(envelope(seq, source=source) + "\n" for seq in seqs[start : start + 500]).encode())
+def tcp_flood(worker, seqs, source="flood-1"):
+    """The same envelopes over the TCP mirror, one per signed line."""
+    connection = mirror(worker)
+    for start in range(0, len(seqs), 500):
+        connection.send([envelope(seq, source=source).encode() for seq in seqs[start : start + 500]])
+    connection.close()
 
 
 async def watch(worker, count, during, expected, timeout=60.0):
@@ -118,7 +119,7 @@ def test_under_load_from_both_paths_every_browser_gets_each_value_once(redis_ser
     seqs = list(range(1, 20_001))
 
     def both_paths():
-        tcp = threading.Thread(target=tcp_flood, args=(int(worker.env["TCP_PORT"]), seqs))
+        tcp = threading.Thread(target=tcp_flood, args=(worker, seqs))
         tcp.start()
         redis_flood(redis_server, seqs)
         tcp.join(30)

@@ -251,6 +251,7 @@ def test_a_bad_setting_stops_start_up_with_a_message_naming_it(command, env, wor
 def test_a_taken_port_is_a_clear_error(redis_server, services):
     worker = services("worker", redis_server.url)
     env = {"REDIS_URL": redis_server.url, "PORT": str(free_port()), "TCP_PORT": worker.env["TCP_PORT"]}
+    env["MIRROR_KEY_FILE"] = worker.env["MIRROR_KEY_FILE"]  # without one, the mirror port does not listen
     result = subprocess.run([NUMCAST, "worker"], env={**os.environ, **env}, capture_output=True, text=True, timeout=30)
     assert result.returncode == 1
     assert "cannot start" in result.stderr and "Address already in use" in result.stderr

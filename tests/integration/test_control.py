@@ -1,6 +1,7 @@
 """The control-plane against a real Redis: it publishes at the configured rate, and its API validates."""
 
 import json
+import os
 import socket
 import threading
 import time
@@ -8,6 +9,7 @@ import time
 import pytest
 from conftest import eventually, http, pause
 
+from numcast import mirror_key
 from numcast.envelope import decode
 
 
@@ -91,28 +93,41 @@ def test_unknown_routes_and_methods_answer_json(control):
     assert code == 405 and "error" in body
 
 
-def test_tcp_mirror_sends_every_envelope_as_a_line(redis_server, services):
+def test_tcp_mirror_sends_every_envelope_as_a_signed_line(redis_server, services, tmp_path):
     listener = socket.create_server(("127.0.0.1", 0))
     port = listener.getsockname()[1]
-    received = []
+    key_file = tmp_path / "mirror.key"
+    key_file.write_text(mirror_key.new_key() + "\n")
+    keys = mirror_key.MirrorKeys(str(key_file))
+    received, counters = [], []
 
     def read():
         conn, _ = listener.accept()
-        buffer = b""
+        nonce = os.urandom(mirror_key.NONCE_BYTES)
+        conn.sendall(mirror_key.greeting(nonce))  # the challenge, as a worker sends it
+        buffer, counter = b"", 0
         while len(received) < 10:
             data = conn.recv(4096)
             if not data:
                 break
             buffer += data
             *lines, buffer = buffer.split(b"\n")
-            received.extend(decode(line) for line in lines if line)  # an empty line is a heartbeat
+            for line in lines:
+                given, _, payload = line.partition(b" ")
+                counters.append(keys.verify(nonce, counter, payload, given))
+                counter += 1
+                if payload:  # an empty payload is a heartbeat
+                    received.append(decode(payload))
         conn.close()
 
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
-    control = services("control", redis_server.url, RATE_HZ="50", TCP_MIRROR_TARGETS=f"127.0.0.1:{port}")
+    control = services(
+        "control", redis_server.url, RATE_HZ="50", TCP_MIRROR_TARGETS=f"127.0.0.1:{port}", MIRROR_KEY_FILE=str(key_file)
+    )
     reader.join(10)
     assert len(received) >= 10
+    assert counters == [0] * len(counters), "each line signed with the key, bound to the challenge and its place"
     assert [e.seq for e in received] == list(range(received[0].seq, received[0].seq + len(received)))
     outputs = {o["path"]: o for o in control.json("/api/status")["outputs"]}
     assert outputs["tcp"]["name"] == f"127.0.0.1:{port}"

@@ -1,9 +1,8 @@
 """One envelope must not silence a source: a seq far ahead is held apart, and the real values keep coming."""
 
-import socket
 import time
 
-from conftest import Browser, envelope, eventually, publish, sink_seqs
+from conftest import Browser, envelope, eventually, mirror, publish, sink_seqs
 
 from numcast import replay_log
 
@@ -25,8 +24,8 @@ def test_a_spoofed_seq_far_ahead_does_not_silence_the_running_control_plane(redi
         eventually(lambda: len(history(worker)) >= 5 and browser.seqs(), message="the real values flow")
         spoof = envelope(SPOOF, value=-1.0, source=source)
         publish(redis_server, spoof)  # someone who may PUBLISH, but not write the replay log
-        mirror = socket.create_connection(("127.0.0.1", int(worker.env["TCP_PORT"])), timeout=5)
-        mirror.sendall((spoof + "\n").encode())  # and someone who reaches the mirror port
+        signed = mirror(worker)  # and someone who holds the mirror key
+        signed.send([spoof.encode()])
         eventually(lambda: worker.json("/api/status")["counters"]["quarantined"] == 2, message="both copies held apart")
         after = control.json("/api/status")["seq"]
 
@@ -50,7 +49,7 @@ def test_a_spoofed_seq_far_ahead_does_not_silence_the_running_control_plane(redi
         assert worker.json("/api/status")["counters"]["quarantined"] == 2
         assert worker.metric("numcast_tcp_closed_total", 'reason="invalid"') == 0, "a jump is valid: no close"
         assert "value held apart" in worker.logs()
-        mirror.close()
+        signed.close()
     finally:
         browser.close()
 
@@ -86,3 +85,33 @@ def test_a_far_jump_with_no_log_is_taken_on_continuity_once_the_source_was_silen
     assert history(worker) == [*range(1, 11), 9003, 9004, 9005], "the first two, unconfirmed then, are gaps"
     assert worker.metric("numcast_quarantined_total", 'path="redis",reason="far_ahead"') == 2
     assert worker.metric("numcast_jumps_confirmed_total") == 1
+
+
+def test_made_up_sources_cannot_black_out_the_real_one_even_after_a_restart(redis_server, services):
+    """64 made-up sources (one more than the worker follows beside the real one), then the real source far ahead."""
+    worker = services("worker", redis_server.url, wait="/readyz")
+    control = services("control", redis_server.url, RATE_HZ="50", wait="/readyz")
+    source = control.json("/api/status")["source"]
+    eventually(lambda: len(history(worker)) >= 5, message="the real values flow")
+    publish(redis_server, *(envelope(1, source=f"made-up-{n}") for n in range(64)))
+    publish(redis_server, envelope(10**12, value=666.0, source=source))
+    after = control.json("/api/status")["seq"]
+
+    def real(seqs, since=after):
+        return [seq for seq in seqs if since < seq < 10**12]
+
+    eventually(lambda: len(real(history(worker))) > 10, message="the real values go on after the flood")
+    assert worker.metric("numcast_quarantined_total", 'path="redis",reason="far_ahead"') == 1
+    assert worker.metric("numcast_quarantined_total", 'path="redis",reason="sources_full"') == 1
+    worker.stop()
+    with open(worker.env["SINK_FILE"], "a") as sink:  # the line the version before this fix wrote
+        sink.write(envelope(10**12, value=666.0, source=source) + "\n")
+    again = services(
+        "worker", redis_server.url, wait="/readyz", SINK_FILE=worker.env["SINK_FILE"], WORKER_NAME="machine-1"
+    )
+    restarted = control.json("/api/status")["seq"]
+    eventually(lambda: len(real(history(again), restarted)) > 10, message="and after a restart")
+    assert again.metric("numcast_quarantined_total", 'path="sink",reason="beyond_log"') == 1, "the line not trusted"
+    seqs = real(sink_seqs(worker.env["SINK_FILE"]))
+    assert seqs == list(range(after + 1, after + 1 + len(seqs))), "every real seq in the file, once, in order"
+    assert 10**12 not in history(again)

@@ -6,7 +6,7 @@ import time
 import urllib.request
 
 import pytest
-from conftest import envelope, eventually, publish
+from conftest import envelope, eventually, mirror, publish
 
 GRACE = 0.5  # SEQ_GRACE_SECONDS where a test waits for gaps
 
@@ -32,7 +32,8 @@ def history(worker, limit=None):
 
 
 def test_values_reach_history_sink_and_metrics(redis_server, worker):
-    publish(redis_server, *(envelope(n, value=n * 1.5) for n in range(1, 6)))
+    publish(redis_server, '{ "source": "test-1", "ts": 1764150000.5, "value": 1.5e0, "seq": 1 }')
+    publish(redis_server, *(envelope(n, value=n * 1.5) for n in range(2, 6)))
     eventually(lambda: len(history(worker)) == 5, message="5 values in history")
     assert [(e["seq"], e["value"]) for e in history(worker)] == [(n, n * 1.5) for n in range(1, 6)]
     assert [e["seq"] for e in history(worker, limit=2)] == [4, 5]
@@ -42,6 +43,7 @@ def test_values_reach_history_sink_and_metrics(redis_server, worker):
     with open(worker.env["SINK_FILE"]) as sink:
         lines = sink.read().splitlines()
     assert [json.loads(line)["seq"] for line in lines] == [1, 2, 3, 4, 5]
+    assert lines[0] == '{"seq":1,"value":1.5,"ts":1764150000.5,"source":"test-1"}', "the canonical encoding"
 
 
 BAD_MESSAGES = [
@@ -54,6 +56,7 @@ BAD_MESSAGES = [
     ('{"seq": 1, "value": 1, "ts": 1, "source": "<script>alert(1)</script>"}', "bad_source"),
     ("x" * 1_000_000, "too_large"),
     (b"\x00\xff\xfe binary", "not_utf8"),
+    ('{"seq": 9, "value": 1.0, "ts": 1, "source": "dup", "value": 99999}', "duplicate_key"),
 ]
 
 
@@ -86,15 +89,18 @@ def tcp_send(port: int, data: bytes) -> socket.socket:
 
 
 def closed_by_peer(conn: socket.socket) -> bool:
+    """True once the worker has closed `conn`; what it sent before (its challenge) is skipped."""
     try:
-        return conn.recv(1) == b""
+        while data := conn.recv(4096):
+            assert data.startswith(b"numcast-mirror/1 "), data
+        return True
     except ConnectionResetError:
         return True
 
 
 def test_tcp_mirror_lines_are_treated_like_redis_messages(redis_server, worker):
-    port = int(worker.env["TCP_PORT"])
-    conn = tcp_send(port, (envelope(1) + "\n" + envelope(2) + "\n").encode())
+    conn = mirror(worker)
+    conn.send([envelope(1).encode(), envelope(2).encode()])
     eventually(lambda: len(history(worker)) == 2)
     publish(redis_server, envelope(2), envelope(3))  # 2 again, by the other path
     eventually(lambda: len(history(worker)) == 3)
@@ -105,24 +111,38 @@ def test_tcp_mirror_lines_are_treated_like_redis_messages(redis_server, worker):
 
 
 @pytest.mark.parametrize(
-    ("junk", "reason"),
-    [(b"\x00\x01\x02\xff" * 100 + b"\n", "not_utf8"), (b"x" * 200_000, "too_large"), (b"not json\n", "not_json")],
-    ids=["binary", "endless line", "not json"],
+    ("junk", "reason", "closed"),
+    [
+        (b"\x00\x01\x02\xff" * 100, "not_utf8", "invalid"),
+        (b"not json", "not_json", "invalid"),
+        (None, "", "too_long"),
+    ],
+    ids=["binary", "not json", "endless line"],
 )
-def test_junk_on_the_tcp_port_closes_that_connection_only(shared_worker, junk, reason, request):
+def test_junk_on_the_tcp_port_closes_that_connection_only(shared_worker, junk, reason, closed, request):
+    """Junk from a holder of the key (signed): rejected like a Redis message, and only that connection closed."""
     worker, source = shared_worker, f"junk-{request.node.callspec.id.replace(' ', '-')}"
-    port = int(worker.env["TCP_PORT"])
     before = worker.json("/api/status")["counters"]["rejected"]
     counted = worker.metric("numcast_rejected_total", f'path="tcp",reason="{reason}"')
-    good = tcp_send(port, (envelope(1, source=source) + "\n").encode())
+    closes = worker.metric("numcast_tcp_closed_total", f'reason="{closed}"')
+    good = mirror(worker)
+    good.send([envelope(1, source=source).encode()])
     eventually(lambda: (source, 1) in sources(worker))
-    bad = tcp_send(port, junk)
-    assert closed_by_peer(bad)
-    good.sendall((envelope(2, source=source) + "\n").encode())
+    bad = mirror(worker)
+    if junk is None:
+        bad.sock.sendall(b"x" * 200_000)  # no line end, ever
+    else:
+        bad.send([junk])
+    assert closed_by_peer(bad.sock)
+    good.send([envelope(2, source=source).encode()])
     eventually(lambda: (source, 2) in sources(worker), message="the good connection still works")
-    assert worker.metric("numcast_rejected_total", f'path="tcp",reason="{reason}"') == counted + 1
+    assert worker.metric("numcast_tcp_closed_total", f'reason="{closed}"') == closes + 1
     after = worker.json("/api/status")["counters"]["rejected"]
-    assert after == {**before, "tcp": before.get("tcp", 0) + 1}, "and nothing else rejected"
+    if reason:
+        assert worker.metric("numcast_rejected_total", f'path="tcp",reason="{reason}"') == counted + 1
+        assert after == {**before, "tcp": before.get("tcp", 0) + 1}, "and nothing else rejected"
+    else:
+        assert after == before, "a line never finished is no message"
     good.close()
 
 
@@ -131,7 +151,8 @@ def test_tcp_connections_beyond_the_limit_take_the_slot_of_an_idle_one(redis_ser
     port = int(worker.env["TCP_PORT"])
     first, second = tcp_send(port, b""), tcp_send(port, b"")
     eventually(lambda: worker.json("/api/status")["tcp"]["connections"] == 2)
-    third = tcp_send(port, (envelope(1) + "\n").encode())
+    third = mirror(worker)
+    third.send([envelope(1).encode()])
     assert closed_by_peer(first), "the oldest one that sent nothing gave up its slot"
     eventually(lambda: [e["seq"] for e in history(worker)] == [1], message="the newcomer is served")
     assert worker.metric("numcast_tcp_closed_total", 'reason="evicted"') == 1

@@ -116,6 +116,12 @@ class Container:
     init: bool = False  # an init container: it runs to completion, so it has no probes
 
     @property
+    def objects_folder(self) -> Path:
+        """Where its ConfigMaps and Secrets are: the overlay's for the overlay, else infra/k8s (the examples are
+        applied beside it)."""
+        return HA if self.folder == HA else MANIFESTS
+
+    @property
     def id(self) -> str:
         """`Deployment/machine-1/worker` (`k8s-ha:...` for the overlay), for test ids and messages."""
         prefix = f"{self.folder.name}:" if self.folder == HA else ""
@@ -320,12 +326,12 @@ def container_env(container: Container) -> dict[str, str]:
     env: dict[str, str] = {}
     for source in container.spec.get("envFrom", []):
         assert set(source) == {"configMapRef"}, f"{container.id}: only ConfigMaps may feed envFrom"
-        env.update(named("ConfigMap", source["configMapRef"]["name"], container.folder).get("data", {}))
+        env.update(named("ConfigMap", source["configMapRef"]["name"], container.objects_folder).get("data", {}))
     for var in container.spec.get("env", []):
         if "value" in var:
             env[var["name"]] = var["value"]
         else:
-            env[var["name"]] = resolve_ref(var["valueFrom"], container.folder)
+            env[var["name"]] = resolve_ref(var["valueFrom"], container.objects_folder)
     return env
 
 
@@ -363,6 +369,6 @@ def mounted_file(container: Container, path: str) -> str | None:
         for kind, source, field in (("Secret", "secret", "secretName"), ("ConfigMap", "configMap", "name")):
             if source in volume:
                 keys = {item["path"]: item["key"] for item in volume[source].get("items", [])}
-                data = named(kind, volume[source][field], container.folder)
+                data = named(kind, volume[source][field], container.objects_folder)
                 return {**data.get("data", {}), **data.get("stringData", {})}.get(keys.get(file, file))
     return None

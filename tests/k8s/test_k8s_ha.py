@@ -30,6 +30,7 @@ from k8s_support import (
     documents,
     kubectl,
     manifest_files,
+    mounted_file,
     named,
     numcast_containers,
     objects,
@@ -217,13 +218,16 @@ def test_two_of_every_other_pod_rolled_one_at_a_time():
         assert strategy["type"] == "RollingUpdate" and strategy["rollingUpdate"]["maxUnavailable"] == 0, name
 
 
-def test_the_control_planes_generate_one_at_a_time_under_a_lease():
+def test_the_control_planes_generate_one_at_a_time_under_a_lease(tmp_path):
     from numcast.settings import from_env
     from numcast_control.settings import ControlSettings
 
     (control,) = [c for c in numcast_containers(HA) if container_command(c) == "control"]
     assert control.workload["spec"]["replicas"] > 1
-    env = {k: v for k, v in container_env(control).items() if not k.endswith("_FILE")}
+    env = container_env(control)
+    for var in [var for var in env if var.endswith("_FILE")]:  # what the mounted Secrets would put there
+        (tmp_path / var).write_text(mounted_file(control, env[var]))
+        env[var] = str(tmp_path / var)
     lease = from_env(ControlSettings, env).lease_seconds
     assert lease > 0, "without a lease every replica runs a generator of its own"
     # The other replica takes over within the lease: well inside the failover goal of 10 s.

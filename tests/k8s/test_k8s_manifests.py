@@ -170,8 +170,13 @@ def test_every_writable_path_is_an_emptydir(container):
         if "configMap" in volume or "secret" in volume:
             assert volume["readOnly"], f"{path}: a ConfigMap or a Secret is mounted read-only"
             continue
-        if "persistentVolumeClaim" in volume:  # a StatefulSet's claim template: bounded by the size it requests
-            assert volume["persistentVolumeClaim"]["spec"]["resources"]["requests"]["storage"], path
+        if "persistentVolumeClaim" in volume:
+            claim = volume["persistentVolumeClaim"]
+            if "spec" in claim:  # a StatefulSet's claim template (the HA Redis): bounded by the size it requests
+                assert claim["spec"]["resources"]["requests"]["storage"], path
+            else:  # the example worker whose sink is the record (worker-sink-pvc.yaml)
+                sink = next(v["value"] for v in container.spec["env"] if v["name"] == "SINK_FILE")
+                assert sink.rpartition("/")[0] == path, f"{path}: only the sink's folder may be on a claim"
             continue
         assert "emptyDir" in volume, f"{path} mounts {volume}"
         assert volume["emptyDir"].get("sizeLimit"), f"{path}: bound the emptyDir, it fills the node's disk"
@@ -191,7 +196,7 @@ def test_every_pod_runs_under_its_own_account_without_a_token():
         pod = container.pod
         account = pod.get("serviceAccountName")
         assert account == container.workload["metadata"]["name"], "one ServiceAccount per component"
-        assert named("ServiceAccount", account, container.folder).get("automountServiceAccountToken") is False
+        assert named("ServiceAccount", account, container.objects_folder).get("automountServiceAccountToken") is False
         assert pod.get("automountServiceAccountToken") is False
         # Service links would inject REDIS_PORT=tcp://... style variables next to the settings' own.
         assert pod.get("enableServiceLinks") is False
@@ -203,10 +208,10 @@ def test_every_pod_runs_under_its_own_account_without_a_token():
 )
 def test_every_secret_and_configmap_a_container_reads_exists(container):
     for source in container.spec.get("envFrom", []):
-        named("ConfigMap", source["configMapRef"]["name"], container.folder)
+        named("ConfigMap", source["configMapRef"]["name"], container.objects_folder)
     for var in container.spec.get("env", []):
         if "valueFrom" in var:
-            assert resolve_ref(var["valueFrom"], container.folder), f"{container.id}: {var['name']} is empty"
+            assert resolve_ref(var["valueFrom"], container.objects_folder), f"{container.id}: {var['name']} is empty"
 
 
 @pytest.mark.parametrize(

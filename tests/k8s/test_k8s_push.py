@@ -77,7 +77,7 @@ def test_the_relay_sidecar_runs_numcast_relay_with_valid_arguments_and_the_push_
     args = sidecar.spec["args"]
     assert args[0] == "relay" and "command" not in sidecar.spec, "the image's ENTRYPOINT, numcast"
     parsed = relay.parse(args[1:])
-    (exporter,) = [c for c in containers(folder=EXAMPLES) if c.spec["name"] != "relay"]
+    (exporter,) = [c for c in containers(folder=EXAMPLES) if c.pod is sidecar.pod and c.spec["name"] != "relay"]
     assert parsed.scrape == f"http://127.0.0.1:{exporter.port('metrics')['containerPort']}/metrics"
     assert parsed.to == "http://control-plane.numcast:8000"
     assert sidecar.port(parsed.health_port) and sidecar.spec["image"] == "control-plane:0.1.0"

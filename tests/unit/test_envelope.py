@@ -52,6 +52,12 @@ def test_integer_value_is_a_number():
         (b'{"seq": 1, "value": 1, "ts": 1, "source": "\\ncontrol-1"}', "bad_source"),
         (json.dumps({"seq": 1, "value": 1, "ts": 1, "source": "a", "pad": "x" * MAX_BYTES}).encode(), "too_large"),
         (b"[" * 5000, "too_large"),
+        (b'{"seq": 5, "value": 1.0, "ts": 1, "source": "a", "value": 99999}', "duplicate_key"),
+        (b'{"seq": 5, "seq": 5, "value": 1.0, "ts": 1, "source": "a"}', "duplicate_key"),
+        (
+            b'{"seq": 5, "value": 1, "ts": 1, "source": "a", "series": "q", "labels": {"j": "x", "j": "y"}}',
+            "duplicate_key",
+        ),
     ],
 )
 def test_bad_messages_are_rejected_with_a_reason(raw, reason):
@@ -64,3 +70,16 @@ def test_bad_messages_are_rejected_with_a_reason(raw, reason):
 def test_deep_nesting_within_the_size_limit_is_rejected():
     with pytest.raises(EnvelopeError):
         decode(b"[" * 900 + b"]" * 900)
+
+
+def test_the_canonical_encoding_is_compact_json_in_field_order():
+    for envelope in [
+        Envelope(5, 1.0, 1764150000.5, "control-1"),
+        Envelope(2**53, -1e-300, 1e9, "a.b:c-d_e"),
+        Envelope(7, 1.2345678901234568e17, 1.5, "s", "queue", {"job": 'b\u00e9"x'}),
+    ]:
+        assert envelope.to_json() == json.dumps(envelope.to_dict(), separators=(",", ":"), ensure_ascii=False)
+        assert decode(envelope.to_json()) == envelope
+    assert decode(b'{ "source":"a", "ts":1, "value":1e0, "seq":5 }').to_json() == (
+        '{"seq":5,"value":1.0,"ts":1.0,"source":"a"}'
+    )

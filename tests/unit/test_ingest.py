@@ -75,6 +75,29 @@ def test_a_restart_remembers_the_file_without_writing_it_again(tmp_path):
     assert ingest.stats.duplicates == 1 and ingest.sink.pending == 1
 
 
+def test_the_sink_gets_the_canonical_encoding_and_never_a_duplicate_key(tmp_path):
+    ingest = make(tmp_path)
+    spaced = b'{ "source": "a", "ts": 1764150000.5, "value": 1e0, "seq": 1 }'
+    twice = b'{"seq": 2, "value": 1.0, "ts": 1764150000.5, "source": "a", "value": 99999}'
+    assert ingest.accept_batch([spaced, twice], "tcp") == 1
+    assert ingest.stats.rejected["tcp", "duplicate_key"] == 1
+    ingest.flush()
+    assert (tmp_path / "n.jsonl").read_bytes() == b'{"seq":1,"value":1.0,"ts":1764150000.5,"source":"a"}\n'
+
+
+@pytest.mark.parametrize("logged", [{"real": 10}, None], ids=["checked against the log", "log unreadable"])
+def test_a_poisoned_line_in_the_file_is_not_trusted_at_start(tmp_path, logged):
+    """The file as an attack on an older version left it: 64 made-up sources, then the real one far ahead."""
+    ingest = make(tmp_path)
+    poisoned = [line(n, "real") for n in range(1, 11)] + [line(1, f"fake-{n}") for n in range(64)]
+    ingest.prime([*poisoned, line(10**12, "real")], logged)
+    assert ingest.resume_points()["real"] == 10, "resumes where the real source really is"
+    reason = "beyond_log" if logged else "far_ahead"
+    assert ingest.stats.quarantined["sink", reason] == 1
+    ingest.accept_batch([line(11, "real")], "redis")
+    assert [e["seq"] for e in ingest.fanout] == [11], "the real values go on"
+
+
 @pytest.fixture
 def switch_often():
     """Make threads switch every few microseconds, so an unguarded read-modify-write shows at once."""

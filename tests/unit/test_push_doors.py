@@ -11,7 +11,7 @@ import time
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from numcast import auth
+from numcast import auth, mirror_key
 from numcast.envelope import decode
 from numcast.settings import from_env
 from numcast_control import create_app
@@ -42,8 +42,10 @@ def bearer(token: str) -> dict:
     return {"Authorization": f"Bearer {token}"}
 
 
-def test_a_push_is_stamped_and_queued_for_the_push_channel_and_every_mirror():
-    app = make(TCP_MIRROR_TARGETS="127.0.0.1:9")
+def test_a_push_is_stamped_and_queued_for_the_push_channel_and_every_mirror(tmp_path):
+    key_file = tmp_path / "mirror.key"
+    key_file.write_text(mirror_key.new_key() + "\n")
+    app = make(TCP_MIRROR_TARGETS="127.0.0.1:9", MIRROR_KEY_FILE=str(key_file))
     response = push(
         app.test_client(), [{"series": "q", "labels": {"job": "a"}, "value": 3}, {"series": "t", "value": 1}]
     )

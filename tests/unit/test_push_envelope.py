@@ -95,7 +95,10 @@ def test_the_worker_keeps_series_and_labels_in_history_browsers_and_file(tmp_pat
     assert "series" not in ingest.recent(10)[1]
     assert list(ingest.fanout) == ingest.recent(10)
     ingest.flush()
-    assert (tmp_path / "n.jsonl").read_bytes().splitlines() == [pushed, plain]
+    assert (tmp_path / "n.jsonl").read_bytes().splitlines() == [
+        decode(pushed).to_json().encode(),
+        decode(plain).to_json().encode(),
+    ], "the canonical encoding"
 
 
 def test_the_envelope_type_defaults_to_the_generator_s_series():

@@ -1,6 +1,6 @@
 """Sequence tracking: duplicates by either path count once; missing seqs become gaps after a grace period."""
 
-from numcast_worker.sequences import DUPLICATE, JUMP, NEW, Sequences
+from numcast_worker.sequences import DUPLICATE, FULL, JUMP, LIVE_SECONDS, MAX_SOURCES, NEW, Sequences
 
 
 def test_in_order_values_are_new_and_repeats_are_duplicates():
@@ -56,7 +56,7 @@ def test_memory_per_source_and_the_number_of_sources_are_bounded():
     assert len(state.seen) <= 200
     assert seqs.observe("a", 10, 0.0) == DUPLICATE  # older than the window: treated as a replay
     for source in ("b", "c", "d"):
-        seqs.observe(source, 1, 0.0)
+        seqs.observe(source, 1, LIVE_SECONDS)  # "a", silent since 0, is no longer live
     assert list(seqs._sources) == ["b", "c", "d"]
 
 
@@ -153,3 +153,35 @@ def test_the_jumps_followed_per_source_are_bounded():
     for k in range(1000):
         seqs.observe("a", 10_000 + 10 * k, 0.0)
     assert len(seqs._sources["a"].candidates) <= 4
+
+
+def test_a_flood_of_made_up_sources_never_pushes_out_a_live_source():
+    seqs = Sequences()
+    for n in range(1, 11):
+        seqs.observe("real", n, 0.0)
+    made_up = [seqs.observe(f"fake-{n}", 1, 1.0) for n in range(MAX_SOURCES)]
+    assert made_up.count(NEW) == MAX_SOURCES - 1 and made_up[-1] == FULL, "the last one finds no place"
+    assert seqs.observe("real", 10**12, 2.0) == JUMP, "the real source is still followed: a far jump"
+    assert seqs.observe("real", 11, 2.0) == NEW, "and its real values keep coming"
+    assert seqs.full == 1
+
+
+def test_a_logged_source_stays_even_when_silent_and_the_log_may_bring_in_a_new_one():
+    seqs = Sequences(max_sources=2)
+    seqs.observe("real", 1, 0.0, trusted=True)  # read from the replay log
+    seqs.observe("fake-1", 1, 0.0)
+    assert seqs.observe("fake-2", 1, 1000.0) == NEW, "pushes out fake-1: silent, unlogged"
+    assert seqs.observe("fake-3", 1, 1000.0) == FULL, "fake-2 is live, and the real one logged"
+    assert seqs.observe("real", 2, 1000.0) == NEW
+    assert seqs.observe("next-run", 1, 1000.0, trusted=True) == NEW, "the log pushes out the live fake"
+    assert list(seqs._sources) == ["real", "next-run"]
+
+
+def test_a_source_pushed_out_comes_back_under_the_jump_rule():
+    seqs = Sequences(max_sources=1)
+    for n in range(1, 11):
+        seqs.observe("real", n, 0.0)
+    assert seqs.observe("other", 1, LIVE_SECONDS) == NEW  # "real" was silent: pushed out, remembered
+    assert seqs.observe("real", 5, 2 * LIVE_SECONDS) == DUPLICATE, "an old value is not shown again"
+    assert seqs.observe("real", 10**12, 2 * LIVE_SECONDS) == JUMP, "seen before: never taken at any seq"
+    assert seqs.observe("real", 11, 2 * LIVE_SECONDS) == NEW, "its line goes on where it was"

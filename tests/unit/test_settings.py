@@ -32,7 +32,13 @@ def test_defaults_match_the_contract():
 def test_values_are_parsed_from_the_environment():
     settings = from_env(
         ControlSettings,
-        {"RATE_HZ": "250", "VALUE_MIN": "-1", "TCP_MIRROR_TARGETS": "machine-1:9000, [::1]:9001", "LOG_LEVEL": "debug"},
+        {
+            "RATE_HZ": "250",
+            "VALUE_MIN": "-1",
+            "TCP_MIRROR_TARGETS": "machine-1:9000, [::1]:9001",
+            "MIRROR_KEY_FILE": "/run/mirror/keys",
+            "LOG_LEVEL": "debug",
+        },
     )
     assert settings.rate_hz == 250.0
     assert settings.tcp_mirror_targets == (("machine-1", 9000), ("::1", 9001))
@@ -46,6 +52,7 @@ def test_worker_name_defaults_to_the_host_name():
 @pytest.mark.parametrize(
     ("cls", "environ", "variable"),
     [
+        (ControlSettings, {"TCP_MIRROR_TARGETS": "machine-1:9000"}, "MIRROR_KEY_FILE"),
         (ControlSettings, {"RATE_HZ": "fast"}, "RATE_HZ"),
         (ControlSettings, {"RATE_HZ": "0"}, "RATE_HZ"),
         (ControlSettings, {"RATE_HZ": "inf"}, "RATE_HZ"),

@@ -13,6 +13,7 @@ import redis
 
 from numcast import replay_log
 from numcast.logs import Throttled
+from numcast.mirror_key import MirrorConnection, MirrorKeys
 from numcast.push import stream
 from numcast.redis_conn import (
     CONNECTION_ERRORS,
@@ -225,30 +226,32 @@ class PushOutput(RedisOutput):
 
 
 class TcpMirror(Output):
-    """Writes each envelope as one line over a persistent TCP connection (the seed's original path)."""
+    """Writes each envelope as one signed line over a persistent TCP connection (numcast.mirror_key)."""
 
     path = "tcp"
 
-    def __init__(self, host: str, port: int, queue_limit: int, metrics: dict) -> None:
+    def __init__(self, host: str, port: int, keys: MirrorKeys, queue_limit: int, metrics: dict) -> None:
         super().__init__(f"{host}:{port}", queue_limit, metrics)
-        self.address = (host, port)
-        self._sock: socket.socket | None = None
+        self.address, self.keys = (host, port), keys
+        self._conn: MirrorConnection | None = None
 
     def send(self, batch: list[str]) -> None:
-        if self._sock is None:
-            self._sock = socket.create_connection(self.address, timeout=2.0)
-            self._sock.settimeout(5.0)  # a worker that stops reading must not hold the batch forever
+        if self._conn is None:
+            self._conn = MirrorConnection(self.address, self.keys, timeout=2.0)  # connects and reads the challenge
+            self._conn.sock.settimeout(5.0)  # a worker that stops reading must not hold the batch forever
+            if not batch:
+                batch = [""]  # a first line at once: signed, it proves the connection is the control-plane's
         if batch:
-            self._sock.sendall(("\n".join(batch) + "\n").encode())
-        elif _peer_closed(self._sock):
+            self._conn.send([line.encode() for line in batch])
+        elif _peer_closed(self._conn.sock):
             raise ConnectionResetError("peer closed the connection")
         else:
-            self._sock.sendall(b"\n")  # a heartbeat: the worker closes a connection silent for TCP_IDLE_SECONDS
+            self._conn.send([b""])  # a heartbeat: the worker closes a connection silent for TCP_IDLE_SECONDS
 
     def close(self) -> None:
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
 
 
 def _peer_closed(sock: socket.socket) -> bool:

@@ -11,6 +11,7 @@ import redis
 
 from numcast import alerts, presence, replay_log
 from numcast.logs import Throttled
+from numcast.mirror_key import MirrorKeys
 from numcast.push import stream
 from numcast.redis_conn import CONNECTION_ERRORS, client, redact
 from numcast.tasks import Tasks
@@ -52,7 +53,8 @@ class ControlService:
             writer if settings.stream_maxlen else None,
         )
         self.redis.retry_max = settings.redis_retry_max_seconds
-        self.mirrors = [TcpMirror(host, port, limit, counters) for host, port in settings.tcp_mirror_targets]
+        keys = MirrorKeys(settings.mirror_key_file) if settings.tcp_mirror_targets else None  # a bad file: no start
+        self.mirrors = [TcpMirror(host, port, keys, limit, counters) for host, port in settings.tcp_mirror_targets]
         config = Config(settings.rate_hz, settings.value_min, settings.value_max)
         self.generator = Generator(config, source, [self.redis, *self.mirrors], metrics)
         changes = metrics.counter("lease_changes", "Generator lease taken or lost by this replica.", ("change",))

@@ -32,6 +32,13 @@ class ControlSettings(Common):
         "Comma-separated `host:port` of workers' TCP ports that also get every envelope.",
         parse_targets,
     )
+    mirror_key_file: str = env(
+        "MIRROR_KEY_FILE",
+        "",
+        "File of the TCP mirror's keys (a mounted Secret; one per line: the first signs each line; read again when "
+        "it changes). Required with `TCP_MIRROR_TARGETS`.",
+        secret=True,
+    )
     mirror_queue: int = env(
         "MIRROR_QUEUE",
         10000,
@@ -130,6 +137,12 @@ class ControlSettings(Common):
         for name, value in (("VALUE_MIN", self.value_min), ("VALUE_MAX", self.value_max)):
             check(abs(value) <= MAX_ABS_VALUE, name, value, f"must be within +-{MAX_ABS_VALUE:g}")
         check(self.value_min <= self.value_max, "VALUE_MIN", self.value_min, "must be <= VALUE_MAX")
+        check(
+            bool(self.mirror_key_file) or not self.tcp_mirror_targets,
+            "MIRROR_KEY_FILE",
+            self.mirror_key_file,
+            "must name the mirror's key file when TCP_MIRROR_TARGETS is set: the workers refuse unsigned lines",
+        )
         check(1 <= self.mirror_queue <= 1_000_000, "MIRROR_QUEUE", self.mirror_queue, "must be 1-1000000")
         check(
             valid_source(self.source_prefix + SOURCE_SUFFIX),

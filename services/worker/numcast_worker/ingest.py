@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable
 from numcast.envelope import EnvelopeError, decode
 from numcast.logs import Throttled
 from numcast.matchers import Matcher
-from numcast_worker.sequences import DUPLICATE, NEW
+from numcast_worker.sequences import DUPLICATE, FULL, JUMP, NEW
 from numcast_worker.series import SeriesTable
 
 log = logging.getLogger(__name__)
@@ -19,6 +19,11 @@ log = logging.getLogger(__name__)
 # never longer than this, nor more of them than this: then they go in at once, and the catch-up fills behind.
 HOLD_SECONDS = 2.0
 HOLD_MAX = 50_000
+HELD_APART = {  # quarantined reasons
+    "far_ahead": "seq jumps too far ahead of its source",
+    "sources_full": "a new source, and every place holds a live or logged one",
+    "beyond_log": "a line of the file is ahead of what the replay log holds for its source",
+}
 
 
 class Ingest:
@@ -74,7 +79,7 @@ class Ingest:
         envelopes = []
         for raw in batch:
             try:
-                envelopes.append((decode(raw), raw))
+                envelopes.append(decode(raw))
             except EnvelopeError as exc:
                 self._reject(raw, path, exc)
         return envelopes
@@ -85,16 +90,16 @@ class Ingest:
         find, add = table.find, table.add
         observe_latency = self.latency.observe
         now, clock = time.time(), time.monotonic()  # once per batch: a batch is read in well under a millisecond
-        skips, jumps = sequences.skips, sequences.jumps
+        skips, jumps, full = sequences.skips, sequences.jumps, sequences.full
         trusted = path == "replay"  # the log is written by the control-plane alone: a jump there is real
         accepted = 0
-        for envelope, raw in envelopes:
+        for envelope in envelopes:
             verdict = sequences.observe(envelope.source, envelope.seq, clock, trusted)
             if verdict is not NEW:
                 if verdict is DUPLICATE:
                     stats.duplicates += 1
                 else:
-                    self._hold_apart(envelope, path)
+                    self._hold_apart(envelope, path, "sources_full" if verdict is FULL else "far_ahead")
                 continue
             accepted += 1
             item = {"seq": envelope.seq, "value": envelope.value, "ts": envelope.ts, "source": envelope.source}
@@ -103,8 +108,8 @@ class Ingest:
             else:  # a pushed sample: its series and labels go along, as they came
                 item["series"], item["labels"] = envelope.series, envelope.labels
                 found = find(envelope.series, envelope.labels, clock)
-            # The message as it came is a valid envelope; only one spread over lines needs re-encoding.
-            sink.write(raw if b"\n" not in raw else envelope.to_json())
+            # The canonical encoding, never the bytes as they came: every reader of the file reads the same value.
+            sink.write(envelope.to_json())
             if found is not None:  # None: a new label set past MAX_SERIES, counted; filed and sent all the same
                 add(found, item, clock)
             fanout.push(item)
@@ -112,8 +117,8 @@ class Ingest:
         if accepted:
             stats.accepted[path] += accepted
             self.last_value_at = now
-        if (sequences.skips != skips or sequences.jumps != jumps) and not trusted:
-            self.on_skip()  # the log may hold what was skipped, or confirm the jump
+        if (sequences.skips, sequences.jumps, sequences.full) != (skips, jumps, full) and not trusted:
+            self.on_skip()  # the log may hold what was skipped, or confirm the jump or the new source
 
     def hold(self) -> None:
         """Keep live values back until `release()` (or HOLD_SECONDS), so a catch-up goes in first."""
@@ -134,9 +139,16 @@ class Ingest:
         for envelopes, path in held:
             self._take(envelopes, path)
 
-    def prime(self, lines: list[bytes]) -> int:
-        """Remember lines already in the file (at start): into history and sequences, not the file again."""
+    def prime(self, lines: list[bytes], logged: dict[str, int] | None = None) -> int:
+        """Remember lines already in the file (at start): into history and sequences, not the file again.
+
+        The file is checked against the replay log, `logged` ({source: highest seq the log holds}; None: it could
+        not be read). A line the log holds is trusted; one beyond it, or of a source the log does not hold, is
+        taken as a live value would be: a far jump is not trusted, so a line written by an attack on an older
+        version cannot silence its source after a restart.
+        """
         primed = 0
+        logged = logged or {}
         with self._lock:
             clock = time.monotonic()
             for raw in lines:
@@ -144,7 +156,16 @@ class Ingest:
                     envelope = decode(raw)
                 except EnvelopeError:
                     continue  # the file holds only what was accepted; a bad line is someone else's edit
-                if self.sequences.observe(envelope.source, envelope.seq, clock, trusted=True) is NEW:
+                highest = logged.get(envelope.source)
+                trusted = highest is not None and envelope.seq <= highest
+                if highest is not None and envelope.seq > highest + self.sequences.max_skip + 1:
+                    self._hold_apart(envelope, "sink", "beyond_log")
+                    continue
+                verdict = self.sequences.observe(envelope.source, envelope.seq, clock, trusted=trusted)
+                if verdict is JUMP or verdict is FULL:
+                    self._hold_apart(envelope, "sink", "far_ahead" if verdict is JUMP else "sources_full")
+                    continue
+                if verdict is NEW:
                     found = self.series.find(envelope.series, envelope.labels, clock)
                     if found is not None:
                         self.series.add(found, envelope.to_dict(), clock, live=False)
@@ -184,11 +205,12 @@ class Ingest:
             bytes(raw[:80]) if isinstance(raw, bytes | bytearray) else raw[:80],
         )
 
-    def _hold_apart(self, envelope, path: str) -> None:
-        self.stats.quarantined[path, "far_ahead"] += 1
+    def _hold_apart(self, envelope, path: str, reason: str) -> None:
+        self.stats.quarantined[path, reason] += 1
         self._warn.warning(
-            f"{path}:far_ahead",
-            "value held apart: seq jumps too far ahead of its source path=%s source=%s seq=%d",
+            f"{path}:{reason}",
+            "value held apart: %s path=%s source=%s seq=%d",
+            HELD_APART[reason],
             path,
             envelope.source,
             envelope.seq,

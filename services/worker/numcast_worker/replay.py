@@ -113,6 +113,18 @@ class Replay:
             log.info("caught up channel=%s after=%s read=%d took=%.3fs", channel, after, read, took)
         return read
 
+    def highest(self) -> dict[str, int] | None:
+        """{source: the highest seq the replay logs hold of it}; None when they cannot be read (Redis down...)."""
+        try:
+            found: dict[str, int] = {}
+            for channel, _ in self.logs:
+                found.update(Reader(self._client(), channel).highest())
+            return found
+        except (*CONNECTION_ERRORS, redis.ResponseError) as exc:
+            log.warning("replay log unreadable at start channel=%s error=%s", self.channel, describe(exc))
+            self._close()
+            return None
+
     def _ingest(self, page: list[bytes]) -> int:
         self.ingest.accept_batch(page, "replay")
         time.sleep(0)  # under eventlet, let the live path and HTTP run between pages

@@ -7,6 +7,12 @@ it look old, so one spoofed message could silence a source. Such a jump is confi
 worker asks for a catch-up, and what the log holds comes in by the trusted "replay" path), or, when the log
 cannot answer, by continuity: CONFIRM consecutive seqs continuing the jump while the source's own line has
 advanced by nothing for STALE_SECONDS.
+
+At most MAX_SOURCES sources are followed. A made-up source never pushes out one that is live (heard in the last
+LIVE_SECONDS) or logged (read from the replay log): when every place holds one, a new source from a live path is
+held apart (full), and only the replay log, which no stranger writes, may bring in a new one then. A source
+pushed out is remembered (its highest seq, MAX_FORGOTTEN of them), so the jump rule still applies when it comes
+back: a source once seen is never taken again at any seq.
 """
 
 from __future__ import annotations
@@ -15,23 +21,27 @@ from collections import OrderedDict
 
 WINDOW = 4096  # seqs remembered per source; an older one that shows up again is treated as a duplicate
 GRACE_SECONDS = 2.0  # a missing seq may still arrive by the other path within this long before it is a gap
-MAX_SOURCES = 64  # a new control-plane run is a new source; the least recently heard is forgotten
+MAX_SOURCES = 64  # a new control-plane run is a new source; the least recently heard that may go is forgotten
+LIVE_SECONDS = 60.0  # a source heard this recently is live: no new source pushes it out
+MAX_FORGOTTEN = 4096  # sources pushed out whose highest seq is remembered, so the jump rule still holds for them
 MAX_SKIP = 64  # seqs a live value may skip and still be taken at once; further is a jump, held apart
 CONFIRM = 3  # consecutive seqs that confirm a jump the log could not
 STALE_SECONDS = 5.0  # ...and only once the source's own line has been silent this long
 MAX_CANDIDATES = 4  # jumps followed per source; the least recent is forgotten
 
-NEW, DUPLICATE, JUMP = "new", "duplicate", "jump"
+NEW, DUPLICATE, JUMP, FULL = "new", "duplicate", "jump", "full"
 
 
 class _Source:
-    __slots__ = ("advanced_at", "candidates", "highest", "missing", "seen")
+    __slots__ = ("advanced_at", "candidates", "heard_at", "highest", "logged", "missing", "seen")
 
-    def __init__(self, seq: int, now: float) -> None:
+    def __init__(self, seq: int, now: float, logged: bool) -> None:
         self.highest = seq
         self.seen = {seq}
         self.missing: dict[int, float] = {}
         self.advanced_at = now  # when the line last took a new seq
+        self.heard_at = now  # when anything of this source last came, taken or not
+        self.logged = logged  # the replay log (or, at start, the file checked against it) holds this source
         self.candidates: OrderedDict[int, int] = OrderedDict()  # next seq a jump expects -> seqs it has shown
 
 
@@ -51,11 +61,13 @@ class Sequences:
     ):
         self.window, self.grace, self.max_sources = window, grace, max_sources
         self.max_skip, self.stale = max_skip, stale
-        self._sources: OrderedDict[str, _Source] = OrderedDict()
+        self._sources: OrderedDict[str, _Source] = OrderedDict()  # least recently heard first
+        self._forgotten: OrderedDict[str, int] = OrderedDict()  # source pushed out -> its highest seq
         self.gaps = 0
         self.skips = 0  # times a seq came with seqs missing before it: each is a reason to read the replay log
         self.jumps = 0  # live values held apart: too far ahead of their source (each also asks for the log)
         self.confirmed = 0  # jumps taken after all, on continuity
+        self.full = 0  # values of a new source held apart: every place held a live or logged source
 
     @property
     def pending(self) -> int:
@@ -63,18 +75,29 @@ class Sequences:
         return sum(len(state.missing) for state in self._sources.values())
 
     def observe(self, source: str, seq: int, now: float, trusted: bool = False) -> str:
-        """NEW if (source, seq) is new; DUPLICATE if seen (or too old); JUMP if held apart.
+        """NEW if (source, seq) is new; DUPLICATE if seen (or too old); JUMP or FULL if held apart.
 
-        `trusted`: from the replay log or the worker's own file, which no stranger writes: never held apart.
+        `trusted`: from the replay log (or the worker's own file, checked against it), which no stranger writes:
+        never held apart.
         """
         state = self._sources.get(source)
         if state is None:
-            self._sources[source] = _Source(seq, now)
-            if len(self._sources) > self.max_sources:
-                _, old = self._sources.popitem(last=False)
-                self.gaps += len(old.missing)
-            return NEW
-        self._sources.move_to_end(source)
+            remembered = self._forgotten.get(source)
+            if remembered is not None and seq <= remembered:
+                return DUPLICATE  # an old value of a source pushed out: it was taken (or given up) then
+            if not self._make_room(now, trusted):
+                self.full += 1
+                return FULL
+            if remembered is None:
+                self._sources[source] = _Source(seq, now, trusted)
+                return NEW
+            self._forgotten.pop(source, None)
+            # Seen before: back on its old line, silent since, so the jump rule (and its confirmation) holds.
+            state = self._sources[source] = _Source(remembered, now - self.stale, trusted)
+        else:
+            self._sources.move_to_end(source)
+        state.heard_at = now
+        state.logged = state.logged or trusted
         if seq > state.highest + 1 and not trusted and self._jump(state, seq) and not self._confirmed(state, seq, now):
             self.jumps += 1
             return JUMP
@@ -87,6 +110,31 @@ class Sequences:
         state.missing.pop(seq, None)
         state.advanced_at = now
         return NEW
+
+    def _make_room(self, now: float, trusted: bool) -> bool:
+        """True once there is a place for a new source: the least recently heard one that may go is forgotten.
+
+        Any new source may push out one neither live nor logged; only a trusted one (from the replay log) may
+        push out a live one, unlogged first. False: the new source must wait.
+        """
+        if len(self._sources) < self.max_sources:
+            return True
+        live_since = now - LIVE_SECONDS
+        victim = next(
+            (name for name, s in self._sources.items() if not s.logged and s.heard_at <= live_since),
+            None,
+        )
+        if victim is None and trusted:
+            victim = next((name for name, s in self._sources.items() if not s.logged), next(iter(self._sources)))
+        if victim is None:
+            return False
+        old = self._sources.pop(victim)
+        self.gaps += len(old.missing)
+        self._forgotten[victim] = old.highest
+        self._forgotten.move_to_end(victim)
+        if len(self._forgotten) > MAX_FORGOTTEN:
+            self._forgotten.popitem(last=False)
+        return True
 
     def _jump(self, state: _Source, seq: int) -> bool:
         """True if `seq` skips more than max_skip past the source's settled position.

@@ -10,6 +10,7 @@ import time
 import redis
 
 from numcast import presence
+from numcast.mirror_key import MirrorKeys
 from numcast.push import stream
 from numcast.redis_conn import CONNECTION_ERRORS, client, redact
 from numcast.serve import Gate
@@ -43,7 +44,11 @@ class WorkerService:
             grace=settings.seq_grace_seconds, max_skip=settings.seq_max_skip, stale=settings.seq_stale_seconds
         )
         self.sink = FileSink(
-            settings.sink_file, settings.sink_max_bytes, settings.sink_backups, settings.sink_buffer_bytes
+            settings.sink_file,
+            settings.sink_max_bytes,
+            settings.sink_backups,
+            settings.sink_buffer_bytes,
+            settings.sink_sync_seconds,
         )
         self.alerts = ActiveAlerts(
             settings.redis,
@@ -85,6 +90,7 @@ class WorkerService:
             settings.max_tcp_clients,
             self.ingest.accept_batch,
             stats,
+            MirrorKeys(settings.mirror_key_file) if settings.mirror_key_file else None,  # a bad file stops the start
             settings.tcp_idle_seconds,
         )
         stats.gauges.update(
@@ -113,6 +119,7 @@ class WorkerService:
                 ),
                 "sink_lines": ("Lines that reached the sink file (written in full).", lambda: self.sink.lines, {}),
                 "sink_rotations": ("Sink file rotations.", lambda: self.sink.rotations, {}),
+                "sink_syncs": ("fdatasync calls on the sink file (SINK_SYNC_SECONDS).", lambda: self.sink.syncs, {}),
                 "sink_errors": ("Failed sink opens, writes and rotations (retried).", lambda: self.sink.errors, {}),
                 "sink_dropped": ("Lines given up while the sink failed (buffer full).", lambda: self.sink.dropped, {}),
                 "replays": ("Catch-ups from the replay log.", lambda: self.replay.runs, {}),
@@ -163,8 +170,10 @@ class WorkerService:
             s.sink_file,
         )
         self.tcp.bind()
-        primed = self.ingest.prime(self.sink.tail(s.history_size))  # the file is the truth: resume after it
-        log.info("sink resumed path=%s lines_read=%d", s.sink_file, primed)
+        # Resume after the file, as far as the replay log vouches for it (numcast_worker.ingest.Ingest.prime).
+        logged = self.replay.highest()
+        primed = self.ingest.prime(self.sink.tail(s.history_size), logged)
+        log.info("sink resumed path=%s lines_read=%d checked_against_log=%s", s.sink_file, primed, logged is not None)
         self.ingest.flush()  # open the file now: ready needs it
         self.fanout.write_directly()  # before the server opens: every WebSocket is recorded
         self.tasks.start(socketio, self.replay.run, "catch-up")
@@ -248,7 +257,11 @@ class WorkerService:
             "redis": {"subscribed": self.subscriber.subscribed, "refused": self.subscriber.refused or None},
             "sink": {"path": self.settings.sink_file, "ok": self.sink.opened and not self.sink.failing},
             "replay": {"runs": self.replay.runs, "errors": self.replay.errors, "last_error": self.replay.last_error},
-            "tcp": {"port": self.settings.tcp_port, "connections": len(self.tcp.connections)},
+            "tcp": {
+                "port": self.settings.tcp_port,
+                "on": self.tcp.keys is not None,
+                "connections": len(self.tcp.connections),
+            },
             "counters": {
                 **self.stats.to_dict(),
                 "gaps": self.sequences.gaps,

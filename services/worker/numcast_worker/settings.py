@@ -32,6 +32,13 @@ class WorkerSettings(Common):
         "A mirror connection that sends no complete line (envelope or empty heartbeat) this long is closed.",
         parse_float,
     )
+    mirror_key_file: str = env(
+        "MIRROR_KEY_FILE",
+        "",
+        "File of the TCP mirror's keys (a mounted Secret; one per line, the first signs, any verifies; read again "
+        "when it changes). Empty: the mirror port does not listen, and a warning says so.",
+        secret=True,
+    )
     worker_name: str = env("WORKER_NAME", "", "Name shown on the dashboard; empty means the host (pod) name.")
     sink_file: str = env("SINK_FILE", "numbers.jsonl", "File that gets every accepted envelope as a JSON line.")
     sink_max_bytes: int = env(
@@ -43,6 +50,14 @@ class WorkerSettings(Common):
         8 * 1024 * 1024,
         "Lines kept in memory while the sink file fails (full disk...), written once it works; the oldest go beyond.",
         parse_int,
+    )
+    sink_sync_seconds: float = env(
+        "SINK_SYNC_SECONDS",
+        0.0,
+        "0: every write of the sink file (each 0.5 s, or 64 KiB) ends with fdatasync, so a power loss loses nothing "
+        "written; more: at most one fdatasync per this many seconds, trading up to that much on a power loss for "
+        "less disk work (see docs/operations.md).",
+        parse_float,
     )
     seq_max_skip: int = env(
         "SEQ_MAX_SKIP",
@@ -145,6 +160,7 @@ class WorkerSettings(Common):
             self.sink_buffer_bytes,
             "must be 1048576-1073741824 (1 MiB-1 GiB)",
         )
+        check(0 <= self.sink_sync_seconds <= 60, "SINK_SYNC_SECONDS", self.sink_sync_seconds, "must be 0-60")
         check(0 <= self.seq_max_skip <= 4000, "SEQ_MAX_SKIP", self.seq_max_skip, "must be 0-4000 (below the window)")
         check(0.1 <= self.seq_grace_seconds <= 60, "SEQ_GRACE_SECONDS", self.seq_grace_seconds, "must be 0.1-60")
         check(0.5 <= self.seq_stale_seconds <= 300, "SEQ_STALE_SECONDS", self.seq_stale_seconds, "must be 0.5-300")

@@ -1,7 +1,9 @@
 """The file sink: one JSON line per accepted envelope, rotated by size, a bounded number of old files kept.
 
-The file is the truth. A line counts as written once the write of it returned in full; until then it waits in
-a bounded buffer, and a failed write, rotation or open is retried at the next flush. The file never keeps half
+The file is the worker's record of what it accepted. A line counts as written once the write of it returned in
+full; until then it waits in a bounded buffer, and a failed write, rotation or open is retried at the next flush.
+Each flush ends with fdatasync (at most every `sync_seconds`; 0: every flush), and a new or rotated file's
+directory is synced too, so a power loss costs at most what came since the last sync. The file never keeps half
 a line: a partial write is cut back, and a line cut by a crash is removed when the file is opened again.
 """
 
@@ -10,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import stat
+import time
 
 from numcast.logs import Throttled
 
@@ -22,8 +25,15 @@ TAIL_CHUNK = 64 * 1024
 class FileSink:
     """Appends lines to `path`; at `max_bytes` renames it to `path.1` (and `.1` to `.2`...), keeping `backups`."""
 
-    def __init__(self, path: str, max_bytes: int, backups: int, buffer_bytes: int = 8 * 1024 * 1024) -> None:
+    def __init__(
+        self, path: str, max_bytes: int, backups: int, buffer_bytes: int = 8 * 1024 * 1024, sync_seconds: float = 0.0
+    ) -> None:
+        """`sync_seconds`: the longest time written lines may wait for fdatasync; 0: synced at every flush."""
         self.path, self.max_bytes, self.backups, self.buffer_bytes = path, max_bytes, backups, buffer_bytes
+        self.sync_seconds = sync_seconds
+        self.syncs = 0  # fdatasync calls
+        self.unsynced = False  # lines written since the last fdatasync
+        self._synced_at = 0.0
         self.rotations = 0
         self.errors = 0  # failed attempts to open, write or rotate
         self.lines = 0  # lines that reached the file
@@ -53,12 +63,13 @@ class FileSink:
 
     def flush(self) -> bool:
         """Write what is queued (opening the file first if needed); False if the file still fails."""
-        if not self._pending and self._fd is not None:
+        if not self._pending and self._fd is not None and not self.unsynced:
             return True
         try:
             if self._fd is None:
                 self._open()
             self._write_pending()
+            self._sync()
         except OSError as exc:
             self.errors += 1
             self._warn.warning("failing", "sink failing path=%s pending=%d error=%r", self.path, self.pending, exc)
@@ -71,8 +82,14 @@ class FileSink:
         return True
 
     def close(self) -> None:
-        """Flush and close; whatever still cannot be written is counted as dropped."""
+        """Flush, sync and close; whatever still cannot be written is counted as dropped."""
         self.flush()
+        if self.unsynced and self._fd is not None:
+            try:
+                self._sync(force=True)
+            except OSError as exc:
+                self.errors += 1
+                log.warning("sink sync failed at close path=%s error=%r", self.path, exc)
         if self._pending:
             self.dropped += len(self._pending)
             log.warning("sink closed with lines unwritten path=%s dropped=%d", self.path, len(self._pending))
@@ -88,14 +105,28 @@ class FileSink:
                 break
         return found
 
+    def _sync(self, force: bool = False) -> None:
+        """fdatasync what was written, unless the last sync is more recent than `sync_seconds`."""
+        if not self.unsynced or self._fd is None:
+            return
+        now = time.monotonic()
+        if not force and self.sync_seconds and now - self._synced_at < self.sync_seconds:
+            return
+        os.fdatasync(self._fd)
+        self.syncs += 1
+        self.unsynced = False
+        self._synced_at = now
+
     def _open(self) -> None:
-        directory = os.path.dirname(self.path)
-        if directory:
-            os.makedirs(directory, exist_ok=True)
+        directory = os.path.dirname(self.path) or "."
+        os.makedirs(directory, exist_ok=True)
+        created = not os.path.exists(self.path)
         # O_APPEND: every write lands at the end, also after a cut-back partial line.
         fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
             self._size = _cut_partial_line(fd, self.path)
+            if created:
+                _sync_directory(directory)  # the new file's name survives a power loss too
         except OSError:
             os.close(fd)
             raise
@@ -136,12 +167,15 @@ class FileSink:
         self._written(len(lines), len(data))
 
     def _written(self, lines: int, size: int) -> None:
+        if lines:
+            self.unsynced = True
         del self._pending[:lines]
         self._pending_bytes -= size
         self._size += size
         self.lines += lines
 
     def _rotate(self) -> None:
+        self._sync(force=True)  # the full file's lines are on disk before its name changes
         if self.backups:
             # Shift only up to the first free slot: a rotation that failed half-way leaves one free, and trying
             # again must not push every older file one further (and the oldest out) each time.
@@ -154,7 +188,7 @@ class FileSink:
         self.rotations += 1
         log.info("sink rotated path=%s backups=%d", self.path, self.backups)
         self._close()
-        self._open()
+        self._open()  # a new file: its directory, with the renames, is synced there
 
     def _drop_oldest(self) -> None:
         dropped = 0
@@ -172,6 +206,15 @@ class FileSink:
             except OSError:
                 pass  # nothing is buffered in the process: every line counted is already in the file
             self._fd = None
+
+
+def _sync_directory(directory: str) -> None:
+    """fsync a directory, so the names created, renamed or removed in it are on disk."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _cut_partial_line(fd: int, path: str) -> int:

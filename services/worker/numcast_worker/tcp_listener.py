@@ -1,33 +1,43 @@
 """The worker's end of the TCP mirror: newline-delimited envelopes, each line handled like a Redis message.
 
-The door is kept from being held shut: a connection that sends no complete line (an envelope, or the empty
-line the control-plane sends as a heartbeat when it has nothing to send) for `idle` seconds is closed, and
-when all `max_clients` slots are taken a new connection takes the slot of the oldest one that has not yet
-delivered a valid envelope. Only when every slot holds a connection that has is the new one refused.
+Only the holders of the mirror key count: each connection is greeted with a challenge, and every line must carry
+its MAC (numcast.mirror_key). The first line without a valid one is refused, counted (`bad_mac`), logged, and
+the connection closed.
+
+The door is kept from being held shut: a connection that sends no complete line (an envelope, or the signed empty
+line the control-plane sends as a heartbeat when it has nothing to send) for `idle` seconds is closed, and when
+all `max_clients` slots are taken a new connection takes the slot of the oldest one that has not yet sent a line
+with a valid MAC. Only when every slot holds an authenticated connection is the new one refused.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import threading
 import time
 from collections.abc import Callable
 
 from numcast.envelope import MAX_BYTES
+from numcast.mirror_key import MAC_HEX, NONCE_BYTES, MirrorKeys, greeting
 
 log = logging.getLogger(__name__)
 
 READ_SIZE = 64 * 1024
+MAX_LINE = MAC_HEX + 1 + MAX_BYTES  # a MAC, a space and an envelope
 
 
 class _Connection:
-    __slots__ = ("closed_by", "name", "opened", "proven")
+    __slots__ = ("authenticated", "closed_by", "counter", "key", "name", "nonce", "opened")
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.opened = time.monotonic()
-        self.proven = False  # has delivered a valid envelope
+        self.nonce = os.urandom(NONCE_BYTES)  # the challenge: a line signed for another connection fails here
+        self.counter = 0  # lines received: the next one's MAC is bound to it, so none can be replayed or moved
+        self.key = 0  # the key that verified its last line, tried first
+        self.authenticated = False  # has sent a line with a valid MAC: it holds the key
         self.closed_by = ""  # set when the listener evicts it: the reason its handler reports
 
 
@@ -41,10 +51,12 @@ class TcpListener:
         max_clients: int,
         accept_batch: Callable[[list, str], int],
         stats,
+        keys: MirrorKeys | None,
         idle: float = 5.0,
     ):
+        """`keys` None: the mirror is off (no MIRROR_KEY_FILE); `bind` and `run` do nothing."""
         self.host, self.port, self.max_clients, self.idle = host, port, max_clients, idle
-        self.accept_batch, self.stats = accept_batch, stats
+        self.accept_batch, self.stats, self.keys = accept_batch, stats, keys
         self.connections: dict[socket.socket, _Connection] = {}
         self.stopping = threading.Event()
         self._server: socket.socket | None = None
@@ -52,10 +64,19 @@ class TcpListener:
 
     def bind(self) -> None:
         """Open the listening socket (before serving, so a taken port fails at start-up)."""
+        if self.keys is None:
+            log.warning(
+                "tcp mirror off: MIRROR_KEY_FILE is not set, so TCP_PORT %d does not listen; values come by Redis "
+                "only (see docs/security.md)",
+                self.port,
+            )
+            return
         self._server = socket.create_server((self.host, self.port), backlog=self.max_clients)
 
     def run(self, spawn: Callable) -> None:
         """Accept connections until stopped, handling each with `spawn(handler, conn, state)`."""
+        if self._server is None:
+            return
         log.info("tcp mirror listening host=%s port=%d", self.host, self.port)
         try:
             while not self.stopping.is_set():
@@ -86,11 +107,11 @@ class TcpListener:
         spawn(self._serve, conn, state)
 
     def _make_room(self, state: _Connection) -> bool:
-        """True if there is a slot for a new connection, evicting the oldest unproven one if need be."""
+        """True if there is a slot for a new connection, evicting the oldest unauthenticated one if need be."""
         with self._lock:
             if len(self.connections) < self.max_clients:
                 return True
-            unproven = [(s.opened, id(c), c) for c, s in self.connections.items() if not s.proven]
+            unproven = [(s.opened, id(c), c) for c, s in self.connections.items() if not s.authenticated]
             if not unproven:
                 self.stats.tcp_closed["refused"] += 1
                 log.warning("tcp connection refused peer=%s open=%d limit", state.name, len(self.connections))
@@ -125,6 +146,8 @@ class TcpListener:
         buffer = b""
         deadline = time.monotonic() + self.idle
         try:
+            conn.settimeout(self.idle)
+            conn.sendall(greeting(state.nonce))
             while not self.stopping.is_set():
                 conn.settimeout(max(0.001, deadline - time.monotonic()))
                 try:
@@ -136,16 +159,16 @@ class TcpListener:
                     break
                 buffer += data
                 *lines, buffer = buffer.split(b"\n")
-                if lines:  # a complete line, even an empty heartbeat: the connection is alive
-                    deadline = time.monotonic() + self.idle
-                lines = [line for line in lines if line]
                 if lines:
-                    if self.accept_batch(lines, "tcp"):
+                    envelopes, signed = self._verified(lines, state)
+                    if envelopes and self.accept_batch(envelopes, "tcp"):
                         reason = "invalid"
                         return
-                    state.proven = True
-                if len(buffer) > MAX_BYTES:
-                    self.accept_batch([buffer], "tcp")  # counted as rejected (too large), like a large Redis message
+                    if not signed:
+                        reason = "bad_mac"
+                        return
+                    deadline = time.monotonic() + self.idle  # a complete signed line, even a heartbeat: alive
+                if len(buffer) > MAX_LINE:
                     reason = "too_long"
                     return
         except OSError as exc:
@@ -156,6 +179,23 @@ class TcpListener:
                     del self.connections[conn]
             _shutdown(conn)
             self._closed(state, reason or state.closed_by)
+
+    def _verified(self, lines: list[bytes], state: _Connection) -> tuple[list[bytes], bool]:
+        """The envelopes of the lines up to the first without a valid MAC; False if there was one."""
+        envelopes = []
+        for line in lines:
+            given, _, payload = line.partition(b" ")
+            key = -1
+            if len(given) == MAC_HEX:
+                key = self.keys.verify(state.nonce, state.counter, payload, given, state.key)
+            if key < 0:
+                return envelopes, False
+            state.counter += 1
+            state.key = key
+            state.authenticated = True
+            if payload:
+                envelopes.append(payload)
+        return envelopes, True
 
     def _closed(self, state: _Connection, reason: str) -> None:
         if reason and reason != "evicted":  # an eviction is counted where it is decided
@@ -168,7 +208,8 @@ class TcpListener:
             "idle": f"no complete line in {self.idle:g}s",
             "evicted": "a new connection needed its slot",
             "invalid": "invalid line",
-            "too_long": f"line longer than {MAX_BYTES} bytes",
+            "too_long": f"line longer than {MAX_LINE} bytes (a MAC and an envelope)",
+            "bad_mac": "a line without a valid MAC: not signed with the mirror key, or replayed",
         }[reason]
         log.warning("tcp connection closed peer=%s reason=%s (%s)", state.name, reason, detail)
 
