@@ -16,6 +16,7 @@ import urllib.parse
 
 import pytest
 from k8s_support import (
+    HA,
     MANIFESTS,
     MONITORING,
     NAMESPACE,
@@ -354,9 +355,10 @@ def test_the_flows_the_code_needs_are_derived_from_the_configuration():
     assert not [f for f in needed() if f.client == "redis"], "Redis opens no connection"
 
 
-def test_every_needed_flow_is_allowed_by_exactly_one_pair():
-    world, wrong = cluster(), []
-    for flow, why in needed().items():
+def pair_errors(world: Cluster, flows: dict[Flow, str]) -> list[str]:
+    """Each of `flows` not allowed by exactly one egress and one ingress policy of one flow's pair."""
+    wrong = []
+    for flow, why in flows.items():
         egress, ingress = world.admitting(EGRESS, flow), world.admitting(INGRESS, flow)
         client, server = world.endpoints[flow.client], world.endpoints[flow.server]
         for side, names, isolated in (("egress", egress, ours(client)), ("ingress", ingress, ours(server))):
@@ -367,15 +369,23 @@ def test_every_needed_flow_is_allowed_by_exactly_one_pair():
         one_flow = len(pair) < 2 or flow_name(pair[0]) == flow_name(pair[1]) or public(pair[1])
         if ours(client) and ours(server) and not one_flow:
             wrong.append(f"{flow} ({why}): {pair[0]} and {pair[1]} are not one flow's pair")
+    return wrong
+
+
+def test_every_needed_flow_is_allowed_by_exactly_one_pair():
+    wrong = pair_errors(cluster(), needed())
     assert not wrong, "\n".join(wrong)
 
 
-def test_nothing_else_is_allowed():
-    world = cluster()
+def unexpected(world: Cluster, flows: dict[Flow, str]) -> tuple[list[str], list[str]]:
+    """(allowed and not needed, needed and not allowed), the public doors open to every outsider."""
     outsiders = [e.name for e in world.endpoints.values() if not ours(e)]
-    expected = set(needed()) | {Flow(c, s, p) for s, p in public_doors() for c in outsiders}
-    extra = sorted(map(str, allowed() - expected))
-    missing = sorted(map(str, expected - allowed()))
+    expected = set(flows) | {Flow(c, s, p) for s, p in public_doors() for c in outsiders}
+    return sorted(map(str, allowed(world) - expected)), sorted(map(str, expected - allowed(world)))
+
+
+def test_nothing_else_is_allowed():
+    extra, missing = unexpected(cluster(), needed())
     assert not extra, "allowed, and no flow needs it:\n" + "\n".join(extra)
     assert not missing, "needed, and not allowed:\n" + "\n".join(missing)
 
@@ -467,7 +477,78 @@ def readme_flows() -> set[str]:
 
 
 def test_the_docs_list_every_flow():
-    assert readme_flows() == {flow_name(p["metadata"]["name"]) for p in cluster().policies}
+    flows = {flow_name(p["metadata"]["name"]) for world in (cluster(), ha_cluster()) for p in world.policies}
+    assert readme_flows() == flows
+
+
+# The HA overlay (infra/k8s-ha): the Redis nodes and their Sentinels instead of one Redis
+
+
+@functools.cache
+def ha_cluster() -> Cluster:
+    """`kubectl apply -k infra/k8s-ha` and infra/monitoring, with their policies."""
+    pods = workload_pods((HA, MONITORING))
+    every = objects("NetworkPolicy", HA) + policies(*sorted(MONITORING.glob("*.yaml")))
+    return Cluster(namespaces(), pods + strangers(pods), every)
+
+
+def redis_nodes(world: Cluster) -> dict[str, dict[str, int]]:
+    """{pod: {port name: number}} of the Redis StatefulSet's pods."""
+    return {
+        e.name: {p.name: p.number for p in e.ports}
+        for e in world.endpoints.values()
+        if ours(e) and e.labels.get("app.kubernetes.io/name") == "redis"
+    }
+
+
+@functools.cache
+def ha_needed() -> dict[Flow, str]:
+    """The base's flows, with the one Redis replaced: each numcast process asks each Sentinel it is given
+    (REDIS_SENTINELS, the pods' own names) and connects to whichever node they name as primary; the nodes replicate
+    from each other, each Sentinel watches every node and talks to the other Sentinels, and all resolve names."""
+    world = ha_cluster()
+    nodes = redis_nodes(world)
+    assert len(nodes) == named("StatefulSet", "redis", HA)["spec"]["replicas"]
+    flows = {flow: why for flow, why in needed().items() if flow.server != "redis"}
+    dns = lambda client, why: {Flow(client, KUBE_DNS, 53, p): why for p in ("UDP", "TCP")}  # noqa: E731
+    for container in numcast_containers(HA):
+        client, env = container.workload["metadata"]["name"], container_env(container)
+        assert "REDIS_URL" not in env, f"{container.id}: the Sentinels name the primary"
+        for host, port in addresses(env["REDIS_SENTINELS"]):
+            pod, service = host.split(".")
+            assert named("Service", service, HA)["spec"]["clusterIP"] == "None", f"{host}: a pod's own name"
+            assert port == nodes[pod]["sentinel"], host
+            flows[Flow(client, pod, port)] = "REDIS_SENTINELS"
+        for pod, ports in nodes.items():
+            flows[Flow(client, pod, ports["redis"])] = "the primary the Sentinels name"
+        flows |= dns(client, "resolves the Sentinels' and the primary's names")
+    for client in nodes:
+        for server, ports in nodes.items():
+            if client != server:
+                flows[Flow(client, server, ports["redis"])] = "replication; a Sentinel watching a node"
+                flows[Flow(client, server, ports["sentinel"])] = "Sentinel gossip; a starting node asking"
+        flows |= dns(client, "resolves the nodes' names (sentinel resolve-hostnames)")
+    return flows
+
+
+def test_ha_every_needed_flow_is_allowed_by_exactly_one_pair():
+    wrong = pair_errors(ha_cluster(), ha_needed())
+    assert not wrong, "\n".join(wrong)
+
+
+def test_ha_nothing_else_is_allowed():
+    extra, missing = unexpected(ha_cluster(), ha_needed())
+    assert not extra, "allowed, and no flow needs it:\n" + "\n".join(extra)
+    assert not missing, "needed, and not allowed:\n" + "\n".join(missing)
+
+
+@pytest.mark.parametrize("port", ["redis", "sentinel"])
+def test_ha_who_may_reach_a_redis_node(port):
+    world = ha_cluster()
+    number = redis_nodes(world)["redis-0"][port]
+    found = {c for c in world.endpoints if c != "redis-0" and world.allows(Flow(c, "redis-0", number))}
+    assert found == {"control-plane", "machine-1", "machine-2", "alerter", "redis-1", "redis-2"}
+    assert not world.allows(Flow(f"{ELSEWHERE}/redis-1", "redis-0", number)), "a look-alike elsewhere"
 
 
 # prometheus-operator: its Prometheus, in another namespace, scrapes what podmonitor.yaml selects
