@@ -55,9 +55,13 @@ class Proc:
 
     def __init__(self, command: str, env: dict[str, str], log: str) -> None:
         self.command, self.log = command, log
-        self.port = free_port()
+        self.port, self.admin_port = free_port(), free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.env = {"HOST": "127.0.0.1", "PORT": str(self.port), "LOG_LEVEL": "WARNING", **env}
+        self.admin_url = f"http://127.0.0.1:{self.admin_port}"  # /metrics and the full /api/status (ADMIN_PORT)
+        self.env = {
+            "HOST": "127.0.0.1", "PORT": str(self.port), "ADMIN_PORT": str(self.admin_port), "LOG_LEVEL": "WARNING",
+            **env,
+        }  # fmt: skip
         self.process: subprocess.Popen | None = None
 
     def start(self, wait: str = "/readyz") -> float:
@@ -81,10 +85,12 @@ class Worker:
     def __init__(self, redis_url: str, name: str = "bench-1", command: list[str] | None = None, **env: str) -> None:
         self.command = command or [numcast_command(), "worker"]
         self.dir = tempfile.mkdtemp(prefix="numcast-bench-")
-        self.port, self.tcp_port = free_port(), free_port()
+        self.port, self.tcp_port, self.admin_port = free_port(), free_port(), free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.admin_url = f"http://127.0.0.1:{self.admin_port}"  # /metrics and the full /api/status (ADMIN_PORT)
         self.env = {
             "REDIS_URL": redis_url, "PORT": str(self.port), "TCP_PORT": str(self.tcp_port), "WORKER_NAME": name,
+            "ADMIN_PORT": str(self.admin_port),
             "SINK_FILE": os.path.join(self.dir, "numbers.jsonl"), "HOST": "127.0.0.1", **env,
         }  # fmt: skip
         self.log_path = os.path.join(self.dir, "worker.log")
@@ -122,7 +128,7 @@ class Worker:
 
     def metrics(self) -> dict[str, float]:
         """/metrics as {'name{labels}': value}."""
-        with urllib.request.urlopen(self.url + "/metrics", timeout=HTTP_TIMEOUT) as response:
+        with urllib.request.urlopen(self.admin_url + "/metrics", timeout=HTTP_TIMEOUT) as response:
             text = response.read().decode()
         found = {}
         for line in text.splitlines():
@@ -133,7 +139,7 @@ class Worker:
 
     def status(self) -> dict:
         """/api/status."""
-        with urllib.request.urlopen(self.url + "/api/status", timeout=HTTP_TIMEOUT) as response:
+        with urllib.request.urlopen(self.admin_url + "/api/status", timeout=HTTP_TIMEOUT) as response:
             return json.load(response)
 
     def healthz_seconds(self) -> float:

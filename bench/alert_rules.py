@@ -95,7 +95,7 @@ def alerter(url: str, rules_text: str, folder: str, **env: str) -> Proc:
         file.write(rules_text)
     proc = Proc("alerter", {"REDIS_URL": url, "ALERT_RULES": path, **env}, os.path.join(folder, "alerter.log"))
     proc.start()
-    wait_for(lambda: metrics(proc.url).get("numcast_subscribed") == 1, 30)
+    wait_for(lambda: metrics(proc.admin_url).get("numcast_subscribed") == 1, 30)
     return proc
 
 
@@ -107,13 +107,13 @@ def cost(args, folder: str) -> int:
             before = {"alerter": cpu_seconds(proc.process.pid), "worker": cpu_seconds(worker.pid)}
             started = time.monotonic()
             publish(server.url, framed)
-            took = wait_for(lambda: received(proc.url) >= args.samples, 300)
-            held = wait_for(lambda: metrics(worker.url).get("numcast_sink_lines_total", 0) >= args.samples, 300)
+            took = wait_for(lambda: received(proc.admin_url) >= args.samples, 300)
+            held = wait_for(lambda: metrics(worker.admin_url).get("numcast_sink_lines_total", 0) >= args.samples, 300)
             used = {
                 "alerter": cpu_seconds(proc.process.pid) - before["alerter"],
                 "worker": cpu_seconds(worker.pid) - before["worker"],
             }
-            found = metrics(proc.url)
+            found = metrics(proc.admin_url)
         finally:
             proc.stop()
     firing = found.get('numcast_alert_label_sets{state="firing"}', 0)
@@ -143,9 +143,9 @@ def flood(args, folder: str) -> int:
                 for part in range(args.rounds):
                     share = args.flood // args.rounds
                     publish(server.url, messages(share, 0, "bench_flood", first=part * share))
-                    wait_for(lambda n=(part + 1) * share, url=proc.url: received(url) >= n, 300)
+                    wait_for(lambda n=(part + 1) * share, url=proc.admin_url: received(url) >= n, 300)
                     rss.append(rss_mib(proc.process.pid))
-                found = metrics(proc.url)
+                found = metrics(proc.admin_url)
             finally:
                 proc.stop()
         kept = sum(v for k, v in found.items() if k.startswith("numcast_alert_label_sets{"))

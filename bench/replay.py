@@ -79,7 +79,7 @@ class Pipeline:
         """Stop generating; wait until the worker has the last value; return its seq."""
         patch(self.control.url + "/api/config", {"paused": True})
         time.sleep(0.2)
-        last = get(self.control.url + "/api/status")["seq"]
+        last = get(self.control.admin_url + "/api/status")["seq"]
         deadline = time.monotonic() + 30
         while self.history()[-1:] != [last] and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -89,7 +89,7 @@ class Pipeline:
         return [e["seq"] for e in get(self.worker.url + "/api/history")["envelopes"]]
 
     def counters(self) -> dict:
-        return get(self.worker.url + "/api/status")["counters"]
+        return get(self.worker.admin_url + "/api/status")["counters"]
 
     def sink_seqs(self) -> list[int]:
         with open(self.sink, "rb") as sink:
@@ -164,7 +164,7 @@ def restart_worker(args) -> None:
         time.sleep(5)
         accepted, in_file = kill_with_lines_unwritten(run)
         time.sleep(args.down)
-        at_restart = get(run.control.url + "/api/status")["seq"]
+        at_restart = get(run.control.admin_url + "/api/status")["seq"]
         took = run.worker.start()
         history = run.history()
         complete = history == list(range(history[0], history[0] + len(history)))
@@ -199,7 +199,7 @@ def restart_redis(args) -> None:
             last = run.pause()
             time.sleep(2.5)  # past the grace period: what never came is a gap now
             counters = run.counters()
-            dropped = get(run.control.url + "/api/status")["outputs"][0]["dropped"]
+            dropped = get(run.control.admin_url + "/api/status")["outputs"][0]["dropped"]
             run.worker.stop()
             seqs = run.sink_seqs()
             sink_lost, sink_twice = lost_and_twice(seqs, 1, last)

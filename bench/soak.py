@@ -203,7 +203,7 @@ class Soak:
                 self.control.sample()
                 next_sample += SAMPLE_SECONDS
             if time.monotonic() >= next_report:
-                counters = get(self.worker.url + "/api/status")["counters"]
+                counters = get(self.worker.admin_url + "/api/status")["counters"]
                 print(
                     f"  {elapsed / 60:5.1f} min: accepted {sum(counters['accepted'].values())}, from the log "
                     f"{counters['accepted']['replay']}, gaps {counters['gaps']}, faults {self.faults}",
@@ -236,7 +236,7 @@ class Soak:
         )
         urllib.request.urlopen(request, timeout=30).close()
         time.sleep(0.5)
-        last = get(self.control.url + "/api/status")["seq"]
+        last = get(self.control.admin_url + "/api/status")["seq"]
         deadline = time.monotonic() + 30
         while get(self.worker.url + "/api/history?limit=1")["envelopes"][-1]["seq"] != last:
             if time.monotonic() > deadline:
@@ -245,7 +245,7 @@ class Soak:
         time.sleep(2.5)  # past the grace period
         self.worker.sample()
         self.control.sample()
-        counters = get(self.worker.url + "/api/status")["counters"]
+        counters = get(self.worker.admin_url + "/api/status")["counters"]
         self.commands.put(last)
         per_client = self.results.get(timeout=300)
         self.worker.stop()

@@ -34,6 +34,7 @@ from numcast.mirror_key import MirrorConnection, MirrorKeys, new_key
 
 NUMCAST = shutil.which("numcast", path=os.path.dirname(sys.executable)) or "numcast"
 LOG_LINES_ON_FAILURE = 200  # of each service's log, in the report of a failed test
+ADMIN_ROUTES = ("/metrics", "/api/status")  # on the admin port (ADMIN_PORT) only, or in full only
 STOP_WITHIN = 8.0  # seconds a service has to stop after SIGTERM at the end of a test; measured: well under 1 s
 
 
@@ -96,9 +97,13 @@ class Service:
 
     def __init__(self, command: str, env: dict[str, str], log: Path, prefix: tuple[str, ...] = ()) -> None:
         """`prefix` runs the command through another (setpriv, to run as another user)."""
+        # Each process its own admin port: the default (9180) would be every test's (numcast.admin).
+        env = {"ADMIN_PORT": str(free_port()), **env}
         self.command, self.env, self.log_path, self.prefix = command, env, log, prefix
         self.port = int(env["PORT"])
         self.url = f"http://127.0.0.1:{self.port}"
+        # /metrics and the full /api/status are on the admin port; get() goes there for them.
+        self.admin_url = f"http://127.0.0.1:{env['ADMIN_PORT']}"
         self.process: subprocess.Popen | None = None
 
     def start(self, wait: str = "/healthz") -> Service:
@@ -117,8 +122,9 @@ class Service:
         return self
 
     def get(self, path: str):
-        """GET `path`; (status, body)."""
-        return http("GET", self.url + path)
+        """GET `path`, on the admin port for /metrics and /api/status; (status, body)."""
+        admin = path.partition("?")[0] in ADMIN_ROUTES
+        return http("GET", (self.admin_url if admin else self.url) + path)
 
     def json(self, path: str) -> dict:
         """GET `path`, which must answer 200 with JSON."""

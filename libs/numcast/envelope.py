@@ -12,6 +12,7 @@ import math
 import re
 from typing import NamedTuple
 
+from numcast import parsing
 from numcast.alerts import MAX_LABEL_VALUE, MAX_LABELS, MAX_NAME, is_name
 
 # A message larger than this is refused before it is parsed; a real envelope is under 150 bytes.
@@ -173,6 +174,10 @@ def decode(raw: bytes | str) -> Envelope:
         except UnicodeDecodeError:
             raise EnvelopeError("not_utf8", "message is not UTF-8") from None
     try:
+        # Nesting bounded (numcast.parsing): 1,000 `[` would raise RecursionError. Measured only when there are
+        # enough brackets to nest that deep, which a real envelope never has: the hot path pays two counts.
+        if raw.count("[") + raw.count("{") > parsing.MAX_DEPTH:
+            parsing.check_depth(raw)
         data = _DECODER.decode(raw)
     except ValueError as exc:
         if isinstance(exc, EnvelopeError):

@@ -32,7 +32,8 @@ class Target:
 
     component: str
     name: str
-    port: int
+    port: int  # the public port: the control-plane's pushed series (/api/push/metrics) are there
+    admin_port: int = 0  # where /metrics is (ADMIN_PORT); 0: the public port
 
     def labels(self) -> dict[str, str]:
         """The labels prometheus.yml's relabelling gives the pod of this process (less namespace)."""
@@ -86,7 +87,9 @@ def prometheus_config(
                 {"targets": [f"127.0.0.1:{t.port}"]} for t in targets if t.component == "control-plane"
             ]
         else:
-            job["static_configs"] = [{"targets": [f"127.0.0.1:{t.port}"], "labels": t.labels()} for t in targets]
+            job["static_configs"] = [
+                {"targets": [f"127.0.0.1:{t.admin_port or t.port}"], "labels": t.labels()} for t in targets
+            ]
     if intervals:
         config["global"].update(scrape_interval=intervals, scrape_timeout=intervals, evaluation_interval=intervals)
     return config
@@ -129,10 +132,11 @@ def alertmanager_config(
 
 def for_stack(stack, config_dir: Path = CONFIG_DIR, **options) -> Monitoring:
     """Monitoring for a `numcast.stack.Stack` (its ports are known before it starts), the webhook on its alerter."""
-    targets = [Target("control-plane", "control-plane", stack.control_port)]
-    targets += [Target("worker", name, port) for name, port, _ in stack.workers]
+    admin = stack.admin_ports
+    targets = [Target("control-plane", "control-plane", stack.control_port, admin["control-plane"])]
+    targets += [Target("worker", name, port, admin[name]) for name, port, _ in stack.workers]
     if stack.alerter:
-        targets.append(Target("alerter", "alerter", stack.alerter_port))
+        targets.append(Target("alerter", "alerter", stack.alerter_port, admin["alerter"]))
     alerter = stack.alerter_url if stack.alerter else None
     token = stack.alerter_token if stack.alerter else ""
     return Monitoring(targets, alerter, config_dir, alerter_token=token, **options)

@@ -12,6 +12,7 @@ import threading
 from flask import Flask
 from flask_socketio import SocketIO
 
+from numcast import admin
 from numcast import doors as http_doors
 from numcast.logs import Throttled
 
@@ -107,10 +108,18 @@ def run(app: Flask, socketio: SocketIO, host: str, port: int) -> None:
         options = http_doors.werkzeug_options(doors)
     socketio.start_background_task(doors.reap, socketio.sleep)
     server = _listen(app, socketio, host, port, BACKLOG, options)  # a taken port fails here
+    admin_server = _admin(app, socketio, host)
     service.start(socketio)
     # After the service, which may wrap engineio's WebSocket driver too (numcast_worker.direct): checks come first.
     app.extensions["numcast.socket_input"].install(socketio.server.eio)
-    log.info("serving http://%s:%d async_mode=%s", host, port, socketio.async_mode)
+    socketio.start_background_task(admin_server)
+    log.info(
+        "serving http://%s:%d admin_port=%d async_mode=%s",
+        host,
+        port,
+        app.extensions["numcast.admin_port"],
+        socketio.async_mode,
+    )
     try:
         server()
     except (KeyboardInterrupt, SystemExit):
@@ -122,7 +131,19 @@ def run(app: Flask, socketio: SocketIO, host: str, port: int) -> None:
         log.info("stopped")
 
 
-def _listen(app: Flask, socketio: SocketIO, host: str, port: int, backlog: int, options: dict):
+def _admin(app: Flask, socketio: SocketIO, host: str):
+    """Bind the admin port (numcast.admin), with doors of its own; return what serves it (run as a task)."""
+    doors = app.extensions["numcast.admin_doors"]
+    if socketio.async_mode == "eventlet":
+        options = http_doors.eventlet_options(doors)
+    else:
+        options = http_doors.werkzeug_options(doors)
+    socketio.start_background_task(doors.reap, socketio.sleep)
+    port = app.extensions["numcast.admin_port"]
+    return _listen(admin.wsgi(app), socketio, host, port, BACKLOG, options)
+
+
+def _listen(app, socketio: SocketIO, host: str, port: int, backlog: int, options: dict):
     """Bind the HTTP port with a backlog of `backlog`; return what serves it until the process is told to stop.
 
     What `socketio.run` does, with two differences. The listen backlog is ours: its default (50 under eventlet,

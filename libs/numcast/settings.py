@@ -9,6 +9,7 @@ import socket
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from numcast import parsing
 from numcast.envelope import SOURCE_RULE, valid_source
 from numcast.push import stream
 from numcast.redis_conn import MASTER_NAME, RETRY_MAX_SECONDS, Endpoint, Sentinels, read_password
@@ -61,17 +62,18 @@ def check(condition: bool, name: str, value: Any, message: str) -> None:
 
 
 def parse_int(raw: str) -> int:
-    """An integer, with a readable error."""
+    """An integer in ASCII digits, with a readable error."""
+    text = raw.strip()
     try:
-        return int(raw, 10)
+        return -parsing.ascii_int(text[1:]) if text.startswith("-") else parsing.ascii_int(text.removeprefix("+"))
     except ValueError:
         raise ValueError("not an integer") from None
 
 
 def parse_float(raw: str) -> float:
-    """A finite number, with a readable error."""
+    """A finite number in ASCII digits, with a readable error."""
     try:
-        value = float(raw)
+        value = parsing.ascii_float(raw.strip())
     except ValueError:
         raise ValueError("not a number") from None
     if value != value or value in (float("inf"), float("-inf")):
@@ -84,7 +86,7 @@ def parse_targets(raw: str) -> tuple[tuple[str, int], ...]:
     targets = []
     for item in filter(None, (part.strip() for part in raw.split(","))):
         host, sep, port = item.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        if not sep or not host or not port.isascii() or not port.isdigit() or not 0 < int(port) < 65536:
             raise ValueError(f"{item!r} is not host:port")
         targets.append((host.strip("[]"), int(port)))
     return tuple(targets)
@@ -153,6 +155,13 @@ class Common:
     async_mode: str = env(
         "ASYNC_MODE", "eventlet", f"Flask-SocketIO async mode: {' or '.join(ASYNC_MODES)}.", str.lower
     )
+    admin_port: int = env(
+        "ADMIN_PORT",
+        9180,
+        "HTTP port of `/metrics` and the full `/api/status`, for Prometheus and operators; the public port (`PORT`) "
+        "answers `/metrics` with 404 and shows the pages' view of `/api/status` (see docs/security.md).",
+        parse_int,
+    )
     http_max_connections: int = env(
         "HTTP_MAX_CONNECTIONS",
         4096,
@@ -165,6 +174,14 @@ class Common:
         5.0,
         "Seconds a connection may take to send a request's headers (or stay idle between requests) before it "
         "is closed.",
+        parse_float,
+    )
+    http_body_timeout: float = env(
+        "HTTP_BODY_TIMEOUT",
+        10.0,
+        "Seconds a request that announces a body (`Content-Length`, or chunked) may take from its headers to the "
+        "end of its answer, body read included, before its connection is closed. A body the service does not "
+        "read is never drained: the connection is closed after the answer.",
         parse_float,
     )
 
@@ -244,6 +261,18 @@ class Common:
             0.5 <= self.http_header_timeout <= 300,
             "HTTP_HEADER_TIMEOUT",
             self.http_header_timeout,
+            "must be 0.5-300 (seconds)",
+        )
+        check(
+            self.admin_port != getattr(self, "port", None),
+            "ADMIN_PORT",
+            self.admin_port,
+            "must differ from PORT",
+        )
+        check(
+            0.5 <= self.http_body_timeout <= 300,
+            "HTTP_BODY_TIMEOUT",
+            self.http_body_timeout,
             "must be 0.5-300 (seconds)",
         )
         for f in dataclasses.fields(self):

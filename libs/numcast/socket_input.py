@@ -23,7 +23,9 @@ from numcast.logs import Throttled
 
 log = logging.getLogger(__name__)
 
-LAYERS = ("websocket", "engineio", "socketio")
+LAYERS = ("transport", "websocket", "engineio", "socketio")  # transport: an HTTP request that is no WebSocket
+SOCKET_IO_PATH = "/socket.io"
+_NOT_WEBSOCKET = b'{"error": "Socket.IO here is WebSocket only (transport=websocket)", "status": 400}'
 CLIENT_EIO_TYPES = "123456"  # close, ping (the upgrade's probe), pong, message, upgrade, noop: never open (0)
 CLIENT_SIO_TYPES = (sio.CONNECT, sio.DISCONNECT, sio.EVENT, sio.ACK, sio.BINARY_EVENT, sio.BINARY_ACK)
 PROTOCOL_ERROR, UNSUPPORTED, INVALID_DATA, TOO_LARGE = 1002, 1003, 1007, 1009  # WebSocket close codes
@@ -47,6 +49,24 @@ class SocketInput:
         for layer in LAYERS:
             self.refused.labels(layer)  # every series exists from the start, at 0
         self._warn = Throttled(log)
+
+    def init_app(self, app) -> None:
+        """Refuse, count and log every request to /socket.io/ that is no WebSocket upgrade, before Socket.IO.
+
+        The page connects over WebSocket only, and engineio is told so: it answers long-polling 400 by itself, but
+        silently. Refused here, a polling client is counted and logged like any other broken client, and never
+        reaches what counts browsers (MAX_BROWSERS).
+        """
+        inner = app.wsgi_app
+
+        def checked(environ, start_response):
+            if environ.get("PATH_INFO", "").startswith(SOCKET_IO_PATH) and not _websocket(environ):
+                self.refuse(environ, "transport", "not_websocket", f"{environ.get('REQUEST_METHOD')} {_query(environ)}")
+                start_response("400 Bad Request", [("Content-Type", "application/json")])
+                return [_NOT_WEBSOCKET]
+            return inner(environ, start_response)
+
+        app.wsgi_app = checked
 
     def install(self, eio_server) -> None:
         """Check every WebSocket `eio_server` opens from now on (install after anything else wrapping its driver)."""
@@ -75,9 +95,12 @@ class SocketInput:
         return types.MethodType(checked, eio_socket)  # bound: the next wrapper finds the socket (numcast_worker.direct)
 
     def refuse(self, ws, layer: str, reason: str, detail: str) -> None:
-        """Count and log one refusal (the connection is being closed)."""
+        """Count and log one refusal (the connection is being closed); `ws` is a WebSocket or a WSGI environ."""
         self.refused.labels(layer).inc()
-        environ = getattr(ws, "environ", None) or getattr(getattr(ws, "ws", None), "environ", {})
+        if isinstance(ws, dict):
+            environ = ws
+        else:
+            environ = getattr(ws, "environ", None) or getattr(getattr(ws, "ws", None), "environ", {})
         self._warn.warning(
             f"{layer}:{reason}",
             "socket.io input refused layer=%s reason=%s peer=%s:%s detail=%s",
@@ -228,3 +251,13 @@ def _check_eventlet_frames(ws, guard: SocketInput) -> None:
         return close(close_data=close_data)
 
     ws._recv_frame, ws._get_bytes, ws.close = _recv_frame, _get_bytes, _close
+
+
+def _websocket(environ: dict) -> bool:
+    """A WebSocket upgrade asking for the websocket transport, as the page's client sends it."""
+    query = environ.get("QUERY_STRING", "")
+    return environ.get("HTTP_UPGRADE", "").lower() == "websocket" and "transport=websocket" in query.split("&")
+
+
+def _query(environ: dict) -> str:
+    return environ.get("PATH_INFO", "") + "?" + environ.get("QUERY_STRING", "")[:120]

@@ -81,6 +81,10 @@ class Stack:
         self.processes: list[tuple[str, subprocess.Popen, int]] = []  # control-plane first
         self.control_ports = [self.control_port] + ([free_port()] if ha else [])
         self.alerter_ports = [self.alerter_port] + ([free_port()] if ha else [])
+        # Each process's admin port (ADMIN_PORT: /metrics and the full /api/status), by name.
+        names = [_nth("control-plane", n) for n in range(len(self.control_ports))]
+        names += [name for name, _, _ in self.workers] + [_nth("alerter", n) for n in range(len(self.alerter_ports))]
+        self.admin_ports = {name: free_port() for name in names}
 
     @property
     def control_url(self) -> str:
@@ -91,6 +95,10 @@ class Stack:
     def alerter_url(self) -> str:
         """The alerter's API."""
         return f"http://127.0.0.1:{self.alerter_port}"
+
+    def admin_url(self, name: str) -> str:
+        """The admin port of process `name` (control-plane, machine-1, …, alerter)."""
+        return f"http://127.0.0.1:{self.admin_ports[name]}"
 
     @property
     def worker_urls(self) -> list[str]:
@@ -114,11 +122,13 @@ class Stack:
                 sink = os.path.join(self.data_dir, f"{name}.jsonl")
                 env = {**common, **mirror, "WORKER_NAME": name, "PORT": str(port), "TCP_PORT": str(tcp_port)}
                 env["SINK_FILE"] = sink
+                env["ADMIN_PORT"] = str(self.admin_ports[name])
                 self.processes.append((name, service("worker", env | self._user("worker")), port))
             if self.alerter:
                 for n, port in enumerate(self.alerter_ports):
                     env = {**common, "PORT": str(port), **_token(self.alerter_token), **self.alerter_env}
-                    name = "alerter" if n == 0 else f"alerter-{n + 1}"
+                    name = _nth("alerter", n)
+                    env["ADMIN_PORT"] = str(self.admin_ports[name])
                     self.processes.append((name, service("alerter", env | self._user("alerter")), port))
             targets = ",".join(f"127.0.0.1:{tcp_port}" for _, _, tcp_port in self.workers) if self.mirror else ""
             for n, port in reversed(list(enumerate(self.control_ports))):
@@ -128,7 +138,8 @@ class Stack:
                     env["LEASE_SECONDS"] = env.get("LEASE_SECONDS") or "5"
                 if self.push_token:
                     env |= {"PUSH_TOKEN": self.push_token, "PUSH_TOKEN_FILE": ""}
-                name = "control-plane" if n == 0 else f"control-plane-{n + 1}"
+                name = _nth("control-plane", n)
+                env["ADMIN_PORT"] = str(self.admin_ports[name])
                 self.processes.insert(0, (name, service("control", env), port))
             for _, process, port in self.processes:
                 wait_http(f"http://127.0.0.1:{port}/healthz", timeout, process)
@@ -204,6 +215,8 @@ def credentials(stack: Stack) -> dict[str, str]:
         values |= {"REDIS_HOST": address.hostname or "127.0.0.1", "REDIS_PORT": str(address.port or 6379)}
         passwords = stack.embedded.passwords if stack.embedded is not None else {}
     values |= {f"REDIS_{role.upper()}_PASSWORD": password for role, password in passwords.items()}
+    # Where each process's /metrics and full /api/status are (its admin port): ADMIN_MACHINE_1=http://127.0.0.1:…
+    values |= {f"ADMIN_{name.upper().replace('-', '_')}": stack.admin_url(name) for name in stack.admin_ports}
     return {name: value for name, value in values.items() if value}
 
 
@@ -347,6 +360,11 @@ def _shown(path: str) -> str:
     return relative if not relative.startswith("..") else path
 
 
+def _nth(name: str, n: int) -> str:
+    """The name of the n-th (from 0) process of a kind: `alerter`, then `alerter-2`."""
+    return name if n == 0 else f"{name}-{n + 1}"
+
+
 def banner(stack: Stack, extra: list[tuple[str, str]] = (), secrets_file: str = "") -> str:
     """What `numcast up` prints once everything answers; `extra` adds (what, where) lines, such as monitoring's;
     `secrets_file` is where the run's credentials are (`write_credentials`)."""
@@ -363,6 +381,9 @@ def banner(stack: Stack, extra: list[tuple[str, str]] = (), secrets_file: str = 
         if name.startswith("control-plane") and stack.control_token:
             path = f"#token={stack.control_token}"  # the page keeps it for the tab; a fragment never leaves it
         lines.append(f"  {kind:<26} http://127.0.0.1:{http_port}/{path}")
+    # /metrics and the full /api/status are on each process's admin port (ADMIN_PORT), not on the pages' port.
+    for name, _, _ in stack.processes:
+        lines.append(f"  {'metrics of ' + name:<26} {stack.admin_url(name)}/metrics")
     lines += [f"  {what:<26} {where}" for what, where in extra]
     host = f"-h {address.hostname} -p {address.port or 6379}"
     channels = f"{os.environ.get('CHANNEL') or 'numbers'} {os.environ.get('ALERTS_CHANNEL') or 'alerts'}"

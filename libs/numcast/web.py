@@ -23,7 +23,10 @@ def init_app(app: Flask, ready: Callable[[], tuple[bool, dict]], max_body: int =
     """
     app.config["MAX_CONTENT_LENGTH"] = max_body
     # The stylesheet both pages share, from this library: url_for("numcast.static", filename="base.css").
-    app.register_blueprint(Blueprint("numcast", __name__, static_folder="static", static_url_path="/numcast"))
+    # Its templates too: {% include "numcast/development_banner.html" %} (numcast.dev_credentials).
+    app.register_blueprint(
+        Blueprint("numcast", __name__, static_folder="static", static_url_path="/numcast", template_folder="templates")
+    )
 
     @app.get("/healthz")
     def healthz() -> Response:

@@ -6,6 +6,7 @@ import json
 import socket
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from conftest import envelope, eventually, mirror, publish
@@ -171,6 +172,23 @@ def test_browsers_over_max_browsers_are_refused_counted_and_the_worker_still_ans
     for _, sock in held:
         sock.close()
     assert "browser refused active=3 limit=3" in worker.logs()
+
+
+def test_long_polling_sessions_are_refused_counted_and_take_no_browser_place(redis_server, services):
+    # The page connects over WebSocket only; a long-polling client (python-socketio's default) would be a
+    # browser no limit counted. 40 sessions opened together against 16 places.
+    worker = services("worker", redis_server.url, wait="/readyz", MAX_BROWSERS="16")
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda _: worker.get("/socket.io/?EIO=4&transport=polling"), range(40)))
+    assert [status for status, _ in answers] == [400] * 40, answers[:3]
+    assert all("WebSocket only" in body["error"] for _, body in answers)
+    assert worker.metric("numcast_socketio_refused_total", 'layer="transport"') == 40
+    assert "socket.io input refused layer=transport reason=not_websocket" in worker.logs()
+    held = [upgrade(worker.port) for _ in range(16)]
+    assert all(head.startswith("HTTP/1.1 101") for head, _ in held), "every place is still a browser's"
+    for _, sock in held:
+        sock.close()
+    assert worker.metric("numcast_browsers_refused_total") == 0
 
 
 def test_websocket_compression_is_declined(redis_server, services):

@@ -9,7 +9,7 @@ import time
 
 import pytest
 import redis
-from conftest import NUMCAST, envelope, eventually, publish
+from conftest import NUMCAST, envelope, eventually, http, publish
 
 from numcast import presence
 
@@ -202,5 +202,5 @@ def test_a_port_already_taken_stops_the_start_instead_of_sharing_it(redis_server
     assert second.returncode == 1, second.stderr
     assert "numcast control: cannot start" in second.stderr and "Address already in use" in second.stderr
     for _ in range(20):  # every connection reaches the first, which alone listens there
-        assert first.get("/api/status")[1]["source"] == first.json("/api/status")["source"]
+        assert http("GET", first.url + "/api/status")[1]["source"] == first.json("/api/status")["source"]
     assert first.process.poll() is None

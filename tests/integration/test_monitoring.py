@@ -109,6 +109,7 @@ def test_up_with_monitoring_scrapes_every_process_with_the_shipped_rules(tmp_pat
         assert [a["url"] for a in sent_to] == [alertmanager + "/api/v2/alerts"]
         status, body = http("GET", alertmanager + "/api/v2/status")
         alerter = banner_url(output, "alerter").removesuffix("/api/alerts")
+        alerter_admin = banner_url(output, "metrics of alerter").removesuffix("/metrics")  # ADMIN_PORT
         assert status == 200 and f"url: {alerter}/api/alertmanager" in body["config"]["original"]
         assert "send_resolved: true" in body["config"]["original"]
         # The alerter's token, new for this run, reaches Alertmanager as a file beside its configuration.
@@ -118,9 +119,9 @@ def test_up_with_monitoring_scrapes_every_process_with_the_shipped_rules(tmp_pat
         alert = json.dumps([{"labels": {"alertname": "ByHand"}}]).encode()
         assert http("POST", alertmanager + "/api/v2/alerts", alert, {"Content-Type": "application/json"})[0] == 200
         # ... and Alertmanager calls the webhook with it.
-        eventually(lambda: metric(alerter, 'numcast_received_total{path="webhook"}') >= 1, timeout=30)
-        assert metric(alerter, 'numcast_auth_refused_total{reason="missing"}') == 0
-        assert metric(alerter, 'numcast_auth_refused_total{reason="wrong"}') == 0
+        eventually(lambda: metric(alerter_admin, 'numcast_received_total{path="webhook"}') >= 1, timeout=30)
+        assert metric(alerter_admin, 'numcast_auth_refused_total{reason="missing"}') == 0
+        assert metric(alerter_admin, 'numcast_auth_refused_total{reason="wrong"}') == 0
         # The alerter sends its stream alerts to the same Alertmanager.
         (sending,) = http("GET", alerter + "/api/alerts")[1]["alertmanagers"]
         assert sending["url"] == alertmanager
@@ -226,6 +227,7 @@ def test_a_killed_worker_fires_in_prometheus_and_reaches_the_other_workers_brows
 
             # The worker comes back on its port: the alert resolves and leaves the browser's list.
             env = {"REDIS_URL": stack.redis_url, "HOST": "127.0.0.1", "WORKER_NAME": name, "PORT": str(port)}
+            env["ADMIN_PORT"] = str(stack.admin_ports[name])  # where Prometheus scrapes it
             env |= {"TCP_PORT": str(stack.workers[0][2]), "SINK_FILE": f"{stack.data_dir}/{name}.jsonl"}
             stack.processes = [(n, service("worker", env) if n == name else p, h) for n, p, h in stack.processes]
             eventually(lambda: not shown(), timeout=60, message="the resolved alert leaves the list")

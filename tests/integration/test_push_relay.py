@@ -75,7 +75,16 @@ def test_a_relay_that_is_refused_or_cannot_scrape_logs_it_and_keeps_trying(redis
     control = services("control", redis_server.url, wait="/readyz", PUSH_TOKEN=TOKEN)
     dead = f"http://127.0.0.1:{free_port()}/metrics"
     health = free_port()
-    args = ["--scrape", control.url + "/metrics", "--every", "200ms", "--to", control.url, "--health-port", str(health)]
+    args = [
+        "--scrape",
+        control.admin_url + "/metrics",
+        "--every",
+        "200ms",
+        "--to",
+        control.url,
+        "--health-port",
+        str(health),
+    ]
     refused = relay(tmp_path, *args, token="not-the-push-token-0000")
     unreachable = relay(tmp_path, "--scrape", dead, "--every", "200ms", "--to", control.url)
     try:

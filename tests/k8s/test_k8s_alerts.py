@@ -35,7 +35,7 @@ def served_metrics(command: str) -> set[str]:
     """Every metric family `numcast <command>` exposes, as Prometheus names it."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    text = app_for(command).test_client().get("/metrics").get_data(as_text=True)
+    text = app_for(command).test_client().get("/metrics", environ_base={"numcast.admin": True}).get_data(as_text=True)
     return {family.name for family in text_string_to_metric_families(text)}
 
 

@@ -8,7 +8,7 @@ import urllib.parse
 
 import pytest
 from k8s_support import (
-    EXAMPLES,
+    HA,
     LABELS,
     MANIFESTS,
     MONITORING,
@@ -21,6 +21,7 @@ from k8s_support import (
     containers,
     documents,
     every_container,
+    ha_only,
     manifest_files,
     mounted_file,
     named,
@@ -63,8 +64,12 @@ def test_the_folder_holds_only_core_kinds_in_one_namespace():
         assert doc["kind"] in CORE_KINDS, f"{name}: {doc['kind']} needs a CRD or is unexpected; put it outside"
         if doc["kind"] != "Namespace":
             assert doc["metadata"].get("namespace") == NAMESPACE, f"{name}: {doc['metadata']['name']}"
-    others = [p for p in MANIFESTS.iterdir() if p.suffix not in (".yaml",) and p != EXAMPLES]
-    assert not others, "only .yaml files in infra/k8s, and the examples' folder (which `kubectl apply` skips)"
+    others = [
+        p for p in MANIFESTS.iterdir() if p.suffix not in (".yaml",) and p.name not in ("examples", "Kustomization")
+    ]
+    assert not others, (
+        "only .yaml files in infra/k8s, the examples' folder and Kustomization (`kubectl apply` skips both)"
+    )
 
 
 def test_the_namespace_file_sorts_first_and_enforces_restricted():
@@ -112,7 +117,7 @@ def test_every_image_is_pinned_and_never_pulled_when_present(container):
 
 @pytest.mark.parametrize(
     "folder, service",
-    collected(lambda: [(f, s["metadata"]["name"]) for f in (MANIFESTS, MONITORING) for s in objects("Service", f)]),
+    collected(lambda: [(f, s["metadata"]["name"]) for f in (MANIFESTS, MONITORING, HA) for s in objects("Service", f)]),
     ids=lambda value: value if isinstance(value, str) else value.name,
 )
 def test_every_service_selects_one_pod_template_and_targets_its_ports(folder, service):
@@ -165,9 +170,13 @@ def test_every_writable_path_is_an_emptydir(container):
         if "configMap" in volume or "secret" in volume:
             assert volume["readOnly"], f"{path}: a ConfigMap or a Secret is mounted read-only"
             continue
-        if "persistentVolumeClaim" in volume:  # the example worker whose sink is the record (worker-sink-pvc.yaml)
-            sink = next(v["value"] for v in container.spec["env"] if v["name"] == "SINK_FILE")
-            assert sink.rpartition("/")[0] == path, f"{path}: only the sink's folder may be on a claim"
+        if "persistentVolumeClaim" in volume:
+            claim = volume["persistentVolumeClaim"]
+            if "spec" in claim:  # a StatefulSet's claim template (the HA Redis): bounded by the size it requests
+                assert claim["spec"]["resources"]["requests"]["storage"], path
+            else:  # the example worker whose sink is the record (worker-sink-pvc.yaml)
+                sink = next(v["value"] for v in container.spec["env"] if v["name"] == "SINK_FILE")
+                assert sink.rpartition("/")[0] == path, f"{path}: only the sink's folder may be on a claim"
             continue
         assert "emptyDir" in volume, f"{path} mounts {volume}"
         assert volume["emptyDir"].get("sizeLimit"), f"{path}: bound the emptyDir, it fills the node's disk"
@@ -179,31 +188,35 @@ def test_every_container_has_requests_a_memory_limit_and_both_probes(container):
     assert {"cpu", "memory"} <= set(resources.get("requests", {}))
     assert "memory" in resources.get("limits", {})
     for probe in ("readinessProbe", "livenessProbe"):
-        assert probe in container.spec
+        assert (probe in container.spec) is not container.init, "every container has probes, an init container none"
 
 
 def test_every_pod_runs_under_its_own_account_without_a_token():
-    for container in containers():
+    for container in containers() + containers(folder=HA):
         pod = container.pod
         account = pod.get("serviceAccountName")
         assert account == container.workload["metadata"]["name"], "one ServiceAccount per component"
-        assert named("ServiceAccount", account).get("automountServiceAccountToken") is False
+        assert named("ServiceAccount", account, container.objects_folder).get("automountServiceAccountToken") is False
         assert pod.get("automountServiceAccountToken") is False
         # Service links would inject REDIS_PORT=tcp://... style variables next to the settings' own.
         assert pod.get("enableServiceLinks") is False
         assert 0 < pod.get("terminationGracePeriodSeconds", 0) <= 60
 
 
-@pytest.mark.parametrize("container", collected(containers), ids=lambda c: c.id)
+@pytest.mark.parametrize(
+    "container", collected(lambda: containers() + ha_only(containers(folder=HA))), ids=lambda c: c.id
+)
 def test_every_secret_and_configmap_a_container_reads_exists(container):
     for source in container.spec.get("envFrom", []):
-        named("ConfigMap", source["configMapRef"]["name"])
+        named("ConfigMap", source["configMapRef"]["name"], container.objects_folder)
     for var in container.spec.get("env", []):
         if "valueFrom" in var:
-            assert resolve_ref(var["valueFrom"]), f"{container.id}: {var['name']} is empty"
+            assert resolve_ref(var["valueFrom"], container.objects_folder), f"{container.id}: {var['name']} is empty"
 
 
-@pytest.mark.parametrize("container", collected(numcast_containers), ids=lambda c: c.id)
+@pytest.mark.parametrize(
+    "container", collected(lambda: numcast_containers() + numcast_containers(HA)), ids=lambda c: c.id
+)
 def test_every_env_var_is_a_setting_the_service_reads_and_is_valid(container, tmp_path):
     from numcast.settings import from_env
 
@@ -213,11 +226,12 @@ def test_every_env_var_is_a_setting_the_service_reads_and_is_valid(container, tm
     unknown = sorted(set(env) - known)
     assert not unknown, f"{container.id} sets env vars {settings_cls.__name__} does not read: {unknown}"
     # A password file the settings read at start-up: here, what the mounted Secret would put there.
-    if "REDIS_PASSWORD_FILE" in env:
-        content = mounted_file(container, env["REDIS_PASSWORD_FILE"])
-        assert content is not None, f"{container.id}: REDIS_PASSWORD_FILE is no mounted key"
-        env["REDIS_PASSWORD_FILE"] = str(tmp_path / "redis-password")
-        (tmp_path / "redis-password").write_text(content)
+    for var in ("REDIS_PASSWORD_FILE", "REDIS_SENTINEL_PASSWORD_FILE"):
+        if var in env:
+            content = mounted_file(container, env[var])
+            assert content is not None, f"{container.id}: {var} is no mounted key"
+            env[var] = str(tmp_path / var)
+            (tmp_path / var).write_text(content)
     settings = from_env(settings_cls, env)  # raises SettingsError naming the variable
     assert settings.port == container.port("http")["containerPort"]
     if hasattr(settings, "tcp_port"):
@@ -226,7 +240,9 @@ def test_every_env_var_is_a_setting_the_service_reads_and_is_valid(container, tm
         assert settings.tcp_host == "0.0.0.0", f"{container.id}: TCP_HOST must be 0.0.0.0 for the mirror to be reached"
 
 
-@pytest.mark.parametrize("container", collected(numcast_containers), ids=lambda c: c.id)
+@pytest.mark.parametrize(
+    "container", collected(lambda: numcast_containers() + numcast_containers(HA)), ids=lambda c: c.id
+)
 def test_probes_and_metrics_are_endpoints_the_service_serves(container):
     app = app_for(container_command(container))
     expected = {"readinessProbe": "/readyz", "livenessProbe": "/healthz"}
@@ -237,7 +253,10 @@ def test_probes_and_metrics_are_endpoints_the_service_serves(container):
         assert container.port(http_get["port"]) == container.port("http")
     annotations = container.annotations
     assert annotations["prometheus.io/scrape"] == "true"
-    assert int(annotations["prometheus.io/port"]) == container.port("http")["containerPort"]
+    # /metrics is on the admin port (numcast.admin): the annotation names it, and ADMIN_PORT opens it there.
+    admin = container.port("admin")["containerPort"]
+    assert int(annotations["prometheus.io/port"]) == admin
+    assert {e["name"]: e.get("value") for e in container.spec["env"]}["ADMIN_PORT"] == str(admin)
     assert serves(app, annotations["prometheus.io/path"])
 
 

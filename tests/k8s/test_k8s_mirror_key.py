@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from k8s_support import (
+    HA,
     MANIFESTS,
     ROOT,
     collected,
@@ -25,7 +26,7 @@ SECRET = "numcast-mirror-key"
 
 @pytest.mark.parametrize("container", collected(every_container), ids=lambda c: c.id)
 def test_only_the_control_plane_and_the_workers_can_read_the_mirror_key(container):
-    ours = {c.id for c in numcast_containers()}
+    ours = {c.id for c in numcast_containers() + numcast_containers(HA)}
     command = container_command(container) if container.id in ours else ""
     readers = SECRET in secrets_referenced(container)
     if command in ("control", "worker"):

@@ -16,6 +16,7 @@ import urllib.parse
 
 import pytest
 from k8s_support import (
+    HA,
     MANIFESTS,
     MONITORING,
     NAMESPACE,
@@ -180,6 +181,25 @@ def mounted_config(name: str) -> dict:
     return yaml.safe_load(named("ConfigMap", configmap, MONITORING)["data"][file])
 
 
+def kept(job: dict, namespaces: list[str]) -> list[tuple[str, int]]:
+    """(pod, port) a job without the annotations keeps: its `keep` rules on the component and the port's name."""
+    rules = {
+        tuple(r["source_labels"]): re.compile(r["regex"])
+        for r in job.get("relabel_configs", [])
+        if r.get("action") == "keep" and len(r.get("source_labels", [])) == 1
+    }
+    component = rules.get(("__meta_kubernetes_pod_label_app_kubernetes_io_component",), re.compile(".*"))
+    port_name = rules.get(("__meta_kubernetes_pod_container_port_name",), re.compile(".*"))
+    return [
+        (c.workload["metadata"]["name"], port["containerPort"])
+        for c in containers(init=False)
+        if c.workload["metadata"]["namespace"] in namespaces
+        and component.fullmatch(c.labels.get("app.kubernetes.io/component", ""))
+        for port in c.spec.get("ports", [])
+        if port_name.fullmatch(port.get("name", ""))
+    ]
+
+
 def scraped(namespaces: list[str]) -> list[tuple[str, int]]:
     """(pod, port) the relabelling keeps: prometheus.io/scrape and prometheus.io/port (test_k8s_monitoring runs it)."""
     return [
@@ -205,8 +225,16 @@ def prometheus_flows() -> dict[Flow, str]:
         for sd in job.get("kubernetes_sd_configs", []):
             assert sd["role"] == "pod" and "api_server" not in sd, "in-cluster pod discovery only"
             flows[Flow("prometheus", API_SERVER.name, API_SERVER.ports[0].number)] = "pod discovery"
-            for pod, port in scraped(sd["namespaces"]["names"]):
-                flows[Flow("prometheus", pod, port)] = "scrape"
+            annotated = any(
+                "__meta_kubernetes_pod_annotation_prometheus_io_scrape" in r.get("source_labels", [])
+                for r in job.get("relabel_configs", [])
+            )
+            if annotated:
+                for pod, port in scraped(sd["namespaces"]["names"]):
+                    flows[Flow("prometheus", pod, port)] = "scrape"
+            else:  # the pushed series: the control-plane's http port (docs/push.md)
+                for pod, port in kept(job, sd["namespaces"]["names"]):
+                    flows[Flow("prometheus", pod, port)] = f"job {job['job_name']}"
     return flows
 
 
@@ -321,14 +349,16 @@ def test_the_flows_the_code_needs_are_derived_from_the_configuration():
     assert why[("alertmanager-0", "alerter", 8090)] == "receiver numcast-alerter"
     assert why[("alertmanager-0", "alertmanager-1", 9094)] == "--cluster.peer"
     assert why[("prometheus", "alertmanager-1", 9093)] == "alerting.alertmanagers"
-    assert why[("prometheus", "control-plane", 8000)] == "scrape"
+    assert why[("prometheus", "control-plane", 9180)] == "scrape"  # ADMIN_PORT: /metrics
+    assert why[("prometheus", "control-plane", 8000)] == "job numcast-pushed"
     assert why[("outside", "machine-1", 8080)] == "NodePort"
     assert not [f for f in needed() if f.client == "redis"], "Redis opens no connection"
 
 
-def test_every_needed_flow_is_allowed_by_exactly_one_pair():
-    world, wrong = cluster(), []
-    for flow, why in needed().items():
+def pair_errors(world: Cluster, flows: dict[Flow, str]) -> list[str]:
+    """Each of `flows` not allowed by exactly one egress and one ingress policy of one flow's pair."""
+    wrong = []
+    for flow, why in flows.items():
         egress, ingress = world.admitting(EGRESS, flow), world.admitting(INGRESS, flow)
         client, server = world.endpoints[flow.client], world.endpoints[flow.server]
         for side, names, isolated in (("egress", egress, ours(client)), ("ingress", ingress, ours(server))):
@@ -339,15 +369,23 @@ def test_every_needed_flow_is_allowed_by_exactly_one_pair():
         one_flow = len(pair) < 2 or flow_name(pair[0]) == flow_name(pair[1]) or public(pair[1])
         if ours(client) and ours(server) and not one_flow:
             wrong.append(f"{flow} ({why}): {pair[0]} and {pair[1]} are not one flow's pair")
+    return wrong
+
+
+def test_every_needed_flow_is_allowed_by_exactly_one_pair():
+    wrong = pair_errors(cluster(), needed())
     assert not wrong, "\n".join(wrong)
 
 
-def test_nothing_else_is_allowed():
-    world = cluster()
+def unexpected(world: Cluster, flows: dict[Flow, str]) -> tuple[list[str], list[str]]:
+    """(allowed and not needed, needed and not allowed), the public doors open to every outsider."""
     outsiders = [e.name for e in world.endpoints.values() if not ours(e)]
-    expected = set(needed()) | {Flow(c, s, p) for s, p in public_doors() for c in outsiders}
-    extra = sorted(map(str, allowed() - expected))
-    missing = sorted(map(str, expected - allowed()))
+    expected = set(flows) | {Flow(c, s, p) for s, p in public_doors() for c in outsiders}
+    return sorted(map(str, allowed(world) - expected)), sorted(map(str, expected - allowed(world)))
+
+
+def test_nothing_else_is_allowed():
+    extra, missing = unexpected(cluster(), needed())
     assert not extra, "allowed, and no flow needs it:\n" + "\n".join(extra)
     assert not missing, "needed, and not allowed:\n" + "\n".join(missing)
 
@@ -387,8 +425,11 @@ def test_every_policy_allows_some_needed_flow():
         ("redis", 6379, {"control-plane", "machine-1", "machine-2", "alerter"}),
         ("machine-1", 9000, {"control-plane"}),
         ("machine-2", 9000, {"control-plane"}),
-        ("control-plane", 8000, {"prometheus"}),
-        ("alerter", 8090, {"prometheus", "alertmanager-0", "alertmanager-1"}),
+        ("control-plane", 8000, {"prometheus"}),  # the pushed series; the page is a port-forward's
+        ("control-plane", 9180, {"prometheus"}),  # ADMIN_PORT: /metrics and the full /api/status
+        ("machine-1", 9180, {"prometheus"}),
+        ("alerter", 9180, {"prometheus"}),
+        ("alerter", 8090, {"alertmanager-0", "alertmanager-1"}),
         ("alertmanager-0", 9093, {"prometheus", "alerter"}),
         ("alertmanager-1", 9094, {"alertmanager-0"}),
         ("prometheus", 9090, set()),
@@ -404,7 +445,8 @@ def test_the_dashboards_are_open_to_everyone_but_the_namespace_s_own_pods_need_a
     world = cluster()
     found = {c for c in world.endpoints if world.allows(Flow(c, "machine-1", 8080))}
     assert {"outside", f"{ELSEWHERE}/control-plane", KUBE_DNS} <= found
-    assert found & {e.name for e in world.endpoints.values() if ours(e)} == {"prometheus"}
+    # Not even Prometheus: it scrapes the admin port (9180), not the dashboard's.
+    assert found & {e.name for e in world.endpoints.values() if ours(e)} == set()
 
 
 def test_dns_goes_to_kube_dns_in_kube_system_only_and_redis_resolves_nothing():
@@ -435,7 +477,78 @@ def readme_flows() -> set[str]:
 
 
 def test_the_docs_list_every_flow():
-    assert readme_flows() == {flow_name(p["metadata"]["name"]) for p in cluster().policies}
+    flows = {flow_name(p["metadata"]["name"]) for world in (cluster(), ha_cluster()) for p in world.policies}
+    assert readme_flows() == flows
+
+
+# The HA overlay (infra/k8s-ha): the Redis nodes and their Sentinels instead of one Redis
+
+
+@functools.cache
+def ha_cluster() -> Cluster:
+    """`kubectl apply -k infra/k8s-ha` and infra/monitoring, with their policies."""
+    pods = workload_pods((HA, MONITORING))
+    every = objects("NetworkPolicy", HA) + policies(*sorted(MONITORING.glob("*.yaml")))
+    return Cluster(namespaces(), pods + strangers(pods), every)
+
+
+def redis_nodes(world: Cluster) -> dict[str, dict[str, int]]:
+    """{pod: {port name: number}} of the Redis StatefulSet's pods."""
+    return {
+        e.name: {p.name: p.number for p in e.ports}
+        for e in world.endpoints.values()
+        if ours(e) and e.labels.get("app.kubernetes.io/name") == "redis"
+    }
+
+
+@functools.cache
+def ha_needed() -> dict[Flow, str]:
+    """The base's flows, with the one Redis replaced: each numcast process asks each Sentinel it is given
+    (REDIS_SENTINELS, the pods' own names) and connects to whichever node they name as primary; the nodes replicate
+    from each other, each Sentinel watches every node and talks to the other Sentinels, and all resolve names."""
+    world = ha_cluster()
+    nodes = redis_nodes(world)
+    assert len(nodes) == named("StatefulSet", "redis", HA)["spec"]["replicas"]
+    flows = {flow: why for flow, why in needed().items() if flow.server != "redis"}
+    dns = lambda client, why: {Flow(client, KUBE_DNS, 53, p): why for p in ("UDP", "TCP")}  # noqa: E731
+    for container in numcast_containers(HA):
+        client, env = container.workload["metadata"]["name"], container_env(container)
+        assert "REDIS_URL" not in env, f"{container.id}: the Sentinels name the primary"
+        for host, port in addresses(env["REDIS_SENTINELS"]):
+            pod, service = host.split(".")
+            assert named("Service", service, HA)["spec"]["clusterIP"] == "None", f"{host}: a pod's own name"
+            assert port == nodes[pod]["sentinel"], host
+            flows[Flow(client, pod, port)] = "REDIS_SENTINELS"
+        for pod, ports in nodes.items():
+            flows[Flow(client, pod, ports["redis"])] = "the primary the Sentinels name"
+        flows |= dns(client, "resolves the Sentinels' and the primary's names")
+    for client in nodes:
+        for server, ports in nodes.items():
+            if client != server:
+                flows[Flow(client, server, ports["redis"])] = "replication; a Sentinel watching a node"
+                flows[Flow(client, server, ports["sentinel"])] = "Sentinel gossip; a starting node asking"
+        flows |= dns(client, "resolves the nodes' names (sentinel resolve-hostnames)")
+    return flows
+
+
+def test_ha_every_needed_flow_is_allowed_by_exactly_one_pair():
+    wrong = pair_errors(ha_cluster(), ha_needed())
+    assert not wrong, "\n".join(wrong)
+
+
+def test_ha_nothing_else_is_allowed():
+    extra, missing = unexpected(ha_cluster(), ha_needed())
+    assert not extra, "allowed, and no flow needs it:\n" + "\n".join(extra)
+    assert not missing, "needed, and not allowed:\n" + "\n".join(missing)
+
+
+@pytest.mark.parametrize("port", ["redis", "sentinel"])
+def test_ha_who_may_reach_a_redis_node(port):
+    world = ha_cluster()
+    number = redis_nodes(world)["redis-0"][port]
+    found = {c for c in world.endpoints if c != "redis-0" and world.allows(Flow(c, "redis-0", number))}
+    assert found == {"control-plane", "machine-1", "machine-2", "alerter", "redis-1", "redis-2"}
+    assert not world.allows(Flow(f"{ELSEWHERE}/redis-1", "redis-0", number)), "a look-alike elsewhere"
 
 
 # prometheus-operator: its Prometheus, in another namespace, scrapes what podmonitor.yaml selects

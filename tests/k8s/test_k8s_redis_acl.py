@@ -14,6 +14,7 @@ import sys
 import pytest
 import redis
 from k8s_support import (
+    HA,
     MANIFESTS,
     ROOT,
     collected,
@@ -112,7 +113,9 @@ def secrets_referenced(container) -> set[str]:
     return found
 
 
-@pytest.mark.parametrize("container", collected(numcast_containers), ids=lambda c: c.id)
+@pytest.mark.parametrize(
+    "container", collected(lambda: numcast_containers() + numcast_containers(HA)), ids=lambda c: c.id
+)
 def test_every_deployment_gets_only_its_own_role_s_password(container):
     role = redis_acl.SERVICE_ROLES[container_command(container)]
     env = container_env(container)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from numcast import auth
+from numcast import admin, auth
 from numcast.settings import SettingsError, from_env
 from numcast_alerter import create_app as alerter_app
 from numcast_alerter.settings import AlerterSettings
@@ -135,7 +135,7 @@ def test_every_route_that_changes_needs_the_token(service):
             path, method=method, json={}, headers={"Authorization": f"bearer {TOKEN}"}, environ_base=far
         )
         assert response.status_code not in (401, 403), response.json
-    metrics = client.get("/metrics").get_data(as_text=True)
+    metrics = client.get("/metrics", environ_base={admin.ENVIRON: True}).get_data(as_text=True)
     assert f'numcast_auth_refused_total{{reason="missing"}} {2.0 * len(routes)}' in metrics
     assert f'numcast_auth_refused_total{{reason="wrong"}} {4.0 * len(routes)}' in metrics
 
@@ -177,7 +177,7 @@ def test_reads_stay_open_and_say_whether_changes_need_the_token(service, status)
     for environ, mode in (({"CONTROL_TOKEN": TOKEN}, "token"), ({}, "loopback")):
         client = app(service, **environ).test_client()
         far = {"REMOTE_ADDR": "10.0.0.1"}
-        for path in ("/", "/metrics", "/healthz", "/api/alerts"):
+        for path in ("/", "/healthz", "/api/alerts"):
             assert client.get(path, environ_base=far).status_code == 200, path
         assert client.get(status, environ_base=far).json["auth"] == mode
         assert client.open("/api/alerts", method="OPTIONS", environ_base=far).status_code == 200

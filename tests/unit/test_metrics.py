@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from numcast import admin
 from numcast.settings import from_env
 from numcast_alerter import create_app as alerter_app
 from numcast_alerter.settings import AlerterSettings
@@ -48,15 +49,26 @@ def documented() -> dict[str, set[str]]:
     return found
 
 
+ADMIN = {admin.ENVIRON: True}  # what the admin port (ADMIN_PORT) marks its requests with
+
+
 @pytest.mark.parametrize("service", APPS)
 def test_metrics_are_valid_text_and_match_the_docs(service):
-    response = APPS[service]().test_client().get("/metrics")
+    response = APPS[service]().test_client().get("/metrics", environ_base=ADMIN)
     assert response.status_code == 200
     assert response.mimetype == "text/plain"
     families = {family.name for family in text_string_to_metric_families(response.get_data(as_text=True))}
     served = {name for name in families if name.startswith("numcast_")}
     assert served == documented()[service]
     assert not any(name.endswith("_created") for name in families)
+
+
+@pytest.mark.parametrize("service", APPS)
+def test_the_public_port_serves_no_metrics(service):
+    # Metrics and the full status are the admin port's (numcast.admin): not for whoever reaches the NodePort.
+    client = APPS[service]().test_client()
+    assert client.get("/metrics").status_code == 404
+    assert client.get("/healthz").status_code == 200
 
 
 def test_every_metric_has_one_row():
@@ -66,7 +78,7 @@ def test_every_metric_has_one_row():
 
 def samples(app) -> dict[str, dict[tuple, float]]:
     """{sample name: {sorted label items: value}} of an app's /metrics."""
-    text = app.test_client().get("/metrics").get_data(as_text=True)
+    text = app.test_client().get("/metrics", environ_base=ADMIN).get_data(as_text=True)
     found: dict[str, dict[tuple, float]] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:

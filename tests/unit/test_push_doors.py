@@ -11,7 +11,7 @@ import time
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from numcast import auth, mirror_key
+from numcast import admin, auth, mirror_key
 from numcast.envelope import decode
 from numcast.settings import from_env
 from numcast_control import create_app
@@ -115,7 +115,7 @@ def test_without_a_push_token_only_this_machine_may_push():
     assert push(client, sample, headers={"Origin": "http://evil.example"}).json["reason"] == "cross_origin"
     assert not queued(app)
     assert push(client, sample).status_code == 200
-    metrics = client.get("/metrics").get_data(as_text=True)
+    metrics = client.get("/metrics", environ_base={admin.ENVIRON: True}).get_data(as_text=True)
     assert 'numcast_push_refused_total{reason="not_loopback"} 1.0' in metrics
     assert 'numcast_push_refused_total{reason="cross_origin"} 1.0' in metrics
     assert 'numcast_pushed_total{format="json"} 1.0' in metrics

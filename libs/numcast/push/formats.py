@@ -14,6 +14,8 @@ from typing import NamedTuple
 import line_protocol_parser
 from prometheus_client.parser import text_string_to_metric_families
 
+from numcast import parsing
+
 # Influx line protocol timestamps: integers in this unit since the epoch (`precision`, default ns): per second.
 PRECISIONS = {"ns": 1_000_000_000, "us": 1_000_000, "ms": 1000, "s": 1}
 JSON_KEYS = frozenset(("series", "labels", "value", "ts"))
@@ -55,10 +57,10 @@ _DECODER = json.JSONDecoder(parse_constant=_no_constant)
 def from_json(body: bytes) -> list[Sample]:
     """`{"samples": [{"series", "labels", "value", "ts"}, ...]}`: `labels` and `ts` may be left out."""
     try:
-        data = _DECODER.decode(body.decode())
+        data = parsing.loads(body.decode(), _DECODER)  # nesting bounded (numcast.parsing)
     except UnicodeDecodeError:
         raise FormatError("", "the body is not UTF-8") from None
-    except (ValueError, RecursionError) as exc:
+    except ValueError as exc:
         raise FormatError("", f"the body is not JSON: {str(exc)[:120]}") from None
     if not isinstance(data, dict) or set(data) != {"samples"} or not isinstance(data["samples"], list):
         raise FormatError("", 'the body must be {"samples": [{"series", "labels", "value", "ts"}, ...]}')
@@ -113,6 +115,7 @@ def from_exposition(body: bytes) -> list[Sample]:
         text = body.decode()
     except UnicodeDecodeError:
         raise FormatError("", "the body is not UTF-8") from None
+    _ascii_numbers(text)
     try:
         families = list(text_string_to_metric_families(text))
     except ValueError as exc:
@@ -145,3 +148,14 @@ def _describe(name: str, labels: dict) -> str:
     """`name{a="b"}`: a sample as the exposition format writes it, for error messages."""
     inner = ",".join(f"{key}={json.dumps(value, ensure_ascii=False)}" for key, value in labels.items())
     return f"{name}{{{inner}}}" if inner else name
+
+
+def _ascii_numbers(text: str) -> None:
+    """Raise FormatError for a sample line whose value or timestamp is not in ASCII: prometheus_client's parser
+    reads them with float(), which takes any Unicode digit (`a ١٢` would be 12)."""
+    for n, line in enumerate(text.split("\n"), 1):
+        if line.startswith("#") or line.isascii():
+            continue
+        # After the labels' closing brace (the last one: a value or timestamp holds none), or the whole line.
+        if not line[line.rfind("}") + 1 :].isascii():
+            raise FormatError(f"line {n}", "a value or timestamp not written in digits 0-9")

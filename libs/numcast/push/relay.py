@@ -31,7 +31,7 @@ from numcast.settings import SettingsError
 log = logging.getLogger(__name__)
 
 MAX_SCRAPE_BYTES = 16 * 1024 * 1024  # an exporter's page; more is refused rather than read
-_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+_DURATION_RE = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 

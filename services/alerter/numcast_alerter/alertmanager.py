@@ -14,7 +14,7 @@ import time
 import urllib.error
 import urllib.request
 
-from numcast import alerts
+from numcast import alerts, parsing
 from numcast.logs import Throttled
 from numcast.redis_conn import Backoff, describe
 from numcast_alerter.backlog import Backlog
@@ -128,10 +128,10 @@ class AlertmanagerClient:
                 raw = response.read(MAX_LIST_BYTES + 1)
             if len(raw) > MAX_LIST_BYTES:
                 raise ValueError(f"the list is larger than {MAX_LIST_BYTES} bytes")
-            listed = json.loads(raw)
+            listed = parsing.loads(raw)
             if not isinstance(listed, list):
                 raise ValueError("the answer is not a JSON list")
-        except (OSError, ValueError, RecursionError) as exc:
+        except (OSError, ValueError) as exc:
             self.errors.inc()
             self._warn.warning("list", "cannot list the alerts of url=%s error=%s", self.base, describe(exc))
             return None

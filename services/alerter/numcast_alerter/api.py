@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
-
 from flask import Flask, Response, current_app, jsonify, request
 
-from numcast import auth
+from numcast import auth, parsing
 from numcast.alerts import AlertError
 
 MAX_ERRORS_SHOWN = 10  # of a payload's skipped alerts, in the answer; all are counted and logged
@@ -33,8 +31,8 @@ def init_app(app: Flask) -> None:
     @app.post("/api/alertmanager")
     def alertmanager() -> tuple[Response, int]:
         try:
-            payload = json.loads(request.get_data(cache=False) or b"null")
-        except (ValueError, RecursionError) as exc:
+            payload = parsing.loads(request.get_data(cache=False) or b"null")
+        except ValueError as exc:
             refused = AlertError("not_json", f"body is not valid JSON: {str(exc)[:200]}")
             _service().refuse_webhook(refused)
             return jsonify(error=str(refused), reason=refused.reason), 400

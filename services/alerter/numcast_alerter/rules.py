@@ -15,7 +15,7 @@ from importlib import resources
 
 import yaml
 
-from numcast import alerts, matchers
+from numcast import alerts, matchers, parsing
 from numcast.envelope import GENERATOR_SERIES, SERIES_RULE, valid_series
 from numcast_alerter import templates
 
@@ -28,7 +28,7 @@ KEYS = frozenset(
 )  # fmt: skip
 # Prometheus' duration syntax (model.ParseDuration): units from largest to smallest, each once, or a bare 0.
 _UNITS = (("y", 365 * 86400), ("w", 7 * 86400), ("d", 86400), ("h", 3600), ("m", 60), ("s", 1), ("ms", 0.001))
-_DURATION_RE = re.compile("".join(rf"(?:(\d+){unit}{'(?!s)' if unit == 'm' else ''})?" for unit, _ in _UNITS))
+_DURATION_RE = re.compile("".join(rf"(?:([0-9]+){unit}{'(?!s)' if unit == 'm' else ''})?" for unit, _ in _UNITS))
 MAX_DURATION = 7 * 24 * 3600.0
 DEFAULT_STALE_AFTER = 300.0  # Prometheus marks a series stale after 5 minutes without a sample
 DEFAULT_MAX_LABEL_SETS = 100  # label sets one rule keeps, unless its `max_label_sets` says otherwise
@@ -165,6 +165,10 @@ def load(path: str, max_label_sets: int = MAX_LABEL_SETS) -> tuple[Rule, ...]:
         raise RulesError(f"{path}: not UTF-8") from None
 
 
+class _TooDeep(Exception):
+    """Nodes nested deeper than numcast.parsing.MAX_DEPTH."""
+
+
 class _Twice(Exception):
     """A mapping holds a key twice: YAML loaders keep the last, and a rule would silently change."""
 
@@ -177,7 +181,21 @@ class _Mapping(dict):
 
 
 class _Loader(yaml.SafeLoader):
-    """PyYAML's safe loader, refusing a key given twice in one mapping; mappings know their lines."""
+    """PyYAML's safe loader, refusing a key given twice in one mapping, and nodes nested deeper than JSON may be
+    anywhere (PyYAML recurses once per level: `[` a thousand times would raise RecursionError); mappings know
+    their lines."""
+
+    _depth = 0
+
+    def compose_node(self, parent, index):
+        self._depth += 1
+        try:
+            if self._depth > parsing.MAX_DEPTH:
+                mark = self.peek_event().start_mark
+                raise _TooDeep(f"line {mark.line + 1}: nested deeper than {parsing.MAX_DEPTH} levels")
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
     def construct_mapping(self, node, deep=False):
         if isinstance(node, yaml.MappingNode):
@@ -221,7 +239,7 @@ def parse(text: str, where: str, max_label_sets: int = MAX_LABEL_SETS) -> tuple[
     """The rules in YAML `text`; `where` names the file in errors, `max_label_sets` caps that key."""
     try:
         data = yaml.load(text, Loader=_Loader)
-    except _Twice as exc:
+    except (_Twice, _TooDeep) as exc:
         raise RulesError(f"{where}: {exc}") from None
     except yaml.YAMLError as exc:
         raise RulesError(f"{where}: not valid YAML: {' '.join(str(exc).split())}") from None

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
-
 from flask import Flask, Response, current_app, jsonify, render_template, request
 
-from numcast import auth
+from numcast import admin, auth, parsing
 from numcast_control import push_api
 from numcast_control.config import ConfigError
 
@@ -16,8 +14,12 @@ def _service():
 
 
 def _status() -> dict:
-    # `auth` tells the page whether to ask for the token before the first change.
-    return {**_service().status(), "auth": auth.mode()}
+    # `auth` tells the page whether to ask for the token before the first change. The public port shows the page's
+    # view: whether an output was refused, not the refusal's text (it names the Redis user).
+    status = {**_service().status(), "auth": auth.mode()}
+    if not admin.requested():
+        status["outputs"] = [{**o, "refused": True} if o.get("refused") else o for o in status["outputs"]]
+    return status
 
 
 def init_app(app: Flask) -> None:
@@ -43,8 +45,8 @@ def init_app(app: Flask) -> None:
     @app.patch("/api/config")
     def patch_config() -> tuple[Response, int]:
         try:
-            body = json.loads(request.get_data(cache=False) or b"null")
-        except (ValueError, RecursionError) as exc:
+            body = parsing.loads(request.get_data(cache=False) or b"null")
+        except ValueError as exc:
             return jsonify(error=f"body is not valid JSON: {exc}", field=None), 400
         try:
             config = _service().update(body)

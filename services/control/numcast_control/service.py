@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
 
 import redis
 
-from numcast import alerts, presence, replay_log
+from numcast import alerts, parsing, presence, replay_log
 from numcast.logs import Throttled
 from numcast.mirror_key import MirrorKeys
 from numcast.push import stream
@@ -170,7 +169,7 @@ class ControlService:
             except alerts.AlertError:
                 continue  # the alerter writes only valid ones; anything else is not shown
         try:
-            rules = json.loads(rules)["rules"] if rules else None  # absent: no alerter has run for 10 s
+            rules = parsing.loads(rules)["rules"] if rules else None  # absent: no alerter has run for 10 s
         except (ValueError, KeyError, TypeError):
             rules = None
         active.sort(key=lambda m: (m["startsAt"], m["alertname"]))

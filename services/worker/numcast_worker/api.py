@@ -7,6 +7,7 @@ import logging
 from flask import Flask, Response, current_app, jsonify, render_template, request
 from flask_socketio import emit
 
+from numcast import admin, parsing
 from numcast.envelope import SERIES_RULE, valid_series
 from numcast.logs import Throttled
 from numcast.matchers import RULE as MATCH_RULE
@@ -54,21 +55,27 @@ def init_app(app: Flask, socketio) -> None:
     @app.get("/")
     def index() -> str:
         service = _service()
-        return render_template("index.html", status=service.status(), max_series=service.settings.subscribe_max_series)
+        return render_template(
+            "index.html", status=service.public_status(), max_series=service.settings.subscribe_max_series
+        )
 
     @app.get("/api/status")
     def status() -> Response:
-        return jsonify(_service().status())
+        service = _service()
+        return jsonify(service.status() if admin.requested() else service.public_status())
 
     @app.get("/api/history")
     def history() -> tuple[Response, int]:
         service = _service()
         size = service.settings.history_size
-        raw = request.args.get("limit", str(size))
-        if not raw.isdigit() or not 1 <= int(raw) <= size:
+        try:
+            limit = parsing.ascii_int(request.args.get("limit", str(size)))  # `²`, `٣`: no digits of ours
+        except ValueError:
+            limit = 0
+        if not 1 <= limit <= size:
             return jsonify(error=f"limit must be an integer from 1 to {size}", field="limit"), 400
         names, matchers = _selection(service.settings.subscribe_max_series)
-        envelopes = service.ingest.recent(int(raw), names, matchers)
+        envelopes = service.ingest.recent(limit, names, matchers)
         return jsonify(worker=service.settings.worker_name, envelopes=envelopes), 200
 
     @app.get("/api/series")

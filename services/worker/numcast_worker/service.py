@@ -56,7 +56,7 @@ class WorkerService:
             stats,
             lambda: self.fanout.mark("alerts"),
         )
-        states = {"status": self.status, "alerts": self.alerts.to_browsers}
+        states = {"status": self.public_status, "alerts": self.alerts.to_browsers}
         self.fanout = Fanout(
             socketio,
             settings.client_queue,
@@ -248,8 +248,17 @@ class WorkerService:
             detail["redis_refused"] = self.subscriber.refused
         return ok, detail
 
+    def public_status(self) -> dict:
+        """What the dashboard shows (the public port's /api/status, and the browsers' `status`): the full status
+        without the sink's path, the refusal's text (it names the Redis user) or replay errors' text."""
+        status = self.status()
+        status["redis"] = {**status["redis"], "refused": bool(status["redis"]["refused"])}
+        status["sink"] = {"ok": status["sink"]["ok"]}
+        status["replay"] = {"runs": status["replay"]["runs"], "errors": status["replay"]["errors"]}
+        return status
+
     def status(self) -> dict:
-        """Everything the dashboard shows about the worker and its inputs."""
+        """Everything about the worker and its inputs (the admin port's /api/status)."""
         return {
             **self.identity(),
             "channel": self.settings.channel,
