@@ -162,4 +162,5 @@ def test_the_webhook_json_is_judged_only_after_the_token(redis_server, services)
     assert (status, body["reason"]) == (401, "missing"), "a stranger learns nothing about the body it sent"
     assert alerter.metric("numcast_rejected_total", 'path="webhook",reason="not_json"') == 0
     status, body = http("POST", alerter.url + "/api/alertmanager", b"{not json", {"Authorization": f"Bearer {TOKEN}"})
-    assert status == 400 and body["error"].startswith("body is not valid JSON")
+    assert status == 400 and body["error"].startswith("not_json: body is not valid JSON")
+    assert body["reason"] == "not_json"
