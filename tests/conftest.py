@@ -269,15 +269,32 @@ def pytest_runtest_makereport(item, call):
             report.sections.append((f"numcast {service.command} #{n} log, last lines", "\n".join(lines)))
 
 
+def socketio_client(**options):
+    """A python-socketio client that handles messages one at a time, in the order they came, as a browser does.
+
+    engineio's client hands each message to a thread of its own, so two batches (or a batch and an
+    acknowledgement) can be handled out of order under load; a test of order would then fail by the client's doing.
+    """
+    import socketio
+
+    client = socketio.Client(**options)
+    trigger = client.eio._trigger_event
+
+    def in_order(event, *args, **kwargs):
+        kwargs["run_async"] = False
+        return trigger(event, *args, **kwargs)
+
+    client.eio._trigger_event = in_order
+    return client
+
+
 class Browser:
     """A Socket.IO client, as the dashboard connects (WebSocket only), that keeps every value pushed to it."""
 
     def __init__(self, url: str) -> None:
-        import socketio
-
         self.values: list[dict] = []
         self._lock = threading.Lock()
-        self.client = socketio.Client(reconnection=False)
+        self.client = socketio_client(reconnection=False)
         self.client.on("numbers", self._numbers)
         self.client.connect(url, transports=["websocket"], wait_timeout=10)
 

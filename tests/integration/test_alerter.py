@@ -14,8 +14,7 @@ import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-import socketio
-from conftest import NUMCAST, envelope, eventually, http, publish
+from conftest import NUMCAST, envelope, eventually, http, publish, socketio_client
 
 from numcast import alerts
 from numcast.local import free_port, webhook_alertmanager
@@ -52,7 +51,7 @@ class AlertsBrowser:
     def __init__(self, url: str) -> None:
         self.events: list[tuple[float, dict]] = []
         self.lock = threading.Lock()
-        self.client = socketio.Client(reconnection=False, websocket_extra_options={"origin": url})
+        self.client = socketio_client(reconnection=False, websocket_extra_options={"origin": url})
         self.client.on("alerts", self._alerts)
         self.client.connect(url, transports=["websocket"], wait_timeout=5)
 

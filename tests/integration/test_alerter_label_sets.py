@@ -8,8 +8,7 @@ The services are shared by the module: each case watches a series of its own, wi
 from __future__ import annotations
 
 import pytest
-import socketio
-from conftest import eventually, http
+from conftest import eventually, http, socketio_client
 from needs import missing
 
 from numcast import alerts
@@ -190,7 +189,7 @@ def test_silence_is_per_label_set_and_the_rule_s_own_alert_says_none_was_ever_se
 
 def test_a_browser_gets_the_first_100_alerts_and_their_total_however_many_label_sets_fire(pipeline):
     events: list[dict] = []
-    browser = socketio.Client(reconnection=False)
+    browser = socketio_client(reconnection=False)
     browser.on("alerts", events.append)
     browser.connect(pipeline.worker.url, transports=["websocket"], wait_timeout=10)
     try:

@@ -15,8 +15,7 @@ import socket
 import time
 
 import pytest
-import socketio
-from conftest import envelope, eventually, publish
+from conftest import envelope, eventually, publish, socketio_client
 from needs import missing, tools
 from raw_browsers import open_browsers
 from test_browsers import upgrade
@@ -98,7 +97,7 @@ def served(service) -> tuple[float, float]:
     began = time.monotonic()
     assert service.get("/healthz")[0] == 200
     healthz = time.monotonic() - began
-    client = socketio.Client(reconnection=False)
+    client = socketio_client(reconnection=False)
     began = time.monotonic()
     client.connect(service.url, transports=["websocket"], wait_timeout=10)
     browser = time.monotonic() - began

@@ -8,8 +8,7 @@ import threading
 import time
 
 import pytest
-import socketio
-from conftest import envelope, eventually, http, publish
+from conftest import envelope, eventually, http, publish, socketio_client
 
 SOURCE = "hand-1.push"
 
@@ -21,7 +20,7 @@ class Watcher:
         self.values: list[dict] = []
         self.errors: list[dict] = []
         self._lock = threading.Lock()
-        self.client = socketio.Client(reconnection=False)
+        self.client = socketio_client(reconnection=False)
         self.client.on("numbers", self._numbers)
         self.client.on("subscribe_error", self.errors.append)
         self.client.connect(url, transports=["websocket"], wait_timeout=10)

@@ -5,7 +5,7 @@ import time
 
 import pytest
 import socketio
-from conftest import envelope, eventually, publish
+from conftest import envelope, eventually, publish, socketio_client
 from raw_browsers import open_browsers, stalled_browser
 
 
@@ -15,7 +15,7 @@ class Browser:
     def __init__(self, url: str, origin: str | None = None):
         self.batches: list[list[dict]] = []
         self.statuses: list[dict] = []
-        self.client = socketio.Client(reconnection=False, websocket_extra_options={"origin": origin or url})
+        self.client = socketio_client(reconnection=False, websocket_extra_options={"origin": origin or url})
         self.client.on("numbers", self.batches.append)
         self.client.on("status", self.statuses.append)
         self.client.connect(url, transports=["websocket"], wait_timeout=5)
