@@ -103,10 +103,16 @@ def test_a_new_primary_that_missed_the_last_envelopes_gets_them_again(group, set
     eventually(lambda: control.json("/api/status")["seq"] > 50, message="values flow")
     old = group.primary()
     replicas = [node for node in group.nodes if node is not old]
+    admin = redis.Redis(port=old.port, username="sentinel", password=group.passwords["sentinel"])
+
+    def online() -> bool:  # the Sentinels' count of replicas may run ahead of a replica still syncing
+        info = admin.info("replication")
+        return [info.get(f"slave{n}", {}).get("state") for n in range(len(replicas))] == ["online"] * len(replicas)
+
+    eventually(online, timeout=15, message="both replicas online at the primary")
     for node in replicas:  # replication stalls, then breaks: the primary acknowledges what no replica has
         node.process.send_signal(signal.SIGSTOP)
     try:
-        admin = redis.Redis(port=old.port, username="sentinel", password=group.passwords["sentinel"])
         assert admin.client_kill_filter(_type="replica") == len(replicas)
         admin.close()
         at_stop = control.json("/api/status")["seq"]
