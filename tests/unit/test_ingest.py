@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from numcast import alerts, envelope
 from numcast.metrics import FastHistogram
 from numcast_worker.ingest import Ingest
 from numcast_worker.sequences import Sequences
@@ -156,3 +157,21 @@ def test_threads_feeding_expiring_and_reading_at_once_keep_every_count(tmp_path,
     assert ingest.sequences.gaps == sources * (per_source - 1) * (step - 1)
     ingest.flush()
     assert ingest.sink.lines == total
+
+
+def test_every_rejection_and_mirror_close_reason_is_served_at_zero_from_the_start():
+    """A labelled counter that appears at its first increment has no increase(): NumcastRejectedMessages needs 0."""
+    samples = {
+        (family.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in Stats().collect()
+        for sample in family.samples
+        if sample.name.endswith("_total")
+    }
+    for path in ("redis", "tcp", "replay"):
+        for reason in envelope.REASONS:
+            assert samples[("numcast_rejected", (("path", path), ("reason", reason)))] == 0, (path, reason)
+    for reason in alerts.REASONS:
+        assert samples[("numcast_rejected", (("path", "alerts"), ("reason", reason)))] == 0, reason
+    for reason in ("bad_mac", "too_long", "invalid", "idle", "evicted", "refused"):
+        assert samples[("numcast_tcp_closed", (("reason", reason),))] == 0, reason
+    assert Stats().to_dict()["rejected"] == {}, "the status counts only what was rejected"

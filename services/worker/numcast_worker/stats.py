@@ -6,9 +6,16 @@ from collections import Counter
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from numcast import alerts, envelope
 from numcast.metrics import PREFIX
 
 PATHS = ("redis", "tcp", "replay")  # replay: read back from the replay log
+# Every (path, reason) a rejection can carry and every reason the mirror door closes for: each is served at 0 from
+# the start, so `increase()` sees the first one (a series that appears at 1 has no increase).
+REJECTED = [(path, reason) for path in PATHS for reason in envelope.REASONS] + [
+    ("alerts", reason) for reason in alerts.REASONS
+]
+TCP_CLOSED = ("idle", "evicted", "refused", "invalid", "too_long", "bad_mac")
 
 
 class Stats:
@@ -17,9 +24,9 @@ class Stats:
     def __init__(self) -> None:
         self.received = dict.fromkeys(PATHS, 0)
         self.accepted = dict.fromkeys(PATHS, 0)
-        self.rejected: Counter[tuple[str, str]] = Counter()
+        self.rejected: Counter[tuple[str, str]] = Counter(dict.fromkeys(REJECTED, 0))
         self.quarantined: Counter[tuple[str, str]] = Counter()  # (path, reason): valid, but held apart
-        self.tcp_closed: Counter[str] = Counter()  # reason
+        self.tcp_closed: Counter[str] = Counter(dict.fromkeys(TCP_CLOSED, 0))  # reason
         self.subscribe_refused: Counter[str] = Counter()  # reason
         self.duplicates = 0
         self.reconnects = 0
@@ -34,7 +41,8 @@ class Stats:
         """The counters, as /api/status shows them."""
         rejected: dict[str, int] = {}
         for (path, _reason), n in self.rejected.items():
-            rejected[path] = rejected.get(path, 0) + n
+            if n:
+                rejected[path] = rejected.get(path, 0) + n
         return {
             "received": dict(self.received),
             "accepted": dict(self.accepted),
