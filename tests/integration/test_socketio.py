@@ -35,7 +35,7 @@ def test_values_arrive_in_batches_in_seq_order(redis_server, worker):
     publish(redis_server, *(envelope(n) for n in range(1, 201)))
     eventually(lambda: len(browser.values()) == 200)
     assert [e["seq"] for e in browser.values()] == list(range(1, 201))
-    assert len(browser.batches) < 50, "batched, not one event per value"
+    assert len(browser.batches) <= 100, "batched: at most half as many events as values, not one per value"
     assert all(set(e) == {"seq", "value", "ts", "source"} for e in browser.values())
     eventually(lambda: browser.statuses, message="a status push")
     assert browser.statuses[-1]["name"] == worker.env["WORKER_NAME"]
