@@ -33,6 +33,20 @@ HTTP_TIMEOUT = 60  # a worker busy with a flood may answer late; how late is its
 _METRIC_RE = re.compile(r"^([a-zA-Z_:][\w:]*(?:\{[^}]*\})?) (\S+)$")
 
 
+def get(url: str):
+    """The JSON a service answers at `url`."""
+    with urllib.request.urlopen(url, timeout=30) as response:
+        return json.load(response)
+
+
+def patch(url: str, body: dict) -> None:
+    """PATCH `body` as JSON to `url` (the control-plane's /api/config)."""
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), method="PATCH", headers={"Content-Type": "application/json"}
+    )
+    urllib.request.urlopen(request, timeout=30).close()
+
+
 def numcast_command() -> str:
     """The `numcast` console script of the environment running this script."""
     path = os.path.join(os.path.dirname(sys.executable), "numcast")

@@ -23,25 +23,12 @@ import statistics
 import tempfile
 import threading
 import time
-import urllib.request
 
 import socketio
-from _common import Proc, run
+from _common import Proc, get, patch, run
 
 from numcast.local import free_port
 from numcast.replicated import DOWN_AFTER_MS, FAILOVER_TIMEOUT_MS, SentinelGroup
-
-
-def get(url: str):
-    with urllib.request.urlopen(url, timeout=30) as response:
-        return json.load(response)
-
-
-def patch(url: str, body: dict) -> None:
-    request = urllib.request.Request(
-        url, data=json.dumps(body).encode(), method="PATCH", headers={"Content-Type": "application/json"}
-    )
-    urllib.request.urlopen(request, timeout=30).close()
 
 
 class Browser:

@@ -28,29 +28,16 @@ import statistics
 import tempfile
 import threading
 import time
-import urllib.request
 
 import redis
 import socketio
-from _common import Proc, run
+from _common import Proc, get, patch, run
 
 from numcast import replay_log
 from numcast.envelope import Envelope
 from numcast.local import Redis, free_port
 from numcast.metrics import Metrics
 from numcast_control.outputs import BATCH, RedisOutput
-
-
-def get(url: str):
-    with urllib.request.urlopen(url, timeout=30) as response:
-        return json.load(response)
-
-
-def patch(url: str, body: dict) -> None:
-    request = urllib.request.Request(
-        url, data=json.dumps(body).encode(), method="PATCH", headers={"Content-Type": "application/json"}
-    )
-    urllib.request.urlopen(request, timeout=30).close()
 
 
 class Pipeline:

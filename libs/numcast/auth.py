@@ -76,6 +76,16 @@ def load(token: str, token_file: str, file_var: str = FILE_VAR) -> bytes | None:
     return text.encode()
 
 
+def file_stamp(path: str) -> tuple | None:
+    """What tells a file changed (inode, mtime, size), None while it cannot be read: a mounted Secret's update
+    replaces the file behind a symlink, which os.stat follows."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size
+
+
 class Token:
     """The token in force: `CONTROL_TOKEN`, or `CONTROL_TOKEN_FILE` read again whenever the file changes.
 
@@ -109,11 +119,7 @@ class Token:
         return self.value
 
     def _stat(self) -> tuple | None:
-        try:
-            st = os.stat(self.file)  # follows the symlinks of a mounted Secret
-        except OSError:
-            return None
-        return st.st_ino, st.st_mtime_ns, st.st_size
+        return file_stamp(self.file)
 
 
 def loopback(address: str | None) -> bool:

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import hmac
 import logging
-import os
 import re
 import secrets
 import socket
 import time
 
+from numcast.auth import file_stamp
 from numcast.logs import Throttled
 from numcast.settings import SettingsError
 
@@ -117,11 +117,7 @@ class MirrorKeys:
         return -1
 
     def _stat(self) -> tuple | None:
-        try:
-            st = os.stat(self.path)  # follows the symlinks of a mounted Secret
-        except OSError:
-            return None
-        return st.st_ino, st.st_mtime_ns, st.st_size
+        return file_stamp(self.path)
 
 
 def greeting(nonce: bytes) -> bytes:
