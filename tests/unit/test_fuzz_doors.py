@@ -191,3 +191,25 @@ def test_deep_json_bodies_are_refused_as_not_json(clients, depth):
         response = clients[service].open(path, method=method, data=body, content_type="application/json")
         assert response.status_code == 400, (service, response.get_json())
         assert "not valid JSON" in response.get_json()["error"]
+
+
+@pytest.mark.parametrize(
+    ("text", "deep"),
+    [
+        ("[" * 32 + "]" * 32, False),
+        ("[" * 33 + "]" * 33, True),
+        ('{"a":' * 33 + "1" + "}" * 33, True),
+        ("[" * 33, True),  # left open: the decoder goes down every level before it finds the end
+        ('["' + "[" * 100 + '"]', False),  # brackets in a string do not nest
+        ('["\\"' + "[" * 100 + '"]', False),  # nor after an escaped quote
+        ('["\\\\"' + ", [" * 40 + "]" * 40 + "]", True),  # an escaped backslash ends no string: these do nest
+        (json.dumps({"samples": [{"labels": {"a": "[{"}}] * 100}), False),  # wide, not deep
+    ],
+)
+def test_depth_is_counted_outside_strings_as_the_decoder_nests(text, deep):
+    if deep:
+        with pytest.raises(parsing.TooDeep):
+            parsing.check_depth(text)
+    else:
+        parsing.check_depth(text)
+        parsing.check_depth(text.encode())
