@@ -70,28 +70,32 @@ class Watcher(Browser):
         super().__init__(host, port, False, latencies)
         self.series = series
         self.per_series = dict.fromkeys(series, 0)
-        self.last_seq = -1
-        self.foreign = 0  # values of a series it did not ask for
+        self.last_seq: dict[str, int] = {}  # per source: seqs grow per source, not across sources
+        self.foreign = 0  # values of a series it did not ask for, once its subscription was acknowledged
+        self.subscribed = False  # before the acknowledgement it gets the generator's series, as any new browser
 
     def _message(self, payload: bytes, now: float) -> None:
         if payload.startswith(b'42["numbers",'):
             self.frames_in += 1
             for value in json.loads(payload[2:])[1]:
+                if not self.subscribed:
+                    continue
                 self.latencies.append(now - value["ts"])
                 name = value.get("series")
                 if name in self.per_series:
                     self.per_series[name] += 1
                 else:
                     self.foreign += 1
-                if value["seq"] <= self.last_seq:
+                if value["seq"] <= self.last_seq.get(value["source"], -1):
                     self.disorder += 1
-                self.last_seq = value["seq"]
+                self.last_seq[value["source"]] = value["seq"]
                 self.count += 1
         elif payload.startswith(b"40"):
             body = json.dumps({"series": self.series}).encode()
             self.transport.write(frame(b'421["subscribe",' + body + b"]", True))  # with an acknowledgement, id 1
         elif payload.startswith(b"431["):
-            if b'"subscribed"' in payload and not self.connected.done():
+            self.subscribed = b'"subscribed"' in payload
+            if self.subscribed and not self.connected.done():
                 self.connected.set_result(time.time())
             elif not self.connected.done():
                 self._fail(f"subscribe refused: {payload[:120]!r}")
