@@ -102,6 +102,14 @@ def write_private(path: str, text: str) -> None:
         file.write(text)
 
 
+def kill_and_remove(process: subprocess.Popen | None, directory: str) -> None:
+    """SIGKILL `process` if it still runs, reap it, and remove `directory` (a throwaway server's files)."""
+    if process is not None and process.poll() is None:
+        process.kill()
+        process.wait()
+    shutil.rmtree(directory, ignore_errors=True)
+
+
 class Redis:
     """A throwaway redis-server on a free port that keeps nothing on disk.
 
@@ -174,10 +182,7 @@ class Redis:
 
     def stop(self) -> None:
         """Kill the server (it holds nothing worth a graceful shutdown)."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-        shutil.rmtree(self.dir, ignore_errors=True)
+        kill_and_remove(self.process, self.dir)
 
 
 def service(command: str, env: dict[str, str]) -> subprocess.Popen:

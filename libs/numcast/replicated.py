@@ -17,7 +17,7 @@ import time
 import redis
 
 from numcast import redis_acl
-from numcast.local import Redis, _die_with_parent, free_port, redis_binary, write_private
+from numcast.local import Redis, _die_with_parent, free_port, kill_and_remove, redis_binary, write_private
 from numcast.redis_conn import MASTER_NAME, Endpoint, Sentinels
 
 # Sentinel's own timings, as docs/operations.md sets them: the primary is taken for down after 5 s of silence.
@@ -52,10 +52,7 @@ class Sentinel:
 
     def stop(self) -> None:
         """Kill the Sentinel and remove its files."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-        shutil.rmtree(self.dir, ignore_errors=True)
+        kill_and_remove(self.process, self.dir)
 
 
 class SentinelGroup:
