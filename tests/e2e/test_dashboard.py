@@ -196,7 +196,12 @@ def test_worker_restart_reconnects_and_backfills_each_value_once(redis_server, s
 
     expected = list(range(published[-1], 13, -1)) + list(range(10, 0, -1))
     eventually(lambda: table_seqs(page) == expected, message="every accepted seq exactly once, newest first")
-    assert any(14 in seqs for seqs in backfills), "14-20 came back through /api/history"
+    # The response handler runs when Playwright dispatches its events: let it, rather than read the list once.
+    eventually(
+        lambda: page.wait_for_timeout(50) or any(14 in seqs for seqs in backfills),
+        timeout=5,
+        message="14-20 came back through /api/history",
+    )
     assert set(backfills[-1]) & set(published), "the backfill overlapped the live stream"
     expect(page.locator("#duplicates")).to_have_text("0")
     expect(page.locator("#gaps")).to_have_text("3")  # 11-13, published while no worker ran
