@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import re
 import time
 from importlib import resources
@@ -16,6 +15,7 @@ from importlib import resources
 import yaml
 
 from numcast import alerts, matchers, parsing
+from numcast.auth import file_stamp
 from numcast.envelope import GENERATOR_SERIES, SERIES_RULE, valid_series
 from numcast_alerter import templates
 
@@ -136,11 +136,7 @@ class RulesFile:
         return self.rules
 
     def _stat(self) -> tuple | None:
-        try:
-            st = os.stat(self.path) if self.path else None  # follows symlinks
-        except OSError:
-            return None
-        return st and (st.st_ino, st.st_mtime_ns, st.st_size)
+        return file_stamp(self.path) if self.path else None
 
 
 def default_text() -> str:
