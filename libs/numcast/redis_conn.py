@@ -124,7 +124,7 @@ class Endpoint(CredentialProvider):
     def db(self) -> int:
         """The database number in the URL's path (0 when none)."""
         path = urllib.parse.urlsplit(self.url).path.strip("/")
-        return int(path) if path.isdigit() else 0
+        return int(path) if path.isascii() and path.isdigit() else 0  # "٣".isdigit(): ASCII digits only
 
     def __str__(self) -> str:
         return self.label

@@ -193,3 +193,11 @@ def test_sentinels_make_an_endpoint_that_asks_them_and_never_shows_a_password(tm
     assert endpoint.get_credentials() == ("worker", "s3cret-redis")
     assert endpoint.label == "sentinel://sentinel-0:26379,::1:26380/numcast (worker@db 2)"
     assert "s3cret" not in repr(settings) + repr(endpoint) + endpoint.label
+
+
+def test_a_database_number_in_other_digits_than_ascii_is_not_read_as_one():
+    from numcast.redis_conn import Endpoint
+
+    assert Endpoint("redis://h:1/3").db == 3
+    assert Endpoint("redis://h:1/\u0663").db == 0, "an Arabic-Indic three is no database number"
+    assert Endpoint("redis://h:1/").db == 0
